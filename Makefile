@@ -1,0 +1,63 @@
+# loan-ews front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+EWS := $(VENV)/bin/ews
+STAMP := $(VENV)/.installed
+export UV_PYTHON_DOWNLOADS := never
+export OMP_WAIT_POLICY ?= PASSIVE
+
+BOOK ?= data/demo-book
+LOANS ?= 20000
+MONTHS ?= 48
+SEED ?= 7
+
+.PHONY: help install demo test bench lint format book validate summary clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check uv==0.13.9
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --python $(PYTHON)
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with the locked dependencies (uv.lock)
+
+demo: $(STAMP) ## Generate the demo book, validate it and print its summary
+	$(EWS) book generate --loans $(LOANS) --months $(MONTHS) --seed $(SEED) --out $(BOOK)
+	$(EWS) book validate $(BOOK)
+	$(EWS) book summary $(BOOK)
+
+test: $(STAMP) ## Run the test suite
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP) ## Run the benchmarks (large books; prints time and memory)
+	$(VENV)/bin/python -m bench
+
+lint: $(STAMP) ## Ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+book: $(STAMP) ## Generate a book: make book BOOK=dir LOANS=n MONTHS=m SEED=s
+	$(EWS) book generate --loans $(LOANS) --months $(MONTHS) --seed $(SEED) --out $(BOOK)
+
+validate: $(STAMP) ## Validate a book: make validate BOOK=dir
+	$(EWS) book validate $(BOOK)
+
+summary: $(STAMP) ## Summarise a book: make summary BOOK=dir
+	$(EWS) book summary $(BOOK)
+
+clean: ## Remove generated data and local model state (keeps specs)
+	rm -rf data models/mlflow.db models/mlartifacts models/reports .pytest_cache

@@ -1,0 +1,70 @@
+"""Run benchmarks, each in a child process so its wall time and peak memory are its own.
+
+python -m bench                 # all
+python -m bench generate        # one or several by name
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(os.environ.get("EWS_BENCH_DIR", "data/bench"))
+BIG_LOANS = int(os.environ.get("EWS_BENCH_LOANS", "200000"))
+EWS = [sys.executable, "-m", "ews.cli"]
+
+
+def run(label: str, cmd: list[str]) -> tuple[float, float]:
+    """Run a command; print and return (seconds, peak GiB of the child)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    dt = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}")
+    gib = usage.ru_maxrss / 2**20
+    print(f"{label:<58s} {dt:8.1f} s   peak {gib:5.2f} GiB", flush=True)
+    return dt, gib
+
+
+def bench_generate() -> None:
+    """Book generation with its oracle: 200,000 loans x 48 months (target < 5 min, < 6 GiB)."""
+    print(f"== generate ({BIG_LOANS:,} loans x 48 months, oracle included, Parquet written)")
+    run(
+        f"ews book generate --loans {BIG_LOANS} --months 48",
+        [
+            *EWS,
+            "book",
+            "generate",
+            "--loans",
+            str(BIG_LOANS),
+            "--months",
+            "48",
+            "--seed",
+            "7",
+            "--out",
+            str(DATA / "book-200k"),
+        ],
+    )
+    run("ews book validate (same book)", [*EWS, "book", "validate", str(DATA / "book-200k")])
+
+
+BENCHES = {"generate": bench_generate}
+
+
+def main(argv: list[str]) -> None:
+    names = argv or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}")
+    DATA.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores")
+    for n in names:
+        BENCHES[n]()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,146 @@
+"""Reading and writing a book folder: five tables as Parquet (or CSV) files named after the tables.
+
+Reading keeps values as stored (CSV columns stay text); `features.validation` decides what parses and
+turns the raw tables into a typed `Book`. Nothing here coerces a bad value silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.schema import TABLES, arrow_schema
+
+log = logging.getLogger(__name__)
+
+TABLE_NAMES = tuple(TABLES)
+
+
+@dataclass
+class Book:
+    """A typed book: the five tables with the dtypes of the contract.
+
+    Dates and months are `datetime64[ns]`, ids and categories `str`, nullable ints `Int64`.
+    """
+
+    borrowers: pd.DataFrame
+    loans: pd.DataFrame
+    collateral: pd.DataFrame
+    house_prices: pd.DataFrame
+    performance: pd.DataFrame
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {name: getattr(self, name) for name in TABLE_NAMES}
+
+    def subset_loans(self, loan_ids) -> Book:
+        """The book restricted to some loans with all their rows (the unit the feature builder maps over)."""
+        ids = pd.Index(loan_ids)
+        loans = self.loans[self.loans["loan_id"].isin(ids)]
+        perf = self.performance[self.performance["loan_id"].isin(ids)]
+        borrowers = self.borrowers[self.borrowers["borrower_id"].isin(loans["borrower_id"])]
+        collateral = self.collateral[self.collateral["collateral_id"].isin(loans["collateral_id"].dropna())]
+        return Book(borrowers, loans, collateral, self.house_prices, perf)
+
+    @property
+    def last_month(self) -> pd.Timestamp:
+        return self.performance["month"].max()
+
+
+def find_table_file(folder: Path, table: str) -> Path | None:
+    for suffix in (".parquet", ".csv"):
+        p = folder / f"{table}{suffix}"
+        if p.exists():
+            return p
+    return None
+
+
+def read_raw_tables(folder: str | Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Read every table file present; return the frames and the names of the missing tables.
+
+    Parquet keeps its stored types; CSV is read as text so that validation sees exactly what was written.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"book folder {str(folder)!r} does not exist")
+    frames: dict[str, pd.DataFrame] = {}
+    missing: list[str] = []
+    for name in TABLE_NAMES:
+        path = find_table_file(folder, name)
+        if path is None:
+            missing.append(name)
+            continue
+        if path.suffix == ".parquet":
+            frames[name] = pq.read_table(path).to_pandas()
+        else:
+            frames[name] = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    return frames, missing
+
+
+def to_arrow(name: str, df: pd.DataFrame) -> pa.Table:
+    """Arrow table of a typed frame in the contract's column order and types."""
+    schema = arrow_schema(name)
+    cols = []
+    for f in schema:
+        s = df[f.name]
+        if pa.types.is_date32(f.type):
+            arr = pa.array(pd.to_datetime(s).dt.date, type=f.type, from_pandas=True)
+        else:
+            arr = pa.array(s, type=f.type, from_pandas=True)
+        cols.append(arr)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def write_book(
+    book: Book,
+    folder: str | Path,
+    fmt: str = "parquet",
+    extras: dict[str, pd.DataFrame] | None = None,
+    texts: dict[str, str] | None = None,
+) -> Path:
+    """Write a book atomically: into a temp folder beside the target, then renamed into place.
+
+    `extras` are side tables written as Parquet next to the five (e.g. the generator's oracle); the
+    book reader never reads them.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for name, df in book.tables().items():
+            table = to_arrow(name, df)
+            if fmt == "parquet":
+                pq.write_table(table, tmp / f"{name}.parquet", compression="zstd")
+            elif fmt == "csv":
+                table.to_pandas().to_csv(tmp / f"{name}.csv", index=False)
+            else:
+                raise ValueError(f"unknown book format {fmt!r}; use parquet or csv")
+        for name, df in (extras or {}).items():
+            pq.write_table(
+                pa.Table.from_pandas(df, preserve_index=False), tmp / f"{name}.parquet", compression="zstd"
+            )
+        for name, text in (texts or {}).items():
+            (tmp / name).write_text(text)
+        replace_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished folder into place, keeping the old one until the new one is there."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)

@@ -1,0 +1,382 @@
+"""Validation of a book against the contract of `features.schema`.
+
+`validate_tables` never stops at the first problem: it checks everything it can and returns every
+problem with the table, column, rule, count, a few example row ids and the loans each problem touches
+(so the nightly batch can reject those loans and score the rest). It also returns the typed `Book`,
+in which values that did not parse are missing, never guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.book import TABLE_NAMES, Book, read_raw_tables
+from features.schema import TABLES, Column, Table
+
+log = logging.getLogger(__name__)
+
+MAX_EXAMPLES = 5
+REQUIRED_NONEMPTY = ("borrowers", "loans", "performance")
+
+
+@dataclass
+class Problem:
+    severity: str  # "error" or "warning"
+    table: str
+    column: str | None
+    rule: str
+    message: str
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+    loan_ids: frozenset[str] = frozenset()
+    whole_book: bool = False  # the book cannot be used at all (missing or empty table)
+
+    def describe(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        ex = f" e.g. {', '.join(self.examples)}" if self.examples else ""
+        return f"{self.severity.upper():7s} {where} [{self.rule}] {self.message} ({self.count} rows){ex}"
+
+
+@dataclass
+class ValidationReport:
+    problems: list[Problem]
+    book: Book | None
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def unusable(self) -> bool:
+        return any(p.whole_book for p in self.errors)
+
+    def rejected_loans(self) -> dict[str, str]:
+        """Loan id → the first rule it broke, for every loan touched by an error."""
+        out: dict[str, str] = {}
+        for p in self.errors:
+            for lid in sorted(p.loan_ids):
+                out.setdefault(lid, f"{p.table}.{p.column or '*'}:{p.rule}")
+        return out
+
+
+def _row_ids(table: str, df: pd.DataFrame) -> pd.Series:
+    spec = TABLES[table]
+    if all(k in df.columns for k in spec.key):
+        parts = [df[k].astype("string").fillna("?") for k in spec.key]
+        out = parts[0]
+        for p in parts[1:]:
+            out = out + "@" + p.str.slice(0, 10)
+        return out
+    return pd.Series(df.index.astype(str), index=df.index)
+
+
+class _Checker:
+    """Collects problems; maps bad rows of any table to the loans they touch."""
+
+    def __init__(self, raw: dict[str, pd.DataFrame]):
+        self.raw = raw
+        self.problems: list[Problem] = []
+        self.ids = {name: _row_ids(name, df) for name, df in raw.items()}
+
+    def loans_of_rows(self, table: str, mask: pd.Series) -> frozenset[str]:
+        df = self.raw[table]
+        rows = df[mask]
+        if table in ("loans", "performance") and "loan_id" in df.columns:
+            return frozenset(rows["loan_id"].dropna().astype(str))
+        loans = self.raw.get("loans")
+        if loans is None:
+            return frozenset()
+        if table == "borrowers" and "borrower_id" in df.columns and "borrower_id" in loans.columns:
+            hit = loans["borrower_id"].isin(rows["borrower_id"].dropna())
+        elif table == "collateral" and "collateral_id" in df.columns and "collateral_id" in loans.columns:
+            hit = loans["collateral_id"].isin(rows["collateral_id"].dropna())
+        elif table == "house_prices" and "city" in df.columns:
+            coll = self.raw.get("collateral")
+            if coll is None or "city" not in coll.columns or "collateral_id" not in loans.columns:
+                return frozenset()
+            cids = coll.loc[coll["city"].isin(rows["city"].dropna()), "collateral_id"]
+            hit = loans["collateral_id"].isin(cids)
+        else:
+            return frozenset()
+        return (
+            frozenset(loans.loc[hit, "loan_id"].dropna().astype(str)) if "loan_id" in loans else frozenset()
+        )
+
+    def add_rows(
+        self,
+        table: str,
+        column: str | None,
+        rule: str,
+        message: str,
+        mask: pd.Series,
+        severity: str = "error",
+    ) -> None:
+        mask = mask.fillna(False).astype(bool)
+        n = int(mask.sum())
+        if n == 0:
+            return
+        examples = self.ids[table][mask].head(MAX_EXAMPLES).tolist()
+        self.problems.append(
+            Problem(
+                severity,
+                table,
+                column,
+                rule,
+                message,
+                n,
+                examples,
+                self.loans_of_rows(table, mask) if severity == "error" else frozenset(),
+            )
+        )
+
+    def add_table(
+        self,
+        table: str,
+        rule: str,
+        message: str,
+        severity: str = "error",
+        column: str | None = None,
+        whole_book: bool = False,
+    ) -> None:
+        self.problems.append(Problem(severity, table, column, rule, message, 0, [], frozenset(), whole_book))
+
+
+def _parse_column(col: Column, s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Parse one raw column to its contract type; return (typed values, mask of unparsable values)."""
+    present = s.notna()
+    if col.kind == "str":
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            return s.astype("string").astype("str").where(present, None), present
+        return s.astype("str").where(present, None), pd.Series(False, index=s.index)
+    if col.kind in ("int", "float"):
+        if pd.api.types.is_bool_dtype(s):
+            return pd.Series(np.nan, index=s.index), present
+        vals = pd.to_numeric(s, errors="coerce").astype("float64")
+        bad = present & vals.isna()
+        if col.kind == "int":
+            frac = vals.notna() & (vals != np.floor(vals.fillna(0)))
+            bad = bad | frac
+            vals = vals.where(~frac)
+            return vals.round().astype("Int64"), bad
+        return vals, bad
+    if col.kind in ("date", "month"):
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_datetime64_any_dtype(s):
+            return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]"), present
+        vals = pd.to_datetime(s, errors="coerce", format="ISO8601").astype("datetime64[ns]")
+        return vals, present & vals.isna()
+    if col.kind == "bool":
+        if pd.api.types.is_bool_dtype(s):
+            return s.astype("boolean"), pd.Series(False, index=s.index)
+        txt = s.astype("string").str.strip().str.lower()
+        mapped = txt.map({"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False})
+        bad = present & mapped.isna()
+        return mapped.astype("boolean"), bad
+    raise ValueError(f"unknown column kind {col.kind!r}")
+
+
+def _check_table(ck: _Checker, spec: Table, df: pd.DataFrame) -> pd.DataFrame:
+    """Column-level checks of one table; returns the typed frame."""
+    name = spec.name
+    extra = [c for c in df.columns if c not in spec.column_names]
+    if extra:
+        ck.add_table(name, "extra_column", f"columns not in the contract are ignored: {extra}", "warning")
+    typed = pd.DataFrame(index=df.index)
+    for col in spec.columns:
+        if col.name not in df.columns:
+            if col.name in spec.defaults:
+                typed[col.name] = spec.defaults[col.name]
+                ck.add_table(
+                    name,
+                    "defaulted",
+                    f"column missing, filled with {spec.defaults[col.name]!r}",
+                    "warning",
+                    col.name,
+                )
+                continue
+            ck.add_table(
+                name, "missing_column", "required column is missing", column=col.name, whole_book=True
+            )
+            typed[col.name] = pd.Series(pd.NA, index=df.index, dtype="object")
+            continue
+        vals, bad = _parse_column(col, df[col.name])
+        ck.add_rows(name, col.name, "type", f"value is not a valid {col.kind}", bad)
+        typed[col.name] = vals
+        missing = vals.isna() & ~bad
+        if not col.nullable:
+            if col.name in spec.defaults:
+                typed[col.name] = vals.fillna(spec.defaults[col.name])
+            else:
+                ck.add_rows(name, col.name, "not_null", "value is missing", missing)
+        v = vals
+        if col.allowed is not None:
+            allowed = set(col.allowed)
+            outside = v.notna() & ~v.isin(allowed)
+            ck.add_rows(name, col.name, "allowed", f"value is not one of {sorted(allowed, key=str)}", outside)
+        if col.kind in ("int", "float"):
+            num = v.astype("float64")
+            if col.min is not None:
+                ck.add_rows(name, col.name, "range", f"value is below {col.min:g}", num < col.min)
+            if col.min_exclusive is not None:
+                ck.add_rows(
+                    name,
+                    col.name,
+                    "range",
+                    f"value must be above {col.min_exclusive:g}",
+                    num <= col.min_exclusive,
+                )
+            if col.max_exclusive is not None:
+                ck.add_rows(
+                    name,
+                    col.name,
+                    "range",
+                    f"value must be below {col.max_exclusive:g}",
+                    num >= col.max_exclusive,
+                )
+        if col.kind == "month":
+            ck.add_rows(
+                name,
+                col.name,
+                "month_start",
+                "month is not the first day of a month",
+                v.notna() & (v.dt.day != 1),
+            )
+    key_cols = list(spec.key)
+    if all(k in df.columns for k in key_cols):
+        dup = df.duplicated(key_cols, keep=False) & df[key_cols].notna().all(axis=1)
+        ck.add_rows(name, "+".join(key_cols), "unique", "duplicate key", dup)
+    return typed
+
+
+def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) -> None:
+    """Rules across rows: DPD jumps, rows before origination, rows after close."""
+    needed = {"loan_id", "month", "days_past_due", "status"}
+    if not needed <= set(perf.columns) or perf.empty:
+        return
+    p = perf[["loan_id", "month", "days_past_due", "status"]].copy()
+    p["_row"] = np.arange(len(p))
+    p = p.sort_values(["loan_id", "month"], kind="stable")
+    same = p["loan_id"].eq(p["loan_id"].shift())
+    mi = p["month"].dt.year * 12 + p["month"].dt.month
+    gap = (mi - mi.shift()).where(same)
+    dpd = p["days_past_due"].astype("float64")
+    jump = (dpd - dpd.shift()).where(same)
+    bad_jump = jump > 31 * gap.clip(lower=1)
+    mask = pd.Series(False, index=perf.index)
+
+    def to_orig(m: pd.Series) -> pd.Series:
+        out = mask.copy()
+        out.iloc[p.loc[m.fillna(False).astype(bool), "_row"].to_numpy()] = True
+        return out
+
+    ck.add_rows(
+        "performance",
+        "days_past_due",
+        "dpd_jump",
+        "days past due rose by more than the days elapsed since the previous row",
+        to_orig(bad_jump),
+    )
+    closed = p["status"].isin(["paid_off", "charged_off"]).astype(int)
+    closed_before = closed.groupby(p["loan_id"], sort=False).cumsum() - closed
+    ck.add_rows(
+        "performance",
+        "status",
+        "after_close",
+        "row after the loan was paid off or charged off",
+        to_orig(closed_before > 0),
+    )
+    if {"loan_id", "origination_date"} <= set(loans.columns) and not loans.empty:
+        by_id = loans.drop_duplicates("loan_id").set_index("loan_id")["origination_date"]
+        orig = pd.Series(by_id.reindex(p["loan_id"].to_numpy()).to_numpy(), index=p.index)
+        orig_m = orig.dt.year * 12 + orig.dt.month
+        ck.add_rows(
+            "performance",
+            "month",
+            "before_origination",
+            "reporting month is before the loan's origination month",
+            to_orig(mi < orig_m),
+        )
+
+
+def _check_foreign_keys(ck: _Checker, typed: dict[str, pd.DataFrame]) -> None:
+    for spec in TABLES.values():
+        df = typed.get(spec.name)
+        if df is None:
+            continue
+        for fk in spec.foreign_keys:
+            ref = typed.get(fk.table)
+            if fk.column not in df.columns:
+                continue
+            known = ref[fk.ref_column] if ref is not None and fk.ref_column in ref.columns else pd.Series([])
+            broken = df[fk.column].notna() & ~df[fk.column].isin(known)
+            ck.add_rows(
+                spec.name,
+                fk.column,
+                "foreign_key",
+                f"refers to a {fk.table}.{fk.ref_column} that does not exist",
+                broken,
+            )
+
+
+def _empty_typed(spec: Table) -> pd.DataFrame:
+    empty = pd.DataFrame({c.name: pd.Series(dtype="str") for c in spec.columns})
+    return _parse_all(spec, empty)
+
+
+def _parse_all(spec: Table, df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({c.name: _parse_column(c, df[c.name])[0] for c in spec.columns}, index=df.index)
+
+
+def validate_tables(
+    raw: dict[str, pd.DataFrame], missing: list[str] | tuple[str, ...] = ()
+) -> ValidationReport:
+    """Check raw tables against the contract; never stops at the first problem."""
+    ck = _Checker(raw)
+    for name in missing:
+        if name in REQUIRED_NONEMPTY:
+            ck.add_table(name, "missing_table", "table file is missing", whole_book=True)
+        else:
+            ck.add_table(name, "missing_table", "table file is missing; treated as empty", "warning")
+    typed: dict[str, pd.DataFrame] = {}
+    for name in TABLE_NAMES:
+        spec = TABLES[name]
+        df = raw.get(name)
+        if df is None:
+            typed[name] = _empty_typed(spec)
+            continue
+        if df.empty and not spec.may_be_empty:
+            ck.add_table(name, "empty_table", "table has no rows", whole_book=True)
+        typed[name] = _check_table(ck, spec, df)
+    _check_foreign_keys(ck, typed)
+    _check_performance(ck, typed["performance"], typed["loans"])
+    book = Book(**typed)
+    return ValidationReport(ck.problems, book)
+
+
+def validate_folder(folder: str | Path) -> ValidationReport:
+    raw, missing = read_raw_tables(folder)
+    return validate_tables(raw, missing)
+
+
+def load_book(folder: str | Path) -> Book:
+    """Read and validate a book; raise ValueError listing every error if it breaks the contract."""
+    report = validate_folder(folder)
+    if not report.ok:
+        lines = "\n".join(p.describe() for p in report.errors)
+        raise ValueError(f"book {str(folder)!r} breaks the contract:\n{lines}")
+    for w in report.warnings:
+        log.warning("%s", w.describe())
+    assert report.book is not None
+    return report.book

@@ -1,0 +1,221 @@
+"""`ews book validate` on books broken in each way the contract forbids."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from ews.cli import app
+from features.book import to_arrow, write_book
+from features.generate import generate_book
+from features.validation import validate_folder
+
+runner = CliRunner()
+
+
+def run_validate(folder: Path):
+    return runner.invoke(app, ["book", "validate", str(folder)])
+
+
+@pytest.fixture()
+def book_copy(small_book_dir: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "book"
+    shutil.copytree(small_book_dir, dst)
+    return dst
+
+
+def read(folder: Path, table: str) -> pd.DataFrame:
+    return pq.read_table(folder / f"{table}.parquet").to_pandas()
+
+
+def write_raw(folder: Path, table: str, df: pd.DataFrame) -> None:
+    """Write a frame as the table's CSV (replacing its Parquet), so any bad value can be written."""
+    (folder / f"{table}.parquet").unlink(missing_ok=True)
+    df.to_csv(folder / f"{table}.csv", index=False)
+
+
+def problems(folder: Path) -> list:
+    return validate_folder(folder).problems
+
+
+def find(folder: Path, table: str, column: str | None, rule: str):
+    hits = [
+        p
+        for p in problems(folder)
+        if p.table == table and p.rule == rule and (column is None or p.column == column)
+    ]
+    assert hits, f"expected {table}.{column} [{rule}] among {[p.describe() for p in problems(folder)]}"
+    return hits[0]
+
+
+def test_valid_book_passes_with_exit_zero(small_book_dir: Path) -> None:
+    res = run_validate(small_book_dir)
+    assert res.exit_code == 0, res.output
+    assert "VALID" in res.output
+
+
+def test_valid_book_from_another_seed_passes(tmp_path: Path) -> None:
+    gen = generate_book(800, 24, 99)
+    write_book(gen.book, tmp_path / "b", fmt="csv")
+    res = run_validate(tmp_path / "b")
+    assert res.exit_code == 0, res.output
+
+
+def test_wrong_type_is_an_error_and_not_coerced(book_copy: Path) -> None:
+    perf = read(book_copy, "performance").astype({"balance": "object", "days_past_due": "object"})
+    perf.loc[3, "balance"] = "abc"
+    perf.loc[5, "days_past_due"] = "12.5"
+    write_raw(book_copy, "performance", perf)
+    res = run_validate(book_copy)
+    assert res.exit_code == 1
+    assert "performance.balance [type]" in res.output
+    assert "performance.days_past_due [type]" in res.output
+    p = find(book_copy, "performance", "balance", "type")
+    assert p.count == 1 and perf.loc[3, "loan_id"] in p.examples[0]
+    # the typed book keeps the bad value missing, never a guessed number
+    book = validate_folder(book_copy).book
+    assert pd.isna(book.performance.loc[3, "balance"])
+
+
+def test_missing_table(book_copy: Path) -> None:
+    (book_copy / "loans.parquet").unlink()
+    res = run_validate(book_copy)
+    assert res.exit_code == 1
+    assert "loans [missing_table]" in res.output
+
+
+def test_missing_column(book_copy: Path) -> None:
+    loans = read(book_copy, "loans").drop(columns=["principal"])
+    write_raw(book_copy, "loans", loans)
+    assert run_validate(book_copy).exit_code == 1
+    find(book_copy, "loans", "principal", "missing_column")
+
+
+def test_duplicate_ids(book_copy: Path) -> None:
+    loans = read(book_copy, "loans")
+    loans = pd.concat([loans, loans.iloc[[7]]], ignore_index=True)
+    write_raw(book_copy, "loans", loans)
+    p = find(book_copy, "loans", "loan_id", "unique")
+    assert p.count == 2 and p.examples[0] == loans.iloc[7]["loan_id"]
+
+
+def test_broken_foreign_keys(book_copy: Path) -> None:
+    loans = read(book_copy, "loans")
+    loans.loc[0, "borrower_id"] = "B_UNKNOWN"
+    write_raw(book_copy, "loans", loans)
+    perf = read(book_copy, "performance")
+    perf.loc[0, "loan_id"] = "L_UNKNOWN"
+    write_raw(book_copy, "performance", perf)
+    res = run_validate(book_copy)
+    assert res.exit_code == 1
+    assert "loans.borrower_id [foreign_key]" in res.output
+    assert "performance.loan_id [foreign_key]" in res.output
+
+
+def test_negative_balance(book_copy: Path) -> None:
+    perf = read(book_copy, "performance")
+    perf.loc[10, "balance"] = -5.0
+    write_raw(book_copy, "performance", perf)
+    p = find(book_copy, "performance", "balance", "range")
+    assert "below 0" in p.message and p.count == 1
+
+
+def test_dpd_jump_from_0_to_120(book_copy: Path) -> None:
+    perf = read(book_copy, "performance").sort_values(["loan_id", "month"]).reset_index(drop=True)
+    lid = perf["loan_id"].value_counts().index[0]
+    rows = perf.index[perf["loan_id"] == lid]
+    perf.loc[rows[5], "days_past_due"] = 120
+    perf.loc[rows[4], "days_past_due"] = 0
+    write_raw(book_copy, "performance", perf)
+    p = find(book_copy, "performance", "days_past_due", "dpd_jump")
+    assert any(e.startswith(lid) for e in p.examples)
+
+
+def test_rows_before_origination_and_after_close(book_copy: Path) -> None:
+    perf = read(book_copy, "performance")
+    loans = read(book_copy, "loans")
+    first = loans.iloc[0]
+    early = perf[perf["loan_id"] == first["loan_id"]].iloc[[0]].copy()
+    early["month"] = (pd.Timestamp(first["origination_date"]) - pd.DateOffset(months=3)).replace(day=1).date()
+    closed = perf[perf["status"] == "paid_off"].iloc[[0]].copy()
+    after = closed.copy()
+    after["month"] = (pd.Timestamp(closed["month"].iloc[0]) + pd.DateOffset(months=1)).date()
+    after["status"] = "open"
+    perf = pd.concat([perf, early, after], ignore_index=True)
+    write_raw(book_copy, "performance", perf)
+    res = run_validate(book_copy)
+    assert res.exit_code == 1
+    assert "[before_origination]" in res.output
+    assert "[after_close]" in res.output
+
+
+def test_month_not_a_month_start(book_copy: Path) -> None:
+    perf = read(book_copy, "performance")
+    perf["month"] = perf["month"].astype(str)
+    perf.loc[2, "month"] = perf.loc[2, "month"][:8] + "15"
+    write_raw(book_copy, "performance", perf)
+    p = find(book_copy, "performance", "month", "month_start")
+    assert p.count == 1
+
+
+@pytest.mark.parametrize("table", ["borrowers", "loans", "performance"])
+def test_empty_required_table(book_copy: Path, table: str) -> None:
+    df = read(book_copy, table).iloc[0:0]
+    pq.write_table(to_arrow(table, df), book_copy / f"{table}.parquet")
+    res = run_validate(book_copy)
+    assert res.exit_code == 1
+    assert f"{table} [empty_table]" in res.output
+
+
+def test_unsecured_only_book_with_empty_collateral_and_prices_is_valid(
+    small_generated, tmp_path: Path
+) -> None:
+    book = small_generated.book
+    unsecured = book.loans.loc[book.loans["collateral_id"].isna(), "loan_id"]
+    sub = book.subset_loans(unsecured)
+    sub.collateral = sub.collateral.iloc[0:0]
+    sub.house_prices = sub.house_prices.iloc[0:0]
+    write_book(sub, tmp_path / "u")
+    res = run_validate(tmp_path / "u")
+    assert res.exit_code == 0, res.output
+
+
+def test_every_problem_is_reported_not_only_the_first(book_copy: Path) -> None:
+    loans = read(book_copy, "loans")
+    loans.loc[1, "interest_rate"] = 1.5
+    loans.loc[2, "product"] = "payday"
+    write_raw(book_copy, "loans", loans)
+    perf = read(book_copy, "performance")
+    perf.loc[4, "status"] = "closed"
+    write_raw(book_copy, "performance", perf)
+    rules = {(p.table, p.column, p.rule) for p in problems(book_copy)}
+    assert {
+        ("loans", "interest_rate", "range"),
+        ("loans", "product", "allowed"),
+        ("performance", "status", "allowed"),
+    } <= rules
+
+
+def test_extra_column_is_a_warning_only(book_copy: Path) -> None:
+    b = read(book_copy, "borrowers")
+    b["nickname"] = "x"
+    write_raw(book_copy, "borrowers", b)
+    res = run_validate(book_copy)
+    assert res.exit_code == 0, res.output
+    assert "WARNING" in res.output and "nickname" in res.output
+
+
+def test_rejected_loans_map_bad_rows_to_their_loans(book_copy: Path) -> None:
+    b = read(book_copy, "borrowers")
+    b.loc[0, "borrower_type"] = "alien"
+    write_raw(book_copy, "borrowers", b)
+    loans = read(book_copy, "loans")
+    owner_loans = set(loans.loc[loans["borrower_id"] == b.loc[0, "borrower_id"], "loan_id"])
+    rejected = validate_folder(book_copy).rejected_loans()
+    assert owner_loans and owner_loans <= set(rejected)
+    assert all("borrower_type:allowed" in rejected[lid] for lid in owner_loans)
