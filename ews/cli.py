@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 book_app = typer.Typer(help="Generate, validate and summarise books.", no_args_is_help=True)
 app.add_typer(book_app, name="book")
+features_app = typer.Typer(help="Point-in-time features and the training panel.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
 
 console = Console(stderr=True)
 out = Console()
@@ -173,6 +175,39 @@ def book_summary(
             out.print(f"oracle AUC {h:>2}m: {oracle_auc(book, oracle, h):.4f}")
     else:
         out.print("no oracle.parquet: not a generated book")
+
+
+# ------------------------------------------------------------------------------------------- features
+
+
+@features_app.command("build")
+def features_build(
+    ctx: typer.Context,
+    book_dir: Annotated[
+        Path | None, typer.Option("--book", help="Book folder (default: the demo book).")
+    ] = None,
+    start: Annotated[str, typer.Option("--from", help="First as-of month, YYYY-MM.")] = "2023-01",
+    end: Annotated[str, typer.Option("--to", help="Last as-of month, YYYY-MM.")] = "2025-12",
+    horizon: Annotated[int, typer.Option(help="Label horizon in months.")] = 12,
+    dpd: Annotated[int, typer.Option(help="Default threshold in days past due.")] = 90,
+    out_file: Annotated[Path, typer.Option("--out", help="Panel Parquet file.")] = Path("data/panel.parquet"),
+    chunk_loans: Annotated[int, typer.Option(help="Loans per partition (bounds memory).")] = 50_000,
+) -> None:
+    """Write the panel: one row per performing (loan, as-of month) with features, label and oracle PD."""
+    from training.panel import month_range, write_panel
+
+    settings: Settings = ctx.obj
+    book_dir = book_dir or settings.demo_book
+    t0 = time.perf_counter()
+    try:
+        months = month_range(start, end)
+        with progress_bar() as cb:
+            rows = write_panel(book_dir, out_file, months, horizon, dpd, chunk_loans, cb)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(
+        f"wrote {out_file}: {rows:,} rows over {len(months)} as-of months in {time.perf_counter() - t0:.1f}s"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -62,7 +62,9 @@ def find_table_file(folder: Path, table: str) -> Path | None:
     return None
 
 
-def read_raw_tables(folder: str | Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
+def read_raw_tables(
+    folder: str | Path, tables: tuple[str, ...] = TABLE_NAMES
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Read every table file present; return the frames and the names of the missing tables.
 
     Parquet keeps its stored types; CSV is read as text so that validation sees exactly what was written.
@@ -72,7 +74,7 @@ def read_raw_tables(folder: str | Path) -> tuple[dict[str, pd.DataFrame], list[s
         raise ValueError(f"book folder {str(folder)!r} does not exist")
     frames: dict[str, pd.DataFrame] = {}
     missing: list[str] = []
-    for name in TABLE_NAMES:
+    for name in tables:
         path = find_table_file(folder, name)
         if path is None:
             missing.append(name)
@@ -117,7 +119,8 @@ def write_book(
         for name, df in book.tables().items():
             table = to_arrow(name, df)
             if fmt == "parquet":
-                pq.write_table(table, tmp / f"{name}.parquet", compression="zstd")
+                # small row groups let a reader fetch one range of loan ids without the rest
+                pq.write_table(table, tmp / f"{name}.parquet", compression="zstd", row_group_size=65_536)
             elif fmt == "csv":
                 table.to_pandas().to_csv(tmp / f"{name}.csv", index=False)
             else:

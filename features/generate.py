@@ -102,6 +102,7 @@ class GeneratorParams:
 
     end_month: str = "2025-12"
     seasoned_share: float = 0.35  # share of loans already on the book at the first month
+    bureau_signal: float = 0.92  # correlation of the bureau score with latent quality
     product_mix: tuple[float, float, float] = (
         0.45,
         0.20,
@@ -115,12 +116,12 @@ class GeneratorParams:
     downturn_start: float = 0.30  # share of the window
     downturn_months: int = 20
     downturn_depth: float = 0.010  # national log HPI fall per month during the downturn
-    macro_peak: float = 1.0  # macro stress at the height of the downturn
+    macro_peak: float = 1.5  # macro stress at the height of the downturn
     # stress onset / recovery
-    s_on_base: float = -7.4
+    s_on_base: float = -7.6
     s_on_quality: float = 0.7
-    s_on_macro: float = 0.9
-    s_on_industry: float = 0.6
+    s_on_macro: float = 0.6
+    s_on_industry: float = 0.3
     s_on_unsecured: float = 0.5
     s_on_burden: float = 1.2  # times (annual payment / income)
     s_on_local_hpi: float = 4.0  # times the fall of the city's house prices over 12 months (local economy)
@@ -128,11 +129,13 @@ class GeneratorParams:
     s_off_quality: float = 0.3
     # repayment when current
     miss_base: float = -5.6
-    miss_stressed: float = 3.7
+    miss_stressed: float = 7.2
     miss_quality: float = 0.25
+    partial_share_normal: float = 0.9  # share of misses paid in part when not stressed (a liquidity hiccup)
+    partial_share_stressed: float = 0.15  # ... and when stressed
     sudden_base: float = -8.3
-    sudden_quality: float = 0.6
-    sudden_stressed: float = 1.6
+    sudden_quality: float = 0.25
+    sudden_stressed: float = 0.8
     sudden_negative_equity: float = 2.0
     prepay_base: float = -4.6
     prepay_stressed: float = -1.5
@@ -413,7 +416,11 @@ def _draw_loans(
         np.where(rng.random(n) < 0.75, 1, 2),
         np.where(product == 1, 0, np.where(rng.random(n) < 0.15, 1, 0)),
     )
-    bureau = np.clip(np.round(640 + 55 * (0.62 * q + 0.78 * rng.normal(0, 1, n))), 350, 950)
+    bureau = np.clip(
+        np.round(640 + 55 * (p.bureau_signal * q + np.sqrt(1 - p.bureau_signal**2) * rng.normal(0, 1, n))),
+        350,
+        950,
+    )
     bureau_null = rng.random(n) < 0.03
     inc_mu = np.array([11.3, 12.2, 13.4])[btype]
     income = np.round(np.exp(inc_mu + 0.25 * q + 0.45 * rng.normal(0, 1, n)), -2)
@@ -562,6 +569,7 @@ class Generated:
     book: Book
     oracle: pd.DataFrame  # loan_id, month, pd_3m, pd_6m, pd_12m for every performing loan-month
     params: dict
+    hidden: pd.DataFrame | None = None  # loan_id, month, quality, stressed: diagnostics only, never written
 
 
 def generate_book(
@@ -591,12 +599,22 @@ def generate_book(
     states = {k: v[keep] for k, v in states.items()}
     oracle = _oracle(la, sc, states, ws, n_months, p, loans["loan_id"].to_numpy(), progress)
     book = Book(borrowers=borrowers, loans=loans, collateral=collateral, house_prices=hp, performance=perf_df)
-    return Generated(book, oracle, {"n_loans": n_loans, "n_months": n_months, "seed": seed, **asdict(p)})
+    hidden = pd.DataFrame(
+        {
+            "loan_id": perf_df["loan_id"].to_numpy(),
+            "month": perf_df["month"].to_numpy(),
+            "quality": la.q[states["loan"]],
+            "stressed": states["S"].astype(np.int8),
+        }
+    )
+    return Generated(
+        book, oracle, {"n_loans": n_loans, "n_months": n_months, "seed": seed, **asdict(p)}, hidden
+    )
 
 
 def _house_prices(sc: Scenario, ws: int, n_months: int) -> pd.DataFrame:
-    """Published series: from 36 months before the window to its end, none for the uncovered cities."""
-    slots = np.arange(max(0, ws - 36), ws + n_months)
+    """Published series: from five years before the window (older than any appraisal) to its end."""
+    slots = np.arange(0, ws + n_months)
     rows = []
     months = index_to_month(slots + sc.first)
     for ci, city in enumerate(sc.cities):
@@ -661,7 +679,7 @@ def _simulate(rng, la: LoanArrays, sc: Scenario, ws: int, n_months: int, p: Gene
         o = outcome
         pay = np.where(o == PAY, inst, pay)
         paid_n = np.where(o == PAY, 1, paid_n)
-        partial = rng.random(len(li)) < np.where(S[li] == 1, 0.3, 0.6)
+        partial = rng.random(len(li)) < np.where(S[li] == 1, p.partial_share_stressed, p.partial_share_normal)
         frac = rng.uniform(0.2, 0.9, len(li))
         pay = np.where((o == MISS) | (o == ROLL), np.where(partial, inst * frac, 0.0), pay)
         ddpd = np.where(o == MISS, rng.integers(1, 30, len(li)), ddpd)
