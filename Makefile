@@ -16,7 +16,7 @@ LOANS ?= 20000
 MONTHS ?= 48
 SEED ?= 7
 
-.PHONY: help install demo test bench lint format book validate summary clean
+.PHONY: help install demo test bench lint format book validate summary features clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ validate: $(STAMP) ## Validate a book: make validate BOOK=dir
 
 summary: $(STAMP) ## Summarise a book: make summary BOOK=dir
 	$(EWS) book summary $(BOOK)
+
+features: $(STAMP) ## Build the training panel: make features BOOK=dir FROM=2023-01 TO=2025-12
+	$(EWS) features build --book $(BOOK) --from $(or $(FROM),2023-01) --to $(or $(TO),2025-12) --out data/panel.parquet
 
 clean: ## Remove generated data and local model state (keeps specs)
 	rm -rf data models/mlflow.db models/mlartifacts models/reports .pytest_cache

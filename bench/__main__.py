@@ -52,7 +52,54 @@ def bench_generate() -> None:
     run("ews book validate (same book)", [*EWS, "book", "validate", str(DATA / "book-200k")])
 
 
-BENCHES = {"generate": bench_generate}
+def ensure_book(loans: int) -> Path:
+    folder = DATA / f"book-{loans // 1000}k"
+    if not (folder / "performance.parquet").exists():
+        subprocess.run(
+            [
+                *EWS,
+                "book",
+                "generate",
+                "--loans",
+                str(loans),
+                "--months",
+                "48",
+                "--seed",
+                "7",
+                "--out",
+                str(folder),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    return folder
+
+
+def bench_panel() -> None:
+    """Panel over 24 as-of months; two book sizes show memory follows the chunk (target < 3 min, 8 GiB)."""
+    print("== panel (features + labels + oracle, 24 as-of months 2023-01..2024-12, 50,000-loan chunks)")
+    for loans in (BIG_LOANS // 2, BIG_LOANS):
+        book = ensure_book(loans)
+        run(
+            f"ews features build, {loans:,}-loan book",
+            [
+                *EWS,
+                "features",
+                "build",
+                "--book",
+                str(book),
+                "--from",
+                "2023-01",
+                "--to",
+                "2024-12",
+                "--out",
+                str(DATA / f"panel-{loans // 1000}k.parquet"),
+            ],
+        )
+
+
+BENCHES = {"generate": bench_generate, "panel": bench_panel}
 
 
 def main(argv: list[str]) -> None:

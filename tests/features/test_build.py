@@ -1,0 +1,203 @@
+"""The feature builder: point in time (property-based), parity of one loan alone with the book-wide path."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pandas.testing import assert_frame_equal
+
+from features.book import Book, write_book
+from features.build import build_features
+from features.catalog import FEATURE_NAMES, HISTORY_MONTHS
+from features.generate import CITIES_WITHOUT_HPI
+from training.panel import iter_panel_chunks, month_range
+
+PROP = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def sub_book(small_generated) -> Book:
+    """200 loans of the small book, secured and unsecured, with all their rows."""
+    book = small_generated.book
+    ids = book.loans["loan_id"].iloc[::7].head(200)
+    return book.subset_loans(ids)
+
+
+def copy_book(book: Book) -> Book:
+    return Book(**{k: v.copy() for k, v in book.tables().items()})
+
+
+def months_of(book: Book) -> list[pd.Timestamp]:
+    return sorted(book.performance["month"].unique())
+
+
+@PROP
+@given(data=st.data())
+def test_rows_after_t_change_no_feature_at_t(sub_book: Book, data) -> None:
+    """Alter, append and drop performance rows after t, and alter and append house prices after t, at once."""
+    ms = months_of(sub_book)
+    t = data.draw(st.sampled_from(ms[3:-1]), label="as_of")
+    base = build_features(sub_book, t)
+    assert len(base) > 0
+    book = copy_book(sub_book)
+    perf, hp = book.performance, book.house_prices
+    later = list(perf.index[perf["month"] > t])
+    rows = data.draw(st.lists(st.sampled_from(later), min_size=2, max_size=40, unique=True), label="rows")
+    altered, dropped = rows[::2], rows[1::2]
+    perf.loc[altered, "days_past_due"] = data.draw(st.integers(0, 400), label="dpd")
+    perf.loc[altered, "status"] = data.draw(
+        st.sampled_from(["open", "paid_off", "charged_off"]), label="status"
+    )
+    perf.loc[altered, "paid_amount"] = data.draw(st.floats(0, 1e6), label="paid")
+    perf.loc[altered, "balance"] = data.draw(st.floats(0, 1e7), label="balance")
+    perf.loc[altered, "restructured"] = True
+    extra = perf.loc[altered].copy()
+    extra["month"] = perf["month"].max() + pd.DateOffset(months=data.draw(st.integers(1, 6), label="ahead"))
+    book.performance = pd.concat([perf.drop(index=dropped), extra], ignore_index=True)
+    factor = data.draw(st.floats(0.3, 3.0).filter(lambda x: abs(x - 1) > 0.01), label="hpi factor")
+    hp.loc[hp["month"] > t, "index"] *= factor
+    more = hp[hp["month"] == hp["month"].max()].copy()
+    more["month"] = more["month"] + pd.DateOffset(months=1)
+    book.house_prices = pd.concat([hp, more], ignore_index=True)
+    assert_frame_equal(base, build_features(book, t))
+
+
+@PROP
+@given(data=st.data())
+def test_rows_at_or_before_t_change_the_features_they_should(sub_book: Book, data) -> None:
+    ms = months_of(sub_book)
+    t = data.draw(st.sampled_from(ms[8:]), label="as_of")
+    base = build_features(sub_book, t).set_index("loan_id")
+    perf = sub_book.performance
+    current = perf[
+        (perf["month"] == t)
+        & (perf["days_past_due"] == 0)
+        & (perf["scheduled_payment"] > 0)
+        & (perf["paid_amount"] > 0)
+        & perf["loan_id"].isin(base.index)
+    ]
+    assert len(current) > 0
+    i = data.draw(st.sampled_from(list(current.index)), label="row")
+    lid = perf.at[i, "loan_id"]
+    book = copy_book(sub_book)
+    kind = data.draw(st.sampled_from(["dpd_now", "missed_now", "dpd_5_months_ago", "hpi_now"]), label="kind")
+    if kind == "dpd_now":
+        new = data.draw(st.integers(1, 89))
+        book.performance.loc[i, "days_past_due"] = new
+        after = build_features(book, t).set_index("loan_id")
+        assert after.at[lid, "dpd_now"] == new and after.at[lid, "max_dpd_3m"] >= new
+        assert after.at[lid, "months_since_delinquency"] == 0
+    elif kind == "missed_now":
+        book.performance.loc[i, "paid_amount"] = 0.0
+        after = build_features(book, t).set_index("loan_id")
+        assert after.at[lid, "pay_ratio_1m"] == 0.0
+        assert after.at[lid, "missed_payments_3m"] == base.at[lid, "missed_payments_3m"] + 1
+    elif kind == "dpd_5_months_ago":
+        j = perf.index[(perf["loan_id"] == lid) & (perf["month"] == t - pd.DateOffset(months=5))]
+        if len(j) == 0 or perf.at[j[0], "days_past_due"] != 0:
+            return
+        book.performance.loc[j[0], "days_past_due"] = 20
+        after = build_features(book, t).set_index("loan_id")
+        assert after.at[lid, "max_dpd_6m"] >= 20
+        assert after.at[lid, "months_delinquent_12m"] == base.at[lid, "months_delinquent_12m"] + 1
+        assert after.at[lid, "max_dpd_3m"] == base.at[lid, "max_dpd_3m"]
+    else:
+        secured = base[base["current_ltv"].notna() & (base["hpi_missing"] == 0)]
+        if secured.empty:
+            return
+        lid = data.draw(st.sampled_from(list(secured.index)), label="secured loan")
+        coll = sub_book.loans.set_index("loan_id").at[lid, "collateral_id"]
+        city = sub_book.collateral.set_index("collateral_id").at[coll, "city"]
+        hp = book.house_prices
+        hp.loc[(hp["city"] == city) & (hp["month"] == t), "index"] *= 0.8
+        after = build_features(book, t).set_index("loan_id")
+        assert after.at[lid, "current_ltv"] == pytest.approx(base.at[lid, "current_ltv"] / 0.8)
+        assert after.at[lid, "hpi_change_12m"] < base.at[lid, "hpi_change_12m"]
+
+
+def alone(book: Book, loan_id: str, t: pd.Timestamp) -> pd.DataFrame:
+    """Features of one loan as the online service computes them: its last 24 months of rows only."""
+    sub = book.subset_loans([loan_id])
+    perf = sub.performance
+    first = t - pd.DateOffset(months=HISTORY_MONTHS - 1)
+    sub = replace(sub, performance=perf[(perf["month"] <= t) & (perf["month"] >= first)])
+    return build_features(sub, t)
+
+
+@pytest.fixture(scope="module")
+def book_wide(demo_generated, tmp_path_factory) -> pd.DataFrame:
+    folder = tmp_path_factory.mktemp("parity") / "book"
+    write_book(demo_generated.book, folder)
+    ms = month_range("2023-01", "2025-12")
+    parts = list(iter_panel_chunks(folder, ms, chunk_loans=7_000))
+    assert len(parts) == 3
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_single_loan_features_equal_the_book_wide_rows(demo_generated, book_wide: pd.DataFrame) -> None:
+    book = demo_generated.book
+    perf = book.performance.sort_values(["loan_id", "month"])
+    rng = np.random.default_rng(3)
+    cases: dict[str, list[tuple[str, pd.Timestamp]]] = {}
+    performing = book_wide[["loan_id", "as_of"]]
+
+    def pick(name: str, frame: pd.DataFrame, n: int = 8) -> None:
+        frame = frame.merge(performing, on=["loan_id", "as_of"])
+        assert len(frame) > 0, f"no case of {name}"
+        take = frame.iloc[rng.choice(len(frame), size=min(n, len(frame)), replace=False)]
+        cases[name] = list(zip(take["loan_id"], take["as_of"], strict=True))
+
+    gap = perf["month"].diff().dt.days.gt(31) & perf["loan_id"].eq(perf["loan_id"].shift())
+    pick("missing months", perf.loc[gap, ["loan_id", "month"]].rename(columns={"month": "as_of"}))
+    second = book.loans.loc[book.loans["lien_position"] == 2, "loan_id"]
+    pick("2nd lien", performing[performing["loan_id"].isin(second)])
+    no_hpi = book.loans.loc[
+        book.loans["collateral_id"].isin(
+            book.collateral.loc[book.collateral["city"].isin(CITIES_WITHOUT_HPI), "collateral_id"]
+        ),
+        "loan_id",
+    ]
+    pick("no price series", performing[performing["loan_id"].isin(no_hpi)])
+    restr = perf.loc[perf["restructured"], ["loan_id", "month"]]
+    after_restr = performing.merge(restr, on="loan_id")
+    pick("restructured", after_restr[after_restr["as_of"] >= after_restr["month"]][["loan_id", "as_of"]])
+    pick("random", performing.sample(20, random_state=1))
+    wide = book_wide.set_index(["loan_id", "as_of"])
+    checked = 0
+    for name, pairs in cases.items():
+        for lid, t in pairs:
+            one = alone(book, lid, t)
+            assert len(one) == 1, (name, lid, t)
+            expected = wide.loc[[(lid, t)], list(FEATURE_NAMES)].reset_index()
+            got = one[["loan_id", "as_of", *FEATURE_NAMES]]
+            assert_frame_equal(
+                got.reset_index(drop=True),
+                expected,
+                check_dtype=False,
+                rtol=1e-12,
+                obj=f"{name} {lid} {t:%Y-%m}",
+            )
+            checked += 1
+    assert checked >= 40
+    no_hpi_rows = wide.loc[[k for k in cases["no price series"]]]
+    assert (no_hpi_rows["hpi_missing"] == 1).all()
+
+
+def test_features_have_declared_columns_and_no_label_leak(sub_book: Book) -> None:
+    f = build_features(sub_book, months_of(sub_book)[-6:])
+    assert list(f.columns) == ["loan_id", "as_of", *FEATURE_NAMES]
+    assert not {"label", "oracle_pd", "status"} & set(f.columns)
+    assert f[["loan_id", "as_of"]].duplicated().sum() == 0
+
+
+def test_panel_has_labels_and_oracle(small_book_dir: Path) -> None:
+    ms = month_range("2024-01", "2024-12")
+    panel = pd.concat(list(iter_panel_chunks(small_book_dir, ms, chunk_loans=500)))
+    assert set(panel["label"].unique()) <= {-1, 0, 1} and (panel["label"] == 1).any()
+    assert panel["oracle_pd"].notna().all()
