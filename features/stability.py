@@ -1,0 +1,76 @@
+"""Population stability: reference bins from a training sample and PSI against them.
+
+Lives in the shared kernel because training (validation) and serving (the nightly batch's drift report)
+must compute PSI the same way, from the reference stored in the model bundle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+N_BINS = 10
+EPS = 1e-4
+
+
+def reference_bins(values: pd.Series | np.ndarray, categorical: bool = False, n_bins: int = N_BINS) -> dict:
+    """Reference of one variable: quantile edges (numeric) or category shares, plus the missing share."""
+    s = pd.Series(values)
+    missing = float(s.isna().mean()) if len(s) else 0.0
+    s = s.dropna()
+    if categorical:
+        shares = s.astype(str).value_counts(normalize=True).sort_index()
+        return {
+            "kind": "cat",
+            "categories": list(shares.index),
+            "shares": [float(x) for x in shares.to_numpy()],
+            "missing": missing,
+        }
+    qs = (
+        np.unique(np.quantile(s.to_numpy(dtype=float), np.linspace(0, 1, n_bins + 1)[1:-1])) if len(s) else []
+    )
+    counts = _numeric_counts(s.to_numpy(dtype=float), np.asarray(qs))
+    total = max(len(s), 1)
+    return {
+        "kind": "num",
+        "edges": [float(x) for x in qs],
+        "shares": [float(c / total) for c in counts],
+        "missing": missing,
+    }
+
+
+def _numeric_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    idx = np.searchsorted(edges, x, side="right")
+    return np.bincount(idx, minlength=len(edges) + 1)
+
+
+def psi(reference: dict, values: pd.Series | np.ndarray) -> float:
+    """Population stability index of `values` against a reference (bins plus a missing bin)."""
+    s = pd.Series(values)
+    n = len(s)
+    if n == 0:
+        return float("nan")
+    miss = float(s.isna().mean())
+    s = s.dropna()
+    if reference["kind"] == "cat":
+        cats = reference["categories"]
+        vc = s.astype(str).value_counts()
+        actual = np.array(
+            [vc.get(c, 0) for c in cats] + [len(s) - vc.reindex(cats).fillna(0).sum()], dtype=float
+        )
+        expected = np.array([*reference["shares"], 0.0])
+    else:
+        actual = _numeric_counts(s.to_numpy(dtype=float), np.asarray(reference["edges"])).astype(float)
+        expected = np.asarray(reference["shares"], dtype=float)
+    nonmissing = 1.0 - miss
+    a = np.append(actual / max(len(s), 1) * nonmissing, miss)
+    e = np.append(expected * (1.0 - reference["missing"]), reference["missing"])
+    a, e = np.clip(a, EPS, None), np.clip(e, EPS, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def psi_band(value: float) -> str:
+    """< 0.10 stable, 0.10-0.25 watch, > 0.25 shifted (DESIGN.md §6)."""
+    if np.isnan(value):
+        return "n/a"
+    return "stable" if value < 0.10 else ("watch" if value <= 0.25 else "shifted")
