@@ -16,7 +16,7 @@ LOANS ?= 20000
 MONTHS ?= 48
 SEED ?= 7
 
-.PHONY: help install demo test bench lint format book validate summary features clean
+.PHONY: help install demo test bench lint format book validate summary features train clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -31,10 +31,11 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 
 install: $(STAMP) ## Create .venv with the locked dependencies (uv.lock)
 
-demo: $(STAMP) ## Generate the demo book, validate it and print its summary
+demo: $(STAMP) ## Generate the demo book, validate and summarise it, train and register the PD model
 	$(EWS) book generate --loans $(LOANS) --months $(MONTHS) --seed $(SEED) --out $(BOOK)
 	$(EWS) book validate $(BOOK)
 	$(EWS) book summary $(BOOK)
+	$(EWS) train --spec models/pd_90d_12m.yaml --book $(BOOK)
 
 test: $(STAMP) ## Run the test suite
 	$(VENV)/bin/pytest -q
@@ -61,6 +62,9 @@ summary: $(STAMP) ## Summarise a book: make summary BOOK=dir
 
 features: $(STAMP) ## Build the training panel: make features BOOK=dir FROM=2023-01 TO=2025-12
 	$(EWS) features build --book $(BOOK) --from $(or $(FROM),2023-01) --to $(or $(TO),2025-12) --out data/panel.parquet
+
+train: $(STAMP) ## Train and register a model: make train SPEC=models/pd_90d_12m.yaml BOOK=dir
+	$(EWS) train --spec $(or $(SPEC),models/pd_90d_12m.yaml) --book $(BOOK)
 
 clean: ## Remove generated data and local model state (keeps specs)
 	rm -rf data models/mlflow.db models/mlartifacts models/reports .pytest_cache

@@ -45,6 +45,7 @@ class TrainResult:
     train_scores: np.ndarray
     best_iteration: int
     counts: dict[str, int] = field(default_factory=dict)
+    example_rows: pd.DataFrame | None = None  # model input example: categoricals as strings, floats
 
 
 def split_windows(panel: pd.DataFrame, spec: ModelSpec, last_month: pd.Timestamp) -> tuple[dict, dict]:
@@ -281,6 +282,7 @@ def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) 
         test_scores=test_scores,
         train_scores=pd_tr,
         best_iteration=int(booster.best_iteration or booster.current_iteration()),
+        example_rows=challenger_frame(test.head(5), names).reset_index(drop=True),
         counts={
             "train": len(train),
             "calibration": len(cal),

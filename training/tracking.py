@@ -1,0 +1,129 @@
+"""MLflow tracking and registry for training runs: everything a validator needs to reproduce a model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+
+from features.pyfunc import BUNDLE_ARTIFACT, BundleModel
+from training.fit import TrainResult
+from training.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+LIBRARIES = ("pandas", "numpy", "lightgbm", "scikit-learn", "mlflow", "bentoml", "shap", "pyarrow")
+
+
+def book_fingerprint(book_dir: Path) -> str:
+    """SHA-256 over the five table files (name and bytes): the data a model was trained on."""
+    h = hashlib.sha256()
+    for p in sorted(Path(book_dir).glob("*")):
+        if p.stem in ("borrowers", "loans", "collateral", "house_prices", "performance"):
+            h.update(p.name.encode())
+            with p.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def ensure_experiment(name: str, artifact_root: Path | None) -> str:
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+    return mlflow.create_experiment(name, artifact_location=location and f"{location}/{name}")
+
+
+def log_training(
+    result: TrainResult,
+    spec: ModelSpec,
+    spec_path: Path,
+    book_dir: Path,
+    panel_rows: int,
+    artifact_root: Path | None = None,
+    register: bool = True,
+) -> tuple[str, str | None]:
+    """Log a training run (params, data fingerprint, metrics, tables, model) and register the model."""
+    exp_id = ensure_experiment(spec.name, artifact_root)
+    libs = {lib: metadata.version(lib) for lib in LIBRARIES}
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{spec.name}") as run:
+        mlflow.set_tags(
+            {
+                "loan_ews.kind": "train",
+                "code_version": code_version(),
+                "python": platform.python_version(),
+                **{f"lib.{k}": v for k, v in libs.items()},
+            }
+        )
+        params = {
+            "spec_path": str(spec_path),
+            "dpd_threshold": spec.label.dpd_threshold,
+            "horizon_months": spec.label.horizon_months,
+            "current_only": spec.population.current_only,
+            "seed": spec.seed,
+            "n_features": len(spec.feature_names),
+            "best_iteration": result.best_iteration,
+            "calibration_method": result.bundle.calibrator.method,
+            "book_dir": str(book_dir),
+            "book_sha256": book_fingerprint(book_dir),
+            "panel_rows": panel_rows,
+            **{f"lgb_{k}": v for k, v in spec.lightgbm.model_dump().items()},
+            **{f"window_{k}": f"{a:%Y-%m}..{b:%Y-%m}" for k, (a, b) in result.windows.items()},
+            **{f"rows_{k}": v for k, v in result.counts.items()},
+        }
+        mlflow.log_params(params)
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.test_metrics.items() if pd.notna(v)})
+        mlflow.log_metrics(
+            {f"challenger_{k}": float(v) for k, v in result.challenger_metrics.items() if pd.notna(v)}
+        )
+        mlflow.log_metrics({f"psi_{k.strip('_')}": float(v) for k, v in result.psi.items() if pd.notna(v)})
+        mlflow.log_metric("monotonicity_pass", float(all(result.monotonicity.values())))
+        mlflow.log_artifact(str(spec_path), "spec")
+        with tempfile.TemporaryDirectory() as tmp:
+            t = Path(tmp)
+            result.deciles.to_csv(t / "deciles.csv", index=False)
+            result.grades.to_csv(t / "calibration_by_grade.csv", index=False)
+            (t / "psi.json").write_text(json.dumps(result.psi, indent=1, sort_keys=True))
+            (t / "monotonicity.json").write_text(json.dumps(result.monotonicity, indent=1, sort_keys=True))
+            (t / "auc_by_segment.json").write_text(json.dumps(result.auc_by, indent=1, sort_keys=True))
+            (t / "calibration_choice.json").write_text(json.dumps(result.calibration_metrics, indent=1))
+            for f in t.iterdir():
+                mlflow.log_artifact(str(f), "validation")
+            bundle_dir = result.bundle.save(t / BUNDLE_ARTIFACT)
+            X = result.example_rows
+            raw = result.bundle.raw_score(X)
+            signature = infer_signature(
+                X, pd.DataFrame({"raw_score": raw, "pd": result.bundle.pd_from_raw(raw)})
+            )
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=BundleModel(),
+                artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+                signature=signature,
+                input_example=X,
+                registered_model_name=spec.name if register else None,
+            )
+        version = str(info.registered_model_version) if register and info.registered_model_version else None
+        return run.info.run_id, version
