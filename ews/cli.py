@@ -239,7 +239,7 @@ def train(
     """Build the panel, fit and calibrate LightGBM, validate out of time, log to MLflow and register."""
     import pandas as pd
 
-    from features.build import as_month
+    from features.months import as_month
     from training.fit import train_model
     from training.panel import iter_panel_chunks, month_range
     from training.spec import load_spec, resolve_windows

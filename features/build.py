@@ -19,19 +19,10 @@ import pandas as pd
 
 from features.book import Book
 from features.catalog import FEATURE_NAMES, HISTORY_MONTHS
+from features.months import as_month, index_to_month
+from features.months import month_index as _midx
 
 MAX_LAG = HISTORY_MONTHS
-
-
-def _midx(values) -> np.ndarray:
-    s = pd.DatetimeIndex(values)
-    return np.asarray(s.year * 12 + s.month - 1, dtype=np.int64)
-
-
-def as_month(value) -> pd.Timestamp:
-    """A month given as '2024-06', a date or a timestamp, as the first day of that month."""
-    ts = pd.Timestamp(value)
-    return pd.Timestamp(year=ts.year, month=ts.month, day=1)
 
 
 def _hpi_lookup(house_prices: pd.DataFrame):
@@ -205,14 +196,10 @@ def build_features(book: Book, as_of: Iterable | pd.Timestamp | str, dpd_thresho
         f["hpi_change_12m"] = np.where(secured, h_t / h_12 - 1.0, np.nan)
         f["hpi_missing"] = np.where(secured, (~has_hpi).astype(float), np.nan)
 
-    res = pd.DataFrame({"loan_id": out["loan_id"].to_numpy(), "as_of": _months(t_m)})
+    res = pd.DataFrame({"loan_id": out["loan_id"].to_numpy(), "as_of": index_to_month(t_m)})
     feats = pd.DataFrame({name: f[name] for name in FEATURE_NAMES})
     res = pd.concat([res, feats], axis=1)
     return res.sort_values(["as_of", "loan_id"], kind="stable").reset_index(drop=True)
-
-
-def _months(m: np.ndarray) -> np.ndarray:
-    return (np.asarray(m, dtype=np.int64) - 1970 * 12).astype("datetime64[M]").astype("datetime64[ns]")
 
 
 def _empty(cols: list[str]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from features.book import Book
+from features.months import index_to_month
 from features.schema import CITY_TIERS
 
 log = logging.getLogger(__name__)
@@ -163,16 +164,6 @@ class GeneratorParams:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def month_index(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
-    """Months since year 0: a plain integer axis for month arithmetic."""
-    return np.asarray(ts.year * 12 + ts.month - 1, dtype=np.int64)
-
-
-def index_to_month(idx: np.ndarray) -> pd.DatetimeIndex:
-    idx = np.asarray(idx, dtype=np.int64)
-    return pd.DatetimeIndex((idx - 1970 * 12).astype("datetime64[M]").astype("datetime64[ns]"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,11 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.months import month_index
+
 CENSORED = -1
-
-
-def month_idx(s: pd.Series) -> pd.Series:
-    return (s.dt.year * 12 + s.dt.month - 1).astype("int64")
 
 
 def loan_outcomes(performance: pd.DataFrame, dpd_threshold: int = 90) -> pd.DataFrame:
@@ -24,12 +22,12 @@ def loan_outcomes(performance: pd.DataFrame, dpd_threshold: int = 90) -> pd.Data
     if dpd_threshold <= 0:
         raise ValueError(f"dpd_threshold must be positive, got {dpd_threshold}")
     p = performance
-    m = month_idx(p["month"])
+    m = month_index(p["month"])
     event = (p["days_past_due"] >= dpd_threshold) | (p["status"] == "charged_off")
     g = pd.DataFrame(
         {
             "loan_id": p["loan_id"].to_numpy(),
-            "m": m.to_numpy(),
+            "m": m,
             "ev": np.where(event, m, np.nan),
             "po": np.where(p["status"] == "paid_off", m, np.nan),
         }
@@ -42,7 +40,7 @@ def loan_outcomes(performance: pd.DataFrame, dpd_threshold: int = 90) -> pd.Data
 
 def performing_mask(performance: pd.DataFrame, outcomes: pd.DataFrame, dpd_threshold: int = 90) -> pd.Series:
     """Rows at which the loan is performing: open, below the threshold, never defaulted at or before."""
-    m = month_idx(performance["month"])
+    m = month_index(performance["month"])
     dm = performance["loan_id"].map(outcomes["default_m"])
     never = dm.isna() | (dm > m)
     return (performance["status"] == "open") & (performance["days_past_due"] < dpd_threshold) & never
@@ -52,7 +50,7 @@ def label_snapshots(loan_id: pd.Series, as_of: pd.Series, outcomes: pd.DataFrame
     """Label of each (loan, as-of month): 1 default in (t, t+H], 0 observed or paid off clean, -1 censored."""
     if horizon <= 0:
         raise ValueError(f"horizon must be positive, got {horizon}")
-    t = month_idx(as_of).to_numpy()
+    t = month_index(as_of)
     o = outcomes.reindex(loan_id.to_numpy())
     dm = o["default_m"].to_numpy()
     last = o["last_m"].to_numpy()

@@ -8,6 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from features.book import Book
 from features.labels import CENSORED, label_snapshots, loan_outcomes, performing_mask
+from features.months import month_index
 
 
 def performing_snapshots(book: Book, horizon: int = 12, dpd_threshold: int = 90) -> pd.DataFrame:
@@ -23,8 +24,8 @@ def performing_snapshots(book: Book, horizon: int = 12, dpd_threshold: int = 90)
 def complete_windows(snaps: pd.DataFrame, book: Book, horizon: int) -> pd.DataFrame:
     """Labelled snapshots whose whole horizon lies inside the book (no censoring bias in rates)."""
     last = book.last_month
-    limit = (last.year * 12 + last.month - 1) - horizon
-    m = snaps["month"].dt.year * 12 + snaps["month"].dt.month - 1
+    limit = month_index([last])[0] - horizon
+    m = month_index(snaps["month"])
     return snaps[(m <= limit) & (snaps["label"] != CENSORED)]
 
 

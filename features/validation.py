@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.book import TABLE_NAMES, Book, read_raw_tables
+from features.months import month_index
 from features.schema import TABLES, Column, Table
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) ->
     p["_row"] = np.arange(len(p))
     p = p.sort_values(["loan_id", "month"], kind="stable")
     same = p["loan_id"].eq(p["loan_id"].shift())
-    mi = p["month"].dt.year * 12 + p["month"].dt.month
+    mi = pd.Series(month_index(p["month"]), index=p.index)
     gap = (mi - mi.shift()).where(same)
     dpd = p["days_past_due"].astype("float64")
     jump = (dpd - dpd.shift()).where(same)
@@ -300,7 +301,7 @@ def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) ->
     if {"loan_id", "origination_date"} <= set(loans.columns) and not loans.empty:
         by_id = loans.drop_duplicates("loan_id").set_index("loan_id")["origination_date"]
         orig = pd.Series(by_id.reindex(p["loan_id"].to_numpy()).to_numpy(), index=p.index)
-        orig_m = orig.dt.year * 12 + orig.dt.month
+        orig_m = pd.Series(month_index(orig), index=p.index)
         ck.add_rows(
             "performance",
             "month",

@@ -14,10 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.book import Book
-from features.build import as_month, build_features
+from features.build import build_features
 from features.catalog import FEATURES
 from features.chunks import iter_book_chunks
 from features.labels import label_snapshots, loan_outcomes
+from features.months import as_month
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from ews.cli import app
-from features.labels import loan_outcomes, month_idx
+from features.labels import loan_outcomes
+from features.months import month_index
 from features.summary import complete_windows, default_rates, oracle_auc, performing_snapshots
 
 runner = CliRunner()
@@ -119,7 +120,7 @@ def test_default_rates_are_realistic(demo_generated) -> None:
 def test_deterioration_usually_shows_first_but_not_always(demo_generated) -> None:
     perf = demo_generated.book.performance
     out = loan_outcomes(perf).dropna(subset=["default_m"])
-    pm = perf.assign(m=month_idx(perf["month"])).merge(
+    pm = perf.assign(m=month_index(perf["month"])).merge(
         out[["default_m"]], left_on="loan_id", right_index=True
     )
     before = pm[(pm["m"] < pm["default_m"]) & (pm["m"] >= pm["default_m"] - 6)]
