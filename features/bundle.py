@@ -75,15 +75,6 @@ class ModelBundle:
                 X[c] = pd.to_numeric(X[c], errors="raise").astype(float)
         return X
 
-    def unknown_categories(self, features: pd.DataFrame) -> pd.Series:
-        """Per row, the categorical features whose value the model never saw (scored as missing)."""
-        flags = pd.Series([[] for _ in range(len(features))], index=features.index, dtype=object)
-        for c, vocab in self.categories.items():
-            bad = features[c].notna() & ~features[c].isin(vocab)
-            for i in features.index[bad]:
-                flags[i] = [*flags[i], c]
-        return flags
-
     def raw_score(self, features: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(self.frame(features), raw_score=True)
 

@@ -129,16 +129,3 @@ def calibration_by_grade(y, p, grades) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def lead_time(flags: pd.DataFrame, default_month: pd.Series) -> pd.DataFrame:
-    """Months from a loan's first red/amber flag to its default, for flagged loans that defaulted.
-
-    `flags`: loan_id, as_of, flagged (bool), one row per scored snapshot; `default_month`: per loan id.
-    """
-    f = flags[flags["flagged"]]
-    first = f.groupby("loan_id")["as_of"].min()
-    d = default_month.reindex(first.index).dropna()
-    first = first.reindex(d.index)
-    months = (d.dt.year - first.dt.year) * 12 + (d.dt.month - first.dt.month)
-    return pd.DataFrame({"first_flag": first, "default": d, "lead_months": months})

@@ -108,7 +108,12 @@ def test_rows_at_or_before_t_change_the_features_they_should(sub_book: Book, dat
         assert after.at[lid, "months_delinquent_12m"] == base.at[lid, "months_delinquent_12m"] + 1
         assert after.at[lid, "max_dpd_3m"] == base.at[lid, "max_dpd_3m"]
     else:
-        secured = base[base["current_ltv"].notna() & (base["hpi_missing"] == 0)]
+        # collateral appraised before t: an index change at t moves today's value, not the appraisal base
+        app = sub_book.loans.merge(sub_book.collateral, on="collateral_id").set_index("loan_id")[
+            "appraisal_date"
+        ]
+        appraised_before = base.index.map(lambda x: x in app.index and app[x] < t).to_numpy(dtype=bool)
+        secured = base[base["current_ltv"].notna() & (base["hpi_missing"] == 0) & appraised_before]
         if secured.empty:
             return
         lid = data.draw(st.sampled_from(list(secured.index)), label="secured loan")
