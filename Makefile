@@ -36,6 +36,8 @@ demo: $(STAMP) ## Generate the demo book, validate and summarise it, train and r
 	$(EWS) book validate $(BOOK)
 	$(EWS) book summary $(BOOK)
 	$(EWS) train --spec models/pd_90d_12m.yaml --book $(BOOK)
+	$(EWS) promote --model loan-ews-pd-12m --book $(BOOK)
+	$(EWS) report loan-ews-pd-12m
 
 test: $(STAMP) ## Run the test suite
 	$(VENV)/bin/pytest -q

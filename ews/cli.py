@@ -28,7 +28,7 @@ features_app = typer.Typer(help="Point-in-time features and the training panel."
 app.add_typer(features_app, name="features")
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)
 
 
 @app.callback()
@@ -225,6 +225,28 @@ def _tracking(settings: Settings) -> Path:
     return settings.models_dir / "mlartifacts"
 
 
+def _last_month(book_dir: Path):
+    """The book's last reporting month (Parquet books: read from the performance table's month column)."""
+    import pyarrow.parquet as pq
+
+    from features.months import as_month
+
+    path = Path(book_dir) / "performance.parquet"
+    if not path.exists():
+        raise ValueError(f"{str(book_dir)!r} has no performance.parquet (training needs a Parquet book)")
+    return as_month(pq.read_table(path, columns=["month"])["month"].to_pandas().max())
+
+
+def _panel(book_dir: Path, months, horizon: int, dpd: int):
+    import pandas as pd
+
+    from training.panel import iter_panel_chunks
+
+    with progress_bar() as cb:
+        chunks = list(iter_panel_chunks(book_dir, months, horizon, dpd, progress=cb))
+    return pd.concat(chunks, ignore_index=True)
+
+
 @app.command("train")
 def train(
     ctx: typer.Context,
@@ -235,52 +257,209 @@ def train(
         Path | None, typer.Option("--book", help="Book folder (default: the demo book).")
     ] = None,
     register: Annotated[bool, typer.Option(help="Register the model under the spec's name.")] = True,
+    tune_trials: Annotated[
+        int, typer.Option("--tune", help="Optuna trials on the calibration window before the final fit.")
+    ] = 0,
 ) -> None:
     """Build the panel, fit and calibrate LightGBM, validate out of time, log to MLflow and register."""
-    import pandas as pd
-
-    from features.months import as_month
     from training.fit import train_model
-    from training.panel import iter_panel_chunks, month_range
+    from training.panel import month_range
     from training.spec import load_spec, resolve_windows
     from training.tracking import log_training
+    from training.tune import tune
 
     settings: Settings = ctx.obj
     book_dir = book_dir or settings.demo_book
     t0 = time.perf_counter()
+    trials: list[dict] = []
     try:
         spec = load_spec(spec_path)
-        import pyarrow.parquet as pq
-
-        last = as_month(
-            pq.read_table(book_dir / "performance.parquet", columns=["month"])["month"].to_pandas().max()
-        )
+        last = _last_month(book_dir)
         w = resolve_windows(spec, last)
-        months = month_range(w["train"][0], w["test"][1])
-        with progress_bar() as cb:
-            panel = pd.concat(
-                list(
-                    iter_panel_chunks(
-                        book_dir, months, spec.label.horizon_months, spec.label.dpd_threshold, progress=cb
-                    )
-                ),
-                ignore_index=True,
-            )
+        panel = _panel(
+            book_dir,
+            month_range(w["train"][0], w["test"][1]),
+            spec.label.horizon_months,
+            spec.label.dpd_threshold,
+        )
+        if tune_trials:
+            with progress_bar() as cb:
+                spec, trials = tune(spec, panel, last, tune_trials, cb)
         result = train_model(spec, panel, last)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     artifact_root = _tracking(settings)
-    run_id, version = log_training(result, spec, spec_path, book_dir, len(panel), artifact_root, register)
-    m, ch = result.test_metrics, result.challenger_metrics
+    run_id, version = log_training(
+        result, spec, spec_path, book_dir, len(panel), artifact_root, register, trials
+    )
     out.print(f"trained {spec.name} version {version} (run {run_id}) in {time.perf_counter() - t0:.0f}s")
+    if trials:
+        best = max(trials, key=lambda t: t["value"])
+        out.print(
+            f"tuning: {len(trials)} trials, best calibration AUC {best['value']:.4f} with {best['params']}"
+        )
     out.print("windows: " + ", ".join(f"{k} {a:%Y-%m}..{b:%Y-%m}" for k, (a, b) in result.windows.items()))
+    _print_metrics(result.test_metrics, result.challenger_metrics, result.monotonicity)
+
+
+def _print_metrics(m: dict, ch: dict, mono: dict[str, bool] | None) -> None:
     line = f"test AUC {m['auc']:.4f}  Gini {m['gini']:.4f}  KS {m['ks']:.4f}  ECE {m['ece']:.4f}"
     line += f"  O/E {m['oe']:.2f}"
     out.print(line + f"  capture@5% {m['capture_5pct']:.1%}   challenger AUC {ch['auc']:.4f}")
     if "oracle_auc" in m:
         out.print(f"oracle AUC {m['oracle_auc']:.4f}  model/oracle {m['model_over_oracle']:.4f}")
-    bad = [f for f, ok in result.monotonicity.items() if not ok]
-    out.print("monotonicity: all declared directions hold" if not bad else f"monotonicity FAILS for {bad}")
+    if "lead_median_months" in m:
+        out.print(
+            f"lead time: {m['lead_flagged_share']:.1%} of defaulters flagged red/amber beforehand, median "
+            f"{m['lead_median_months']:.0f} months ahead, {m['lead_3m_share']:.1%} at least 3 months ahead"
+        )
+    if mono is not None:
+        bad = [f for f, ok in mono.items() if not ok]
+        out.print(
+            "monotonicity: all declared directions hold" if not bad else f"monotonicity FAILS for {bad}"
+        )
+
+
+def _client(settings: Settings):
+    from mlflow import MlflowClient
+
+    _tracking(settings)
+    return MlflowClient()
+
+
+@app.command("promote")
+def promote_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="Registered model name.")] = "loan-ews-pd-12m",
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version to promote (default: the newest).")
+    ] = None,
+    book_dir: Annotated[
+        Path | None, typer.Option("--book", help="Book whose latest out-of-time window decides.")
+    ] = None,
+) -> None:
+    """Gate a version against the champion on the same out-of-time window; move `champion` if it passes.
+
+    Exit 0 when promoted, 2 when refused (the decision and why are in `ews registry history`)."""
+    import getpass
+
+    from training.panel import month_range
+    from training.registry import promote, resolve_version
+    from training.spec import resolve_windows
+    from training.tracking import book_fingerprint
+
+    settings: Settings = ctx.obj
+    book_dir = book_dir or settings.demo_book
+    client = _client(settings)
+
+    def window_panel(spec):
+        w = resolve_windows(spec, _last_month(book_dir))["test"]
+        panel = _panel(book_dir, month_range(*w), spec.label.horizon_months, spec.label.dpd_threshold)
+        return panel, (f"{w[0]:%Y-%m}", f"{w[1]:%Y-%m}")
+
+    try:
+        v = resolve_version(client, model, version)
+        d = promote(
+            client,
+            model,
+            v,
+            window_panel,
+            who=settings.user or getpass.getuser(),
+            book_sha256=book_fingerprint(book_dir),
+            artifact_root=settings.models_dir / "mlartifacts",
+        )
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    t = Table(title=f"{model} v{d.challenger_version} on {d.window[0]}..{d.window[1]}")
+    for c in ("gate", "value", "limit", "rule", "result"):
+        t.add_column(c)
+    for g in d.gates:
+        t.add_row(g.name, f"{g.value:.4f}", f"{g.limit:.4f}", g.rule, "pass" if g.passed else "FAIL")
+    out.print(t)
+    c = d.challenger.metrics
+    line = (
+        f"challenger v{d.challenger_version}: AUC {c['auc']:.4f} ECE {c['ece']:.4f} PSI {c['score_psi']:.4f}"
+    )
+    if d.champion is not None:
+        ch = d.champion.metrics
+        line += f"   champion v{d.champion.version}: AUC {ch['auc']:.4f} ECE {ch['ece']:.4f}"
+    out.print(line)
+    out.print(("PROMOTED: " if d.promoted else "REFUSED: ") + d.reason, markup=False)
+    if not d.promoted:
+        raise typer.Exit(2)
+
+
+registry_app = typer.Typer(help="Read the model registry and its audit log.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("history")
+def registry_history(
+    ctx: typer.Context, model: Annotated[str, typer.Argument(help="Registered model name.")]
+) -> None:
+    """Every promotion decision for a model, oldest first: who, when, versions, metrics, reason."""
+    from training.registry import history
+
+    rows = history(_client(ctx.obj), model)
+    if not rows:
+        out.print(f"no promotion decisions recorded for {model!r}")
+        return
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    out.print(f"promotion history of {model} ({len(rows)} decisions, oldest first)")
+    for r in rows:
+        out.print(
+            f"{r['when']}  {r['who']}  {r['decision'].upper():8s}  v{r['challenger_version']}  "
+            f"champion {r['champion_before'] or '-'} -> {r['champion_after'] or '-'}  "
+            f"window {r['window']}  AUC {fmt(r['challenger_auc'])} vs champion {fmt(r['champion_auc'])}  "
+            f"ECE {fmt(r['challenger_ece'])}  {r['reason']}",
+            markup=False,
+            highlight=False,
+        )
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Registered model name.")] = "loan-ews-pd-12m",
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version (default: the champion, else the newest).")
+    ] = None,
+) -> None:
+    """The validation summary of a registered model: test metrics against the oracle and the challenger."""
+    from training.registry import CHAMPION, alias_version, resolve_version
+
+    client = _client(ctx.obj)
+    try:
+        v = version or alias_version(client, model, CHAMPION) or resolve_version(client, model)
+        v = resolve_version(client, model, v)
+    except ValueError as e:
+        _fail(str(e))
+    mv = client.get_model_version(model, v)
+    run = client.get_run(mv.run_id)
+    met, par = run.data.metrics, run.data.params
+    m = {k[5:]: val for k, val in met.items() if k.startswith("test_")}
+    ch = {k[11:]: val for k, val in met.items() if k.startswith("challenger_")}
+    aliases = ", ".join(mv.aliases) or "no alias"
+    out.print(f"{model} version {v} ({aliases}), run {mv.run_id}")
+    out.print(
+        f"windows: train {par.get('window_train')}, calibration {par.get('window_calibration')}, "
+        f"test {par.get('window_test')}; book sha256 {par.get('book_sha256', '')[:12]}"
+    )
+    _print_metrics(m, ch, None)
+    out.print(
+        f"score PSI train vs test {met.get('psi_score', float('nan')):.4f}; "
+        f"monotonicity {'passes' if met.get('monotonicity_pass') == 1.0 else 'FAILS'}"
+    )
+    checks = [("beats the scorecard challenger", m["auc"] > ch["auc"]), ("ECE below 0.01", m["ece"] < 0.01)]
+    if "oracle_auc" in m:
+        checks = [
+            ("AUC at least 0.97 x oracle", m["auc"] >= 0.97 * m["oracle_auc"]),
+            ("AUC at most oracle + 0.005 (no leak)", m["auc"] <= m["oracle_auc"] + 0.005),
+            *checks,
+        ]
+    for text, ok in checks:
+        out.print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+    out.print(f"model card: runs:/{mv.run_id}/validation/model_card.md; plots under runs:/{mv.run_id}/plots")
 
 
 if __name__ == "__main__":  # pragma: no cover

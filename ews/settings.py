@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     demo_loans: int = 20_000
     demo_months: int = 48
     seed: int = 7
+    user: str = ""  # who is recorded in the audit log (default: the login name)
 
     @property
     def demo_book(self) -> Path:

@@ -23,7 +23,7 @@ from features.bundle import Calibrator, ModelBundle
 from features.catalog import BY_NAME
 from features.stability import psi, reference_bins
 from training import metrics
-from training.panel import ORACLE_COL
+from training.panel import ORACLE_COL, TTD_COL
 from training.spec import ModelSpec, resolve_windows
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,13 @@ class TrainResult:
     best_iteration: int
     counts: dict[str, int] = field(default_factory=dict)
     example_rows: pd.DataFrame | None = None  # model input example: categoricals as strings, floats
+    shap_sample: pd.DataFrame | None = None  # model input frame of test snapshots, for the SHAP summary
 
 
 def split_windows(panel: pd.DataFrame, spec: ModelSpec, last_month: pd.Timestamp) -> tuple[dict, dict]:
     """Labelled snapshots of the spec's population in each window (censored rows left out)."""
     windows = resolve_windows(spec, last_month)
-    pop = panel[panel["label"] >= 0]
-    if spec.population.current_only:
-        pop = pop[pop["dpd_now"] == 0]
+    pop = population(panel, spec)
     parts = {}
     for name, (a, b) in windows.items():
         part = pop[(pop["as_of"] >= a) & (pop["as_of"] <= b)].reset_index(drop=True)
@@ -64,6 +63,14 @@ def split_windows(panel: pd.DataFrame, spec: ModelSpec, last_month: pd.Timestamp
             )
         parts[name] = part
     return parts, windows
+
+
+def population(panel: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The spec's labelled population: censored snapshots out; loans current at t only, if asked."""
+    pop = panel[panel["label"] >= 0]
+    if spec.population.current_only:
+        pop = pop[pop["dpd_now"] == 0]
+    return pop
 
 
 def vocabularies(train: pd.DataFrame, names: list[str]) -> dict[str, list[str]]:
@@ -176,6 +183,21 @@ def challenger_frame(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return X
 
 
+def empty_bundle(spec: ModelSpec, train: pd.DataFrame) -> ModelBundle:
+    """A bundle with the spec's features and the training vocabularies, before anything is fitted: its
+    `frame` turns panel rows into the model's input matrix."""
+    names = spec.feature_names
+    return ModelBundle(
+        booster=None,  # type: ignore[arg-type]
+        features=names,
+        categories=vocabularies(train, names),
+        calibrator=Calibrator("platt"),
+        tier_thresholds={},
+        reference={},
+        spec=spec.model_dump(),
+    )
+
+
 def check_monotonicity(bundle: ModelBundle, sample: pd.DataFrame, n_grid: int = 12) -> dict[str, bool]:
     """For each feature with a declared direction, the raw score moves only that way along a value grid."""
     out: dict[str, bool] = {}
@@ -204,16 +226,7 @@ def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) 
     parts, windows = split_windows(panel, spec, last_month)
     names = spec.feature_names
     train, cal, test = parts["train"], parts["calibration"], parts["test"]
-    cats = vocabularies(train, names)
-    shell = ModelBundle(
-        booster=None,
-        features=names,
-        categories=cats,
-        calibrator=Calibrator("platt"),  # type: ignore[arg-type]
-        tier_thresholds={},
-        reference={},
-        spec=spec.model_dump(),
-    )
+    shell = empty_bundle(spec, train)
     X_tr, X_cal, X_te = shell.frame(train), shell.frame(cal), shell.frame(test)
     y_tr, y_cal, y_te = (p["label"].to_numpy() for p in (train, cal, test))
     booster = fit_booster(spec, X_tr, y_tr, X_cal, y_cal)
@@ -253,6 +266,9 @@ def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) 
     sample = test.sample(min(400, len(test)), random_state=spec.seed)
     mono = check_monotonicity(shell, sample)
     grades = shell.grade(pd_te)
+    tiers = shell.tier(pd_te)
+    if TTD_COL in test.columns:
+        m.update(metrics.lead_time(test["loan_id"], test[TTD_COL], tiers != "green"))
     shell.test_metrics = {k: float(v) for k, v in m.items()}
     shell.windows = {k: [f"{a:%Y-%m}", f"{b:%Y-%m}"] for k, (a, b) in windows.items()}
     shell.name = spec.name
@@ -264,7 +280,7 @@ def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) 
             "raw": raw_te,
             "pd": pd_te,
             "grade": grades,
-            "tier": shell.tier(pd_te),
+            "tier": tiers,
             "oracle": test.get(ORACLE_COL, pd.Series(np.nan, index=test.index)).to_numpy(),
         }
     )
@@ -283,6 +299,7 @@ def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) 
         train_scores=pd_tr,
         best_iteration=int(booster.best_iteration or booster.current_iteration()),
         example_rows=challenger_frame(test.head(5), names).reset_index(drop=True),
+        shap_sample=X_te.sample(min(2000, len(X_te)), random_state=spec.seed),
         counts={
             "train": len(train),
             "calibration": len(cal),

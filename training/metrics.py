@@ -129,3 +129,32 @@ def calibration_by_grade(y, p, grades) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def lead_time(loan_id, months_to_default, flagged) -> dict[str, float]:
+    """Lead time: for each loan that defaults within the horizon of some snapshot, the months between its
+    earliest red/amber flag and the default event. Returns the share of those defaulters ever flagged, the
+    median and mean lead time of the flagged ones, and the share flagged at least 3 months ahead."""
+    df = pd.DataFrame(
+        {
+            "loan": np.asarray(loan_id),
+            "ttd": np.asarray(months_to_default, float),
+            "flag": np.asarray(flagged),
+        }
+    )
+    bad = df[df["ttd"].notna()]
+    n = bad["loan"].nunique()
+    if n == 0:
+        return {
+            "lead_flagged_share": float("nan"),
+            "lead_median_months": float("nan"),
+            "lead_mean_months": float("nan"),
+            "lead_3m_share": float("nan"),
+        }
+    lead = bad[bad["flag"].astype(bool)].groupby("loan")["ttd"].max()
+    return {
+        "lead_flagged_share": len(lead) / n,
+        "lead_median_months": float(lead.median()) if len(lead) else float("nan"),
+        "lead_mean_months": float(lead.mean()) if len(lead) else float("nan"),
+        "lead_3m_share": float((lead >= 3).sum() / n),
+    }

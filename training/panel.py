@@ -18,11 +18,12 @@ from features.build import build_features
 from features.catalog import FEATURES
 from features.chunks import iter_book_chunks
 from features.labels import label_snapshots, loan_outcomes
-from features.months import as_month
+from features.months import as_month, month_index
 
 log = logging.getLogger(__name__)
 
 ORACLE_COL = "oracle_pd"
+TTD_COL = "months_to_default"  # months from the as-of month to the default event, for labelled defaults
 
 
 def month_range(start: str | pd.Timestamp, end: str | pd.Timestamp) -> list[pd.Timestamp]:
@@ -35,7 +36,11 @@ def month_range(start: str | pd.Timestamp, end: str | pd.Timestamp) -> list[pd.T
 def panel_schema() -> pa.Schema:
     fields = [pa.field("loan_id", pa.string()), pa.field("as_of", pa.timestamp("ns"))]
     fields += [pa.field(f.name, pa.string() if f.dtype == "cat" else pa.float64()) for f in FEATURES]
-    fields += [pa.field("label", pa.int8()), pa.field(ORACLE_COL, pa.float64())]
+    fields += [
+        pa.field("label", pa.int8()),
+        pa.field(TTD_COL, pa.float64()),
+        pa.field(ORACLE_COL, pa.float64()),
+    ]
     return pa.schema(fields)
 
 
@@ -53,10 +58,13 @@ def build_panel(
     dpd_threshold: int = 90,
     oracle: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Features, label (-1 when censored) and oracle PD for every performing loan at each month."""
+    """Features, label (-1 when censored), months to default and oracle PD for every performing loan at
+    each month. Months to default is set only where the label is 1; validation uses it for lead time."""
     X = build_features(book, months, dpd_threshold)
     outcomes = loan_outcomes(book.performance, dpd_threshold)
     X["label"] = label_snapshots(X["loan_id"], X["as_of"], outcomes, horizon).to_numpy()
+    ttd = X["loan_id"].map(outcomes["default_m"]).to_numpy(dtype=float) - month_index(X["as_of"])
+    X[TTD_COL] = np.where(X["label"].to_numpy() == 1, ttd, np.nan)
     col = oracle_column(horizon, dpd_threshold)
     if oracle is not None and col is not None and len(X):
         o = oracle[["loan_id", "month", col]].rename(columns={"month": "as_of", col: ORACLE_COL})

@@ -48,6 +48,7 @@ class LightGBMSpec(_Strict):
     reg_lambda: float = 5.0
     n_estimators: int = 2000
     early_stopping_rounds: int = 100
+    monotone: bool = True  # enforce each feature's declared risk direction (off only for research)
 
 
 class TierSpec(_Strict):
@@ -90,6 +91,8 @@ class ModelSpec(_Strict):
 
     def monotone_constraints(self) -> list[int]:
         """LightGBM monotone constraints from each feature's declared risk direction."""
+        if not self.lightgbm.monotone:
+            return [0] * len(self.feature_names)
         return [BY_NAME[f].direction if BY_NAME[f].dtype == "num" else 0 for f in self.feature_names]
 
 

@@ -16,6 +16,8 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from features.pyfunc import BUNDLE_ARTIFACT, BundleModel
+from training import plots
+from training.card import model_card
 from training.fit import TrainResult
 from training.spec import ModelSpec
 
@@ -64,15 +66,19 @@ def log_training(
     panel_rows: int,
     artifact_root: Path | None = None,
     register: bool = True,
+    trials: list[dict] | None = None,
 ) -> tuple[str, str | None]:
-    """Log a training run (params, data fingerprint, metrics, tables, model) and register the model."""
+    """Log a training run (params, data fingerprint, metrics, tables, plots, model card, model) and
+    register the model. Tuning trials, if any, become nested runs of it."""
     exp_id = ensure_experiment(spec.name, artifact_root)
     libs = {lib: metadata.version(lib) for lib in LIBRARIES}
+    sha = book_fingerprint(book_dir)
+    code = code_version()
     with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{spec.name}") as run:
         mlflow.set_tags(
             {
                 "loan_ews.kind": "train",
-                "code_version": code_version(),
+                "code_version": code,
                 "python": platform.python_version(),
                 **{f"lib.{k}": v for k, v in libs.items()},
             }
@@ -87,7 +93,7 @@ def log_training(
             "best_iteration": result.best_iteration,
             "calibration_method": result.bundle.calibrator.method,
             "book_dir": str(book_dir),
-            "book_sha256": book_fingerprint(book_dir),
+            "book_sha256": sha,
             "panel_rows": panel_rows,
             **{f"lgb_{k}": v for k, v in spec.lightgbm.model_dump().items()},
             **{f"window_{k}": f"{a:%Y-%m}..{b:%Y-%m}" for k, (a, b) in result.windows.items()},
@@ -101,16 +107,28 @@ def log_training(
         mlflow.log_metrics({f"psi_{k.strip('_')}": float(v) for k, v in result.psi.items() if pd.notna(v)})
         mlflow.log_metric("monotonicity_pass", float(all(result.monotonicity.values())))
         mlflow.log_artifact(str(spec_path), "spec")
+        mlflow.log_dict(spec.model_dump(), "spec/effective_spec.json")
+        for i, trial in enumerate(trials or []):
+            with mlflow.start_run(experiment_id=exp_id, run_name=f"trial-{i:03d}", nested=True):
+                mlflow.set_tag("loan_ews.kind", "tuning_trial")
+                mlflow.log_params({f"lgb_{k}": v for k, v in trial["params"].items()})
+                mlflow.log_metrics({"calibration_auc": trial["value"], "best_iteration": trial["iterations"]})
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
+            plots_dir = t / "plots"
+            plots_dir.mkdir()
+            _plots(result, plots_dir)
+            mlflow.log_artifacts(str(plots_dir), "plots")
+            (t / "model_card.md").write_text(model_card(result, spec, sha, code))
             result.deciles.to_csv(t / "deciles.csv", index=False)
             result.grades.to_csv(t / "calibration_by_grade.csv", index=False)
             (t / "psi.json").write_text(json.dumps(result.psi, indent=1, sort_keys=True))
             (t / "monotonicity.json").write_text(json.dumps(result.monotonicity, indent=1, sort_keys=True))
             (t / "auc_by_segment.json").write_text(json.dumps(result.auc_by, indent=1, sort_keys=True))
             (t / "calibration_choice.json").write_text(json.dumps(result.calibration_metrics, indent=1))
-            for f in t.iterdir():
-                mlflow.log_artifact(str(f), "validation")
+            for f in sorted(t.iterdir()):
+                if f.is_file():
+                    mlflow.log_artifact(str(f), "validation")
             bundle_dir = result.bundle.save(t / BUNDLE_ARTIFACT)
             X = result.example_rows
             raw = result.bundle.raw_score(X)
@@ -127,3 +145,13 @@ def log_training(
             )
         version = str(info.registered_model_version) if register and info.registered_model_version else None
         return run.info.run_id, version
+
+
+def _plots(result: TrainResult, folder: Path) -> None:
+    ts = result.test_scores
+    y, p = ts["label"].to_numpy(float), ts["pd"].to_numpy(float)
+    plots.roc_ks(y, p, folder / "roc_ks.png", "out-of-time test")
+    plots.reliability_by_grade(result.grades, folder / "reliability_by_grade.png")
+    plots.score_distribution(result.train_scores, p, folder / "score_distribution.png")
+    if result.shap_sample is not None:
+        plots.shap_summary(result.bundle.booster, result.shap_sample, folder / "shap_summary.png")

@@ -1,0 +1,172 @@
+"""The MLflow registry side of promotion: aliases and the audit log.
+
+MLflow keeps no history of aliases, so every promotion decision, pass or fail, is logged as a run of the
+`loan-ews-audit` experiment (tags, metrics and the full decision as JSON). That log is the record of which
+version was champion when; `history` reads it back in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from features.bundle import ModelBundle
+from features.pyfunc import bundle_from_model_uri
+from training.promote import Decision, decide, evaluate_bundle, same_label
+from training.spec import ModelSpec
+from training.tracking import ensure_experiment
+
+log = logging.getLogger(__name__)
+
+AUDIT_EXPERIMENT = "loan-ews-audit"
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def resolve_version(client: MlflowClient, name: str, version: str | None = None) -> str:
+    """The given version (checked to exist) or the newest registered version of `name`."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as e:
+        raise ValueError(f"cannot read model {name!r} from the registry: {e.message}") from e
+    if not versions:
+        raise ValueError(f"no registered model named {name!r} (train one with `ews train`)")
+    known = {str(v.version) for v in versions}
+    if version is None:
+        return str(max(int(v) for v in known))
+    if str(version) not in known:
+        raise ValueError(f"model {name!r} has no version {version} (versions: {sorted(known, key=int)})")
+    return str(version)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_bundle(name: str, version: str) -> ModelBundle:
+    bundle = bundle_from_model_uri(f"models:/{name}/{version}")
+    bundle.name, bundle.version = name, str(version)
+    return bundle
+
+
+def promote(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    window_panel: Callable[[ModelSpec], tuple[pd.DataFrame, tuple[str, str]]],
+    who: str,
+    book_sha256: str = "",
+    artifact_root: Path | None = None,
+) -> Decision:
+    """Set `challenger` on `version`, score it and the champion on the same out-of-time window, and move
+    `champion` only if the gates pass. A refused version keeps the `challenger` alias (so the nightly batch
+    shadow-scores it). Every decision is appended to the audit log."""
+    champ_v = alias_version(client, name, CHAMPION)
+    if champ_v == str(version):
+        raise ValueError(f"version {version} of {name!r} is already the champion")
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    challenger = load_bundle(name, version)
+    spec = ModelSpec.model_validate(challenger.spec)
+    snapshots, window = window_panel(spec)
+    ev_ch = evaluate_bundle(challenger, version, snapshots, spec.seed)
+    ev_champ = None
+    if champ_v is not None:
+        champion = load_bundle(name, champ_v)
+        if not same_label(champion, challenger):
+            raise ValueError(
+                f"champion v{champ_v} and challenger v{version} predict different labels or populations"
+            )
+        ev_champ = evaluate_bundle(champion, champ_v, snapshots, spec.seed)
+    ok, gates, reason = decide(spec.gates, ev_ch, ev_champ)
+    if ok:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        client.delete_registered_model_alias(name, CHALLENGER)
+    client.set_model_version_tag(name, version, "loan_ews.promotion", "promoted" if ok else reason[:4000])
+    decision = Decision(
+        model=name,
+        challenger_version=str(version),
+        champion_before=champ_v,
+        champion_after=str(version) if ok else champ_v,
+        promoted=ok,
+        reason=reason,
+        window=window,
+        gates=gates,
+        challenger=ev_ch,
+        champion=ev_champ,
+        who=who,
+        when=datetime.now(UTC).isoformat(timespec="seconds"),
+        book_sha256=book_sha256,
+    )
+    log_decision(decision, artifact_root)
+    log.info("promotion of %s v%s: %s", name, version, reason)
+    return decision
+
+
+def log_decision(d: Decision, artifact_root: Path | None = None) -> str:
+    """Append one decision to the audit log (a run of the audit experiment); returns its run id."""
+    exp_id = ensure_experiment(AUDIT_EXPERIMENT, artifact_root)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"promote-{d.model}-v{d.challenger_version}") as run:
+        mlflow.set_tags(
+            {
+                "loan_ews.kind": "promotion",
+                "loan_ews.model": d.model,
+                "decision": "promoted" if d.promoted else "refused",
+                "challenger_version": d.challenger_version,
+                "champion_before": d.champion_before or "",
+                "champion_after": d.champion_after or "",
+                "who": d.who,
+                "when": d.when,
+                "window": f"{d.window[0]}..{d.window[1]}",
+                "reason": d.reason[:4900],
+                "book_sha256": d.book_sha256,
+            }
+        )
+        m = {f"challenger_{k}": v for k, v in d.challenger.metrics.items()}
+        if d.champion is not None:
+            m.update({f"champion_{k}": v for k, v in d.champion.metrics.items()})
+        m.update({f"gate_{g.name}_passed": float(g.passed) for g in d.gates})
+        mlflow.log_metrics({k: float(v) for k, v in m.items() if pd.notna(v)})
+        mlflow.log_dict(d.to_dict(), "decision.json")
+        return run.info.run_id
+
+
+def history(client: MlflowClient, name: str) -> list[dict]:
+    """Every promotion decision for `name`, oldest first."""
+    exp = client.get_experiment_by_name(AUDIT_EXPERIMENT)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`loan_ews.model` = '{name}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10_000,
+    )
+    rows = []
+    for r in runs:
+        t, m = r.data.tags, r.data.metrics
+        rows.append(
+            {
+                "when": t.get("when", ""),
+                "who": t.get("who", ""),
+                "decision": t.get("decision", ""),
+                "challenger_version": t.get("challenger_version", ""),
+                "champion_before": t.get("champion_before", ""),
+                "champion_after": t.get("champion_after", ""),
+                "window": t.get("window", ""),
+                "challenger_auc": m.get("challenger_auc"),
+                "champion_auc": m.get("champion_auc"),
+                "challenger_ece": m.get("challenger_ece"),
+                "reason": t.get("reason", ""),
+                "run_id": r.info.run_id,
+            }
+        )
+    return rows
