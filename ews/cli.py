@@ -220,8 +220,7 @@ def _tracking(settings: Settings) -> Path:
     import mlflow
 
     settings.models_dir.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(settings.default_tracking_uri)
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or settings.default_tracking_uri)
     return settings.models_dir / "mlartifacts"
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ews.cli import app
-from features.book import write_book
 from features.pyfunc import bundle_from_model_uri
 from training.panel import build_panel, month_range
 
@@ -16,16 +17,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def trained_store(demo_generated, tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    book = root / "book"
-    write_book(demo_generated.book, book, extras={"oracle": demo_generated.oracle})
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.setenv("EWS_MODELS_DIR", str(root / "models"))
-    res = runner.invoke(app, ["train", "--spec", "models/pd_90d_12m.yaml", "--book", str(book)])
-    yield root, res
-    mp.undo()
+def trained_store(champion_store):
+    root, _, train, _ = champion_store
+    return root, train
 
 
 def test_train_logs_a_complete_run_and_registers_the_model(trained_store) -> None:
@@ -53,7 +47,45 @@ def test_train_logs_a_complete_run_and_registers_the_model(trained_store) -> Non
         "validation/calibration_by_grade.csv",
         "validation/psi.json",
         "validation/monotonicity.json",
+        "validation/model_card.md",
     } <= names
+    plots = {a.path: a.file_size for a in client.list_artifacts(mv.run_id, "plots")}
+    for p in ("roc_ks", "reliability_by_grade", "shap_summary", "score_distribution"):
+        assert plots.get(f"plots/{p}.png", 0) > 10_000, plots
+    assert "test_lead_median_months" in run.data.metrics
+    card = Path(client.download_artifacts(mv.run_id, "validation/model_card.md")).read_text()
+    for section in (
+        "## Purpose",
+        "## Data",
+        "## Label and exclusions",
+        "## Calibration",
+        "## Stability",
+        "## Monotonicity",
+        "## Limitations",
+        "model / oracle",
+        run.data.params["book_sha256"],
+    ):
+        assert section in card, section
+
+
+def test_demo_promotes_the_first_model_and_report_prints_the_checks(champion_store) -> None:
+    root, uri, _, promote = champion_store
+    assert promote.exit_code == 0, promote.output
+    assert "PROMOTED" in promote.output
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("EWS_MODELS_DIR", str(root / "models"))
+    try:
+        rep = runner.invoke(app, ["report", "loan-ews-pd-12m"])
+        hist = runner.invoke(app, ["registry", "history", "loan-ews-pd-12m"])
+        again = runner.invoke(app, ["promote", "--model", "loan-ews-pd-12m", "--version", "7"])
+    finally:
+        mp.undo()
+    assert rep.exit_code == 0, rep.output
+    assert "version 1 (champion)" in rep.output and "FAIL" not in rep.output
+    assert rep.output.count("PASS") == 4
+    assert "PROMOTED" in hist.output and "pytest" in hist.output
+    assert again.exit_code == 1 and "has no version 7" in again.output
 
 
 def test_registered_model_loads_back_into_an_identical_bundle(trained_store, demo_generated) -> None:

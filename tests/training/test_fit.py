@@ -7,18 +7,11 @@ import pandas as pd
 import pytest
 
 from features.bundle import ModelBundle
-from training.fit import train_model
-from training.panel import build_panel, month_range
-from training.spec import load_spec, resolve_windows
 
 
 @pytest.fixture(scope="module")
-def trained(demo_generated):
-    book = demo_generated.book
-    spec = load_spec("models/pd_90d_12m.yaml")
-    w = resolve_windows(spec, book.last_month)
-    panel = build_panel(book, month_range(w["train"][0], w["test"][1]), 12, 90, demo_generated.oracle)
-    return spec, panel, train_model(spec, panel, book.last_month)
+def trained(demo_trained):
+    return demo_trained
 
 
 def test_windows_are_consecutive_and_out_of_time(trained) -> None:
@@ -80,3 +73,58 @@ def test_unknown_schema_version_is_refused(trained, tmp_path) -> None:
     (tmp_path / "b" / "bundle.json").write_text(meta)
     with pytest.raises(ValueError, match="schema version"):
         ModelBundle.load(tmp_path / "b")
+
+
+def test_lead_time_is_reported_and_plausible(trained) -> None:
+    _, _, res = trained
+    m = res.test_metrics
+    assert 0.5 < m["lead_flagged_share"] <= 1.0
+    assert 1 <= m["lead_median_months"] <= 12
+    assert m["lead_3m_share"] <= m["lead_flagged_share"]
+
+
+def _quick_spec(spec, **lgb):
+    """The default spec with a short train window and capped trees: same code path, seconds to fit."""
+    return spec.model_copy(
+        update={
+            "windows": spec.windows.model_copy(update={"train_months": 6}),
+            "lightgbm": spec.lightgbm.model_copy(update={"n_estimators": 150, **lgb}),
+        }
+    )
+
+
+def test_same_spec_data_and_seed_reproduce_the_model_and_metrics(trained, demo_generated) -> None:
+    from training.fit import train_model
+
+    spec, panel, _ = trained
+    quick = _quick_spec(spec)
+    a = train_model(quick, panel, demo_generated.book.last_month)
+    b = train_model(quick, panel, demo_generated.book.last_month)
+    assert a.test_metrics == b.test_metrics
+    assert a.challenger_metrics == b.challenger_metrics
+    assert a.bundle.booster.model_to_string() == b.bundle.booster.model_to_string()
+    other = train_model(quick.model_copy(update={"seed": 8}), panel, demo_generated.book.last_month)
+    assert other.bundle.booster.model_to_string() != a.bundle.booster.model_to_string()
+
+
+def test_tuning_searches_on_the_calibration_window_and_returns_a_trained_spec(
+    trained, demo_generated
+) -> None:
+    from training.tune import tune
+
+    spec, panel, _ = trained
+    quick = _quick_spec(spec)
+    test_start = pd.Timestamp("2024-07-01")
+    # the test window's labels are scrambled: tuning must give the same result without looking at them
+    scrambled = panel.copy()
+    late = scrambled["as_of"] >= test_start
+    scrambled.loc[late, "label"] = np.random.default_rng(0).permutation(
+        scrambled.loc[late, "label"].to_numpy()
+    )
+    best, trials = tune(quick, panel, demo_generated.book.last_month, 3)
+    best2, trials2 = tune(quick, scrambled, demo_generated.book.last_month, 3)
+    assert len(trials) == 3 and [t["value"] for t in trials] == [t["value"] for t in trials2]
+    assert best.lightgbm == best2.lightgbm
+    top = max(trials, key=lambda t: t["value"])
+    assert best.lightgbm.num_leaves == top["params"]["num_leaves"]
+    assert all(0.5 < t["value"] < 1 for t in trials)
