@@ -461,5 +461,69 @@ def report(
     out.print(f"model card: runs:/{mv.run_id}/validation/model_card.md; plots under runs:/{mv.run_id}/plots")
 
 
+# -------------------------------------------------------------------------------------------- serving
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    book_dir: Annotated[
+        Path | None,
+        typer.Option("--book", help="Book to score by loan id (default: the demo book if present)."),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Registered model name.")] = None,
+    ref: Annotated[str | None, typer.Option("--ref", help="Alias (champion) or version number.")] = None,
+) -> None:
+    """Run the BentoML scoring service (bentoml serve serving.service:LoanEWS) until stopped."""
+    import os
+    import subprocess
+
+    settings: Settings = ctx.obj
+    book = book_dir or (settings.demo_book if (settings.demo_book / "loans.parquet").exists() else None)
+    if book is not None and not Path(book).is_dir():
+        _fail(f"book folder {str(book)!r} does not exist")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": settings.tracking_uri(),
+        "EWS_MODELS_DIR": str(settings.models_dir.resolve()),
+        "EWS_MODEL_NAME": model or settings.model_name,
+        "EWS_MODEL_REF": ref or settings.model_ref,
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+    }
+    if book is not None:
+        env["EWS_BOOK"] = str(Path(book).resolve())
+    else:
+        env.pop("EWS_BOOK", None)
+    # check the model here: BentoML keeps its supervisor running when every worker fails to start
+    import mlflow
+
+    from serving.model_loader import load_model
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    try:
+        load_model(env["EWS_MODEL_NAME"], env["EWS_MODEL_REF"])
+    except (ValueError, OSError) as e:
+        _fail(f"cannot start the service: {e}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:LoanEWS",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    console.print(f"serving {env['EWS_MODEL_NAME']}@{env['EWS_MODEL_REF']} on http://{host}:{port}")
+    try:
+        rc = subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        rc = 0
+    raise typer.Exit(rc)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

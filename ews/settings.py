@@ -18,6 +18,16 @@ class Settings(BaseSettings):
     demo_months: int = 48
     seed: int = 7
     user: str = ""  # who is recorded in the audit log (default: the login name)
+    model_name: str = "loan-ews-pd-12m"  # the model the service and the batch score with
+    model_ref: str = "champion"  # an alias or a version number
+    book: Path | None = None  # the book the service scores by loan id (none: request data only)
+    top_k: int = 3  # reasons per loan
+
+    def tracking_uri(self) -> str:
+        """MLFLOW_TRACKING_URI when set, else the SQLite store under models/."""
+        import os
+
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.default_tracking_uri
 
     @property
     def demo_book(self) -> Path:

@@ -75,8 +75,35 @@ class ModelBundle:
                 X[c] = pd.to_numeric(X[c], errors="raise").astype(float)
         return X
 
+    def matrix(self, features: pd.DataFrame) -> np.ndarray:
+        """The model input as a float matrix (categoricals as codes on the training vocabulary, unseen or
+        missing as NaN): the same numbers LightGBM derives from `frame`, without the pandas overhead."""
+        missing = [c for c in self.features if c not in features.columns]
+        if missing:
+            raise ValueError(f"feature rows lack columns {missing}")
+        self._check_vocab()
+        out = np.empty((len(features), len(self.features)), dtype=np.float64)
+        for j, c in enumerate(self.features):
+            col = features[c]
+            if c in self.categories:
+                codes = pd.Categorical(col.astype("object"), categories=self.categories[c]).codes
+                out[:, j] = np.where(codes < 0, np.nan, codes)
+            else:
+                out[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+        return out
+
+    def _check_vocab(self) -> None:
+        """The booster's own categorical lists must be the bundle's vocabularies, in feature order."""
+        if getattr(self, "_vocab_ok", False):
+            return
+        mine = [self.categories[c] for c in self.features if c in self.categories]
+        theirs = [list(map(str, v)) for v in (self.booster.pandas_categorical or [])]
+        if theirs != mine:
+            raise ValueError("the booster's categorical vocabularies differ from the bundle's")
+        self._vocab_ok = True
+
     def raw_score(self, features: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(self.frame(features), raw_score=True)
+        return self.booster.predict(self.matrix(features), raw_score=True)
 
     def pd_from_raw(self, raw: np.ndarray) -> np.ndarray:
         return self.calibrator(raw)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -152,14 +153,19 @@ class ScorecardBins(BaseEstimator, TransformerMixin):
         return self
 
     def transform(self, X):
+        """One-hot bin membership as a sparse matrix (one 1 per feature per row; dense would not fit
+        in memory on a 200,000-loan panel)."""
         X = np.asarray(X, dtype=float)
-        cols = []
+        n = len(X)
+        idx, offset = [], 0
         for j, e in enumerate(self.edges_):
-            idx = np.where(np.isnan(X[:, j]), len(e) + 1, np.searchsorted(e, X[:, j], side="right"))
-            onehot = np.zeros((len(X), len(e) + 2))
-            onehot[np.arange(len(X)), idx] = 1.0
-            cols.append(onehot)
-        return np.hstack(cols)
+            b = np.where(np.isnan(X[:, j]), len(e) + 1, np.searchsorted(e, X[:, j], side="right"))
+            idx.append(b + offset)
+            offset += len(e) + 2
+        k = len(self.edges_)
+        indices = np.column_stack(idx).ravel() if k else np.empty(0, dtype=np.int64)
+        indptr = np.arange(0, n * k + 1, k) if k else np.zeros(n + 1, dtype=np.int64)
+        return sparse.csr_matrix((np.ones(n * k), indices, indptr), shape=(n, offset))
 
 
 def fit_challenger(train: pd.DataFrame, names: list[str], seed: int) -> Pipeline:
