@@ -11,7 +11,14 @@ import re
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 MAX_HISTORY = 24
 MAX_BATCH = 1000
@@ -37,7 +44,12 @@ def _first_of_month(d: date) -> date:
     return d
 
 
-Month = Annotated[date, BeforeValidator(_month), Field(description="A month: YYYY-MM or YYYY-MM-01.")]
+Month = Annotated[
+    date,
+    BeforeValidator(_month),
+    AfterValidator(_first_of_month),
+    Field(description="A month: YYYY-MM or YYYY-MM-01."),
+]
 
 
 class _Strict(BaseModel):
@@ -150,15 +162,6 @@ class LoanInput(_Strict):
         return self
 
 
-class ScoreRequest(_Strict):
-    loan: LoanInput
-
-
-class ByIdRequest(_Strict):
-    loan_id: str = Field(min_length=1, description="A loan of the configured book.")
-    as_of: Month | None = Field(None, description="Month to score at; default the loan's latest month.")
-
-
 class Reason(BaseModel):
     feature: str = Field(description="Model feature name.")
     title: str = Field(description="Plain-language name of the feature.")
@@ -182,21 +185,6 @@ class ScoreResponse(BaseModel):
     )
 
 
-class BatchRequest(_Strict):
-    loans: list[LoanInput] = Field(min_length=1, max_length=MAX_BATCH, description="1 to 1,000 loans.")
-
-    @field_validator("loans")
-    @classmethod
-    def _unique_ids(cls, v: list[LoanInput]) -> list[LoanInput]:
-        seen: dict[str, int] = {}
-        for i, item in enumerate(v):
-            lid = item.loan.loan_id
-            if lid in seen:
-                raise ValueError(f"loans[{i}].loan.loan_id {lid!r} repeats loans[{seen[lid]}]")
-            seen[lid] = i
-        return v
-
-
 class BatchResponse(BaseModel):
     model_name: str
     model_version: str
@@ -213,18 +201,6 @@ class ExplainResponse(BaseModel):
     pd: float
     contributions: dict[str, float] = Field(description="SHAP contribution of every feature (log-odds).")
     values: dict[str, float | str | None] = Field(description="The loan's feature values.")
-
-
-class ExplainRequest(_Strict):
-    loan_id: str | None = Field(None, description="A loan of the configured book, or give `loan`.")
-    as_of: Month | None = Field(None, description="Month, with loan_id; default the latest.")
-    loan: LoanInput | None = Field(None, description="A loan given in full, instead of loan_id.")
-
-    @model_validator(mode="after")
-    def _one_of(self) -> ExplainRequest:
-        if (self.loan_id is None) == (self.loan is None):
-            raise ValueError("give exactly one of loan_id or loan")
-        return self
 
 
 class ModelInfo(BaseModel):

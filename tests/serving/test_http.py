@@ -1,0 +1,189 @@
+"""The real BentoML server over HTTP: parity with the book-wide scorer, every bad input gets its 4xx."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.build import build_features
+from tests.serving.conftest import serve_env
+
+AS_OF = "2025-12"
+
+
+@pytest.fixture(scope="module")
+def book_wide(demo_generated, champion_scorer):
+    """Every performing loan of the demo book at AS_OF, scored by the book-wide path (as the batch does)."""
+    rows = build_features(demo_generated.book, AS_OF)
+    return champion_scorer.score(rows).set_index("loan_id")
+
+
+@pytest.fixture(scope="module")
+def loan_ids(book_wide) -> list[str]:
+    risky = book_wide.sort_values("pd", ascending=False).index[:10].tolist()
+    rest = book_wide.sample(15, random_state=4).index.tolist()
+    return risky + rest
+
+
+def _same(resp: dict, row: pd.Series) -> None:
+    assert resp["pd"] == pytest.approx(row["pd"], abs=1e-9)
+    assert resp["raw_score"] == pytest.approx(row["raw_score"], abs=1e-9)
+    assert resp["grade"] == row["grade"] and resp["tier"] == row["tier"]
+    want = [row[f"reason_{k}_feature"] for k in (1, 2, 3) if row[f"reason_{k}_feature"] is not None]
+    assert [r["feature"] for r in resp["reasons"]] == want
+    assert [r["text"] for r in resp["reasons"]] == [row[f"reason_{k}_text"] for k in range(1, len(want) + 1)]
+
+
+def test_score_by_id_equals_the_book_wide_scorer(server, book_wide, loan_ids) -> None:
+    for lid in loan_ids:
+        r = server.post("/score_by_id", json={"loan_id": lid})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_name"] == "loan-ews-pd-12m" and body["model_version"] == "1"
+        assert body["as_of"] == AS_OF and body["loan_id"] == lid
+        _same(body, book_wide.loc[lid])
+    assert any(server.post("/score_by_id", json={"loan_id": x}).json()["tier"] == "red" for x in loan_ids[:3])
+
+
+def test_score_with_the_loan_in_the_request_equals_the_book_wide_scorer(
+    server, book_wide, loan_ids, book_index
+) -> None:
+    for lid in loan_ids[:12]:
+        r = server.post("/score", json={"loan": book_index.request_json(lid, AS_OF)})
+        assert r.status_code == 200, r.text
+        _same(r.json(), book_wide.loc[lid])
+    # without house prices in the request the server uses its book's price table: same score
+    body = book_index.request_json(loan_ids[0], AS_OF)
+    body.pop("house_prices", None)
+    _same(server.post("/score", json={"loan": body}).json(), book_wide.loc[loan_ids[0]])
+
+
+def test_batch_scores_a_list_in_one_call(server, book_wide, loan_ids, book_index) -> None:
+    loans = [book_index.request_json(lid, AS_OF) for lid in loan_ids[:8]]
+    r = server.post("/score_batch", json={"loans": loans})
+    assert r.status_code == 200, r.text
+    scores = r.json()["scores"]
+    assert [s["loan_id"] for s in scores] == loan_ids[:8]
+    for s in scores:
+        _same(s, book_wide.loc[s["loan_id"]])
+
+
+def test_explain_returns_the_full_contribution_vector(server, book_wide, loan_ids, champion_scorer) -> None:
+    r = server.post("/explain", json={"loan_id": loan_ids[0]})
+    assert r.status_code == 200, r.text
+    e = r.json()
+    assert set(e["contributions"]) == set(champion_scorer.bundle.features)
+    assert e["base_value"] + sum(e["contributions"].values()) == pytest.approx(e["raw_score"], abs=1e-9)
+    assert e["pd"] == pytest.approx(book_wide.loc[loan_ids[0], "pd"], abs=1e-9)
+    top = max(e["contributions"], key=e["contributions"].get)
+    assert top == book_wide.loc[loan_ids[0], "reason_1_feature"]
+
+
+def test_model_info_and_readiness(server) -> None:
+    info = server.post("/model_info", json={}).json()
+    assert info["model_name"] == "loan-ews-pd-12m" and info["model_version"] == "1"
+    assert info["model_ref"] == "champion" and info["windows"]["test"] == ["2024-07", "2024-12"]
+    assert 0 < info["tier_thresholds"]["amber"] < info["tier_thresholds"]["red"]
+    assert "auc" in info["test_metrics"] and info["loaded_at"]
+    assert server.get("/readyz").status_code == 200
+    spec = server.get("/docs.json").json()
+    schema = str(spec)
+    assert "Calibrated probability of the label event" in schema and "LoanInput" in schema
+
+
+def test_unseen_category_is_scored_and_flagged_not_rejected(server, book_index, loan_ids) -> None:
+    body = book_index.request_json(loan_ids[3], AS_OF)
+    body["loan"]["funding_partner"] = "Brand New Trust"
+    r = server.post("/score", json={"loan": body})
+    assert r.status_code == 200, r.text
+    assert r.json()["unknown_categories"] == ["funding_partner=Brand New Trust"]
+
+
+def _bad(server, book_index, lid, mutate):
+    body = copy.deepcopy(book_index.request_json(lid, AS_OF))
+    mutate(body)
+    return server.post("/score", json={"loan": body})
+
+
+BAD = {
+    "missing field": (lambda b: b["loan"].pop("principal"), 400, "principal"),
+    "wrong type": (lambda b: b["loan"].__setitem__("term_months", "sixty"), 400, "term_months"),
+    "unknown category": (lambda b: b["loan"].__setitem__("product", "payday"), 400, "product"),
+    "negative balance": (lambda b: b["performance"][-1].__setitem__("balance", -5.0), 400, "balance"),
+    "month in the future": (lambda b: b.__setitem__("as_of", "2031-01"), 400, "in the future"),
+    "rows out of order": (
+        lambda b: b["performance"].__setitem__(slice(0, 2), b["performance"][1::-1]),
+        400,
+        "performance[1].month",
+    ),
+    "row of another loan": (
+        lambda b: b["performance"][2].__setitem__("loan_id", "L999999"),
+        400,
+        "performance[2].loan_id",
+    ),
+    "not the first of the month": (
+        lambda b: b["performance"][0].__setitem__("month", "2024-03-15"),
+        400,
+        "first day of a month",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_request_gets_a_4xx_naming_the_field(server, book_index, loan_ids, case) -> None:
+    mutate, status, needle = BAD[case]
+    r = _bad(server, book_index, loan_ids[5], mutate)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_bad_ids_lists_and_bodies_get_4xx_and_the_server_keeps_serving(server, book_index, loan_ids) -> None:
+    r = server.post("/score_by_id", json={"loan_id": "L-NOT-THERE"})
+    assert r.status_code == 404 and "unknown loan id 'L-NOT-THERE'" in r.text
+    r = server.post("/score_by_id", json={"loan_id": loan_ids[0], "as_of": "2030-01"})
+    assert r.status_code == 422 and "as_of" in r.text
+    r = server.post("/score_batch", json={"loans": []})
+    assert r.status_code == 400 and "loans" in r.text
+    one = book_index.request_json(loan_ids[0], AS_OF)
+    r = server.post("/score_batch", json={"loans": [one] * 1001})
+    assert r.status_code == 400 and "loans" in r.text and "1000" in r.text
+    r = server.post("/score", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "json" in r.text.lower()
+    r = server.post("/explain", json={})
+    assert r.status_code == 422 and "exactly one of loan_id or loan" in r.text
+    assert server.get("/readyz").status_code == 200
+    assert server.post("/score_by_id", json={"loan_id": loan_ids[0]}).status_code == 200
+
+
+def test_missing_model_stops_startup_with_the_reason(champion_store) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "ews.cli", "serve", "--port", "1", "--ref", "99"],
+        env=serve_env(champion_store),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1
+    msg = " ".join((res.stdout + res.stderr).split())
+    assert "no model 'loan-ews-pd-12m' with version 99" in msg
+
+
+def test_bundle_with_unknown_schema_version_is_refused(champion_store, tmp_path) -> None:
+    import mlflow
+
+    from features.bundle import ModelBundle
+    from serving.model_loader import load_model
+
+    _, uri, _, _ = champion_store
+    mlflow.set_tracking_uri(uri)
+    bundle = load_model("loan-ews-pd-12m", "1")
+    bundle.schema_version = "0.1-unknown"
+    bundle.save(tmp_path / "b")
+    with pytest.raises(ValueError, match="schema version '0.1-unknown'"):
+        ModelBundle.load(tmp_path / "b")
+    assert np.isfinite(bundle.tier_thresholds["red"])
