@@ -122,7 +122,99 @@ def bench_train() -> None:
     )
 
 
-BENCHES = {"generate": bench_generate, "panel": bench_panel, "train": bench_train}
+def demo_champion(book: Path) -> dict[str, str]:
+    """A store holding a champion trained on the demo-size book (trained and promoted once)."""
+    store = (DATA / "mlflow-demo").resolve()
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "EWS_MODELS_DIR": str(store)}
+    if not (store / "mlflow.db").exists():
+        store.mkdir(parents=True, exist_ok=True)
+        for cmd in (["train", "--book", str(book)], ["promote", "--book", str(book)]):
+            subprocess.run([*EWS, *cmd], env={**os.environ, **env}, check=True, capture_output=True)
+    return env
+
+
+def bench_serve() -> None:
+    """The BentoML server on loopback with the demo model: p50/p99 of a single-loan score with reasons
+    (loan in the request) at concurrency 1 and 16, throughput at 16, beside the in-process time."""
+    import json
+    import socket
+
+    import httpx
+    import mlflow
+    import numpy as np
+
+    from features.build import build_features
+    from serving.api_models import LoanInput
+    from serving.loans import BookIndex
+    from serving.model_loader import load_model
+    from serving.runtime import ScoringRuntime
+
+    print("== serve (demo book 20,000 loans, champion, POST /score with the loan in the request)")
+    book = ensure_book(20_000)
+    env = demo_champion(book)
+    index = BookIndex.load(book)
+    last = index.last_month
+    ids = build_features(index.book, last)["loan_id"]
+    bodies = [index.request_json(lid, last) for lid in ids.sample(300, random_state=1)]
+    bodies_file = DATA / "serve-bodies.json"
+    bodies_file.write_text(json.dumps(bodies))
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    rt = ScoringRuntime(load_model("loan-ews-pd-12m", "champion"), index, "champion")
+    items = [LoanInput.model_validate(b) for b in bodies]
+    for it in items[:10]:
+        rt.score_input(it)
+    times = []
+    for it in items:
+        t = time.perf_counter()
+        rt.score_input(it)
+        times.append(time.perf_counter() - t)
+    inproc = np.array(times) * 1000
+    print(
+        f"in-process ScoringRuntime.score_input: p50 {np.percentile(inproc, 50):6.2f} ms   "
+        f"p99 {np.percentile(inproc, 99):6.2f} ms"
+    )
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [*EWS, "serve", "--port", str(port), "--book", str(book)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise SystemExit("server did not become ready")
+        for conc, n in ((1, 300), (16, 1600)):
+            res = subprocess.run(
+                [sys.executable, "-m", "bench.load", f"{base}/score", str(bodies_file), str(conc), str(n)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            print(
+                f"HTTP concurrency {conc:2d}: p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms   "
+                f"{r['rate']:7.1f} loans/s   errors {r['errors']}   "
+                f"p50 HTTP / in-process {r['p50_ms'] / np.percentile(inproc, 50):.2f}x"
+            )
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+
+
+BENCHES = {"generate": bench_generate, "panel": bench_panel, "train": bench_train, "serve": bench_serve}
 
 
 def main(argv: list[str]) -> None:

@@ -82,15 +82,25 @@ class ModelBundle:
         if missing:
             raise ValueError(f"feature rows lack columns {missing}")
         self._check_vocab()
-        out = np.empty((len(features), len(self.features)), dtype=np.float64)
+        n = len(features)
+        out = np.empty((n, len(self.features)), dtype=np.float64)
+        num = [j for j, c in enumerate(self.features) if c not in self.categories]
+        if num:
+            cols = [self.features[j] for j in num]
+            out[:, num] = features[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+        maps = self._code_maps()
         for j, c in enumerate(self.features):
-            col = features[c]
-            if c in self.categories:
-                codes = pd.Categorical(col.astype("object"), categories=self.categories[c]).codes
-                out[:, j] = np.where(codes < 0, np.nan, codes)
-            else:
-                out[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+            if c in maps:
+                m = maps[c]
+                out[:, j] = np.fromiter((m.get(v, np.nan) for v in features[c].to_numpy(object)), float, n)
         return out
+
+    def _code_maps(self) -> dict[str, dict[str, float]]:
+        if getattr(self, "_maps", None) is None:
+            self._maps = {
+                c: {v: float(i) for i, v in enumerate(vocab)} for c, vocab in self.categories.items()
+            }
+        return self._maps
 
     def _check_vocab(self) -> None:
         """The booster's own categorical lists must be the bundle's vocabularies, in feature order."""

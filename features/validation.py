@@ -188,6 +188,29 @@ def _parse_column(col: Column, s: pd.Series) -> tuple[pd.Series, pd.Series]:
     raise ValueError(f"unknown column kind {col.kind!r}")
 
 
+def typed_records(name: str, records: list[dict]) -> pd.DataFrame:
+    """Build a table with its contract dtypes straight from Python values already checked field by field
+    upstream (the API's request models): the dtypes `validate_tables` gives, at a fraction of the cost."""
+    spec = TABLES[name]
+    cols: dict[str, object] = {}
+    for col in spec.columns:
+        default = spec.defaults.get(col.name)
+        vals = [r.get(col.name, default) for r in records]
+        if col.kind == "str":
+            cols[col.name] = pd.Series(vals, dtype="str")
+        elif col.kind == "int":
+            cols[col.name] = pd.Series(pd.array(vals, dtype="Int64"))
+        elif col.kind == "float":
+            cols[col.name] = pd.Series(vals, dtype="float64")
+        elif col.kind in ("date", "month"):
+            cols[col.name] = pd.Series(pd.to_datetime(vals), dtype="datetime64[ns]")
+        elif col.kind == "bool":
+            cols[col.name] = pd.Series(pd.array(vals, dtype="boolean"))
+        else:
+            raise ValueError(f"unknown column kind {col.kind!r}")
+    return pd.DataFrame(cols, index=pd.RangeIndex(len(records)))
+
+
 def _check_table(ck: _Checker, spec: Table, df: pd.DataFrame) -> pd.DataFrame:
     """Column-level checks of one table; returns the typed frame."""
     name = spec.name

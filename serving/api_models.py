@@ -132,6 +132,10 @@ class LoanInput(_Strict):
                 f"loan.borrower_id {self.loan.borrower_id!r} is not borrower.borrower_id "
                 f"{self.borrower.borrower_id!r}"
             )
+        if self.collateral is None and self.loan.collateral_id is not None:
+            problems.append(
+                f"loan.collateral_id {self.loan.collateral_id!r} is given but collateral is missing"
+            )
         if self.collateral is not None and self.loan.collateral_id != self.collateral.collateral_id:
             problems.append(
                 f"loan.collateral_id {self.loan.collateral_id!r} is not collateral.collateral_id "

@@ -18,7 +18,7 @@ from features.build import build_features
 from features.catalog import HISTORY_MONTHS
 from features.months import as_month
 from features.schema import TABLES
-from features.validation import load_book, validate_tables
+from features.validation import load_book, typed_records
 from serving.api_models import LoanInput
 
 log = logging.getLogger(__name__)
@@ -52,57 +52,105 @@ def features_of(book: Book, loan_id: str, as_of: pd.Timestamp, dpd_threshold: in
     row = build_features(book, as_of, dpd_threshold)
     if row.empty:
         last = book.performance[book.performance["month"] == as_of]
-        state = (
-            f"status {last['status'].iloc[0]}, {int(last['days_past_due'].iloc[0])} days past due"
-            if len(last)
-            else "no performance row"
-        )
-        raise InputError(
-            422,
-            [
-                (
-                    "as_of",
-                    f"loan {loan_id} is not performing at {as_of:%Y-%m} ({state}); only performing "
-                    f"loans are scored (open, below {dpd_threshold} DPD, never defaulted)",
-                )
-            ],
-        )
+        raise _not_performing(loan_id, as_of, last, dpd_threshold)
     return row
 
 
-def input_book(item: LoanInput, prices: pd.DataFrame | None) -> tuple[Book, pd.Timestamp]:
-    """The request's loan as a typed one-loan book, checked against the book contract."""
-    lid = item.loan.loan_id
-    perf = pd.DataFrame([r.model_dump() for r in item.performance])
-    if item.house_prices is not None and item.collateral is not None:
-        hp = pd.DataFrame(
-            [{"city": item.collateral.city, **r.model_dump()} for r in item.house_prices],
-            columns=TABLES["house_prices"].column_names,
-        )
-    elif prices is not None and item.collateral is not None:
-        hp = prices[prices["city"] == item.collateral.city]
-    else:
-        hp = pd.DataFrame(columns=TABLES["house_prices"].column_names)
-    raw = {
-        "borrowers": pd.DataFrame([item.borrower.model_dump()]),
-        "loans": pd.DataFrame([item.loan.model_dump()]),
-        "collateral": pd.DataFrame(
-            [item.collateral.model_dump()] if item.collateral else [],
-            columns=TABLES["collateral"].column_names,
-        ),
-        "house_prices": hp.reset_index(drop=True),
+def inputs_book(items: list[LoanInput], prices: pd.DataFrame | None) -> tuple[Book, list[pd.Timestamp]]:
+    """Loans given in requests as one typed book (so features are built in one pass) and each loan's
+    as-of month. Loan ids must be unique among `items`. Borrower and collateral ids are made unique per
+    item, and a request's own house prices become a series of their own, so no item can change another's
+    features. The request models have checked every field; here values are only parsed to contract types.
+    """
+    borrowers, loans, colls, perf, own_hp = [], [], [], [], []
+    as_ofs: list[pd.Timestamp] = []
+    book_cities: set[str] = set()
+    for k, it in enumerate(items):
+        tag = f"#{k}"
+        b = it.borrower.model_dump()
+        b["borrower_id"] += tag
+        loan = it.loan.model_dump()
+        loan["borrower_id"] += tag
+        if it.collateral is not None:
+            c = it.collateral.model_dump()
+            c["collateral_id"] += tag
+            loan["collateral_id"] = c["collateral_id"]
+            if it.house_prices is not None:
+                c["city"] = f"{c['city']}{tag}"  # the request's own series; city is not a model feature
+                own_hp += [{"city": c["city"], "month": h.month, "index": h.index} for h in it.house_prices]
+            else:
+                book_cities.add(c["city"])
+            colls.append(c)
+        borrowers.append(b)
+        loans.append(loan)
+        t = as_month(it.as_of) if it.as_of else as_month(it.performance[-1].month)
+        as_ofs.append(t)
+        first = t - pd.DateOffset(months=HISTORY_MONTHS - 1)
+        perf += [r.model_dump() for r in it.performance if first <= as_month(r.month) <= t]
+    hp = own_hp
+    if prices is not None and book_cities:
+        sel = prices[prices["city"].isin(book_cities)]
+        hp = hp + [
+            {"city": c, "month": m, "index": i}
+            for c, m, i in zip(sel["city"], sel["month"], sel["index"], strict=True)
+        ]
+    records = {
+        "borrowers": borrowers,
+        "loans": loans,
+        "collateral": colls,
+        "house_prices": hp,
         "performance": perf,
     }
-    report = validate_tables(raw)
-    if not report.ok:
-        raise InputError(
-            422, [(f"{p.table}.{p.column or '*'}", f"[{p.rule}] {p.message}") for p in report.errors]
-        )
-    book = report.book
-    assert book is not None
-    as_of = as_month(item.as_of) if item.as_of else book.performance["month"].max()
-    log.debug("request loan %s as of %s", lid, as_of)
-    return book, as_of
+    typed = {name: typed_records(name, rows) for name, rows in records.items()}
+    return Book(**typed), as_ofs
+
+
+def features_of_inputs(
+    items: list[LoanInput], prices: pd.DataFrame | None, dpd_threshold: int
+) -> tuple[pd.DataFrame, dict[int, InputError]]:
+    """Feature rows of many request loans in one pass (in item order) and, per item that
+    cannot be scored, its error. The `_item` column says which item a row belongs to. Items whose loan
+    id repeats go in later passes."""
+    rounds: list[list[int]] = []
+    for i, it in enumerate(items):
+        for r in rounds:
+            if all(items[j].loan.loan_id != it.loan.loan_id for j in r):
+                r.append(i)
+                break
+        else:
+            rounds.append([i])
+    found: list[pd.DataFrame] = []
+    errors: dict[int, InputError] = {}
+    for r in rounds:
+        book, as_ofs = inputs_book([items[i] for i in r], prices)
+        rows = build_features(book, sorted(set(as_ofs)), dpd_threshold)
+        want = pd.DataFrame({"_item": r, "loan_id": [items[i].loan.loan_id for i in r], "as_of": as_ofs})
+        hit = want.merge(rows, on=["loan_id", "as_of"], how="inner")
+        found.append(hit)
+        for i, lid, t in want[~want["_item"].isin(hit["_item"])].itertuples(index=False):
+            perf = book.performance
+            last = perf[(perf["loan_id"] == lid) & (perf["month"] == t)]
+            errors[i] = _not_performing(lid, t, last, dpd_threshold)
+    out = pd.concat(found, ignore_index=True).sort_values("_item", kind="stable").reset_index(drop=True)
+    return out, errors
+
+
+def _not_performing(loan_id: str, as_of: pd.Timestamp, last: pd.DataFrame, dpd: int) -> InputError:
+    state = (
+        f"status {last['status'].iloc[0]}, {int(last['days_past_due'].iloc[0])} days past due"
+        if len(last)
+        else "no performance row"
+    )
+    return InputError(
+        422,
+        [
+            (
+                "as_of",
+                f"loan {loan_id} is not performing at {as_of:%Y-%m} ({state}); only performing loans are "
+                f"scored (open, below {dpd} DPD, never defaulted)",
+            )
+        ],
+    )
 
 
 class BookIndex:

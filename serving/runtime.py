@@ -20,7 +20,8 @@ from serving.api_models import (
     Reason,
     ScoreResponse,
 )
-from serving.loans import BookIndex, InputError, features_of, input_book
+from serving.batcher import MicroBatcher
+from serving.loans import BookIndex, InputError, features_of, features_of_inputs
 from serving.scorer import RiskScorer
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,17 @@ class ScoringRuntime:
         self.ref = ref
         self.loaded_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.dpd = int(bundle.spec.get("label", {}).get("dpd_threshold", 90))
+        self._batcher: MicroBatcher[LoanInput, ScoreResponse] = MicroBatcher(self._score_items)
 
     # ------------------------------------------------------------------------------------ features
     def _prices(self) -> pd.DataFrame | None:
         return self.book.house_prices if self.book is not None else None
 
     def features_for_input(self, item: LoanInput) -> pd.DataFrame:
-        book, as_of = input_book(item, self._prices())
-        return features_of(book, item.loan.loan_id, as_of, self.dpd)
+        rows, errors = features_of_inputs([item], self._prices(), self.dpd)
+        if errors:
+            raise errors[0]
+        return rows
 
     def features_for_id(self, loan_id: str, as_of: str | None) -> pd.DataFrame:
         if self.book is None:
@@ -82,24 +86,32 @@ class ScoringRuntime:
             )
         return out
 
+    def _score_items(self, items: list[LoanInput]) -> list[ScoreResponse | BaseException]:
+        """Score many request loans in one pass; an item that cannot be scored gets its error."""
+        rows, errors = features_of_inputs(items, self._prices(), self.dpd)
+        scored = iter(self._responses(rows)) if len(rows) else iter(())
+        return [errors[i] if i in errors else next(scored) for i in range(len(items))]
+
     def score_input(self, item: LoanInput) -> ScoreResponse:
-        return self._responses(self.features_for_input(item))[0]
+        """One loan given in the request; concurrent calls are scored together (see MicroBatcher)."""
+        return self._batcher.submit(item)
 
     def score_id(self, loan_id: str, as_of: str | None = None) -> ScoreResponse:
         return self._responses(self.features_for_id(loan_id, as_of))[0]
 
     def score_batch(self, items: list[LoanInput]) -> BatchResponse:
-        rows, problems = [], []
-        for i, item in enumerate(items):
-            try:
-                rows.append(self.features_for_input(item))
-            except InputError as e:
-                problems += [(f"loans.{i}.{loc}", msg) for loc, msg in e.problems]
+        """Up to 1,000 loans in one call; any loan that cannot be scored fails the call, naming it."""
+        results = self._score_items(items)
+        problems = [
+            (f"loans.{i}.{loc}", msg)
+            for i, r in enumerate(results)
+            if isinstance(r, InputError)
+            for loc, msg in r.problems
+        ]
         if problems:
             raise InputError(422, problems)
-        scores = self._responses(pd.concat(rows, ignore_index=True))
         return BatchResponse(
-            model_name=self.scorer.model_name, model_version=self.scorer.model_version, scores=scores
+            model_name=self.scorer.model_name, model_version=self.scorer.model_version, scores=results
         )
 
     def explain(self, rows: pd.DataFrame) -> ExplainResponse:

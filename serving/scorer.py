@@ -52,14 +52,13 @@ class RiskScorer:
     def unknown_categories(self, features: pd.DataFrame) -> pd.Series:
         """Per row, 'field=value' for each categorical value the model never saw in training ('' if none).
         Such values are scored as missing (LightGBM routes them) and flagged, never rejected."""
-        flags = pd.Series("", index=features.index, dtype=object)
+        flags = np.full(len(features), "", dtype=object)
         for c, vocab in self.bundle.categories.items():
-            v = features[c]
-            new = v.notna() & ~v.astype(object).isin(vocab)
-            if new.any():
-                text = c + "=" + v[new].astype(str)
-                flags[new] = np.where(flags[new] == "", text, flags[new] + ";" + text)
-        return flags
+            known = set(vocab)
+            for i, v in enumerate(features[c].to_numpy(object)):
+                if v is not None and v == v and v not in known:  # v == v: not NaN
+                    flags[i] = f"{flags[i]};{c}={v}" if flags[i] else f"{c}={v}"
+        return pd.Series(flags, index=features.index, dtype=object)
 
     def contributions(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(raw score, contributions [rows x features], base value per row), additivity checked."""

@@ -33,7 +33,8 @@ def _error(e: InputError) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status)
 
 
-@bentoml.service(name="loan_ews", workers="cpu_count", traffic={"timeout": 60})
+# threads: concurrent requests within a worker wait on one another's batch (serving.batcher)
+@bentoml.service(name="loan_ews", workers="cpu_count", threads=16, traffic={"timeout": 60})
 class LoanEWS:
     """Scores loans for credit officers: PD, grade, tier and the reasons behind a flag."""
 
