@@ -1,0 +1,210 @@
+"""The nightly batch on generated books: counts, rejects, atomic outputs, reruns, shadow, API parity."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.book import write_book
+from serving.batch import BatchConfig, score_book
+from serving.scorer import RiskScorer
+from tests.serving.conftest import serve_env
+
+FILES = ("scores.parquet", "watchlist.csv", "rejects.csv", "summary.json")
+
+
+def _run(book: Path, as_of: str, out: Path, scorer: RiskScorer, shadow=None, chunk=50_000) -> dict:
+    cfg = BatchConfig(book, pd.Timestamp(f"{as_of}-01"), out, "all", chunk)
+    return score_book(cfg, scorer, "test-run", shadow)
+
+
+def test_counts_reconcile_and_every_performing_loan_is_scored_with_reasons(
+    demo_book_dir, champion_scorer, tmp_path
+) -> None:
+    s = _run(demo_book_dir, "2025-12", tmp_path, champion_scorer, chunk=7_000)
+    c = s["counts"]
+    assert c["loans_in_book"] == 20_000 and c["rejected"] == 0 and s["reconciles"]
+    assert c["scored"] + c["not_performing"] == c["loans_in_book"] and c["scored"] > 5_000
+    scores = pd.read_parquet(tmp_path / "2025-12" / "scores.parquet")
+    assert len(scores) == c["scored"] and scores["loan_id"].is_unique
+    assert scores["reason_1_text"].notna().mean() > 0.99
+    assert (scores["model_name"] == "loan-ews-pd-12m").all() and (scores["model_version"] == "1").all()
+    assert sum(s["tiers"].values()) == c["scored"] and sum(s["grades"].values()) == c["scored"]
+    watch = pd.read_csv(tmp_path / "2025-12" / "watchlist.csv")
+    assert len(watch) == s["tiers"]["red"] + s["tiers"]["amber"] == s["watchlist"]["loans"]
+    assert watch["pd"].is_monotonic_decreasing and set(watch["tier"]) <= {"red", "amber"}
+    assert watch["reasons"].str.len().gt(0).all()
+    assert s["watchlist"]["exposure"] == pytest.approx(watch["balance"].sum(), rel=1e-6)
+    assert set(s["psi"]["features"]) == set(champion_scorer.bundle.features)
+    assert all(s["psi"]["features"][f] > 0.25 for f in s["psi"]["shifted_above_0.25"])
+
+
+def test_a_book_with_bad_rows_scores_the_good_loans_and_lists_every_bad_one(
+    small_generated, champion_scorer, tmp_path
+) -> None:
+    g = small_generated.book
+    as_of = g.performance["month"].max()
+    open_now = g.performance[(g.performance["month"] == as_of) & (g.performance["status"] == "open")]
+    a, b, c, d = open_now["loan_id"].iloc[:4]
+    perf = g.performance.copy()
+    perf.loc[perf.index[(perf["loan_id"] == a)][-1], "balance"] = -10.0
+    loans = g.loans.copy()
+    loans["product"] = loans["product"].astype(object)
+    loans.loc[loans["loan_id"] == b, "product"] = "payday"
+    borrowers = g.borrowers.copy()
+    borrowers["borrower_type"] = borrowers["borrower_type"].astype(object)
+    c_borrower = g.loans.loc[g.loans["loan_id"] == c, "borrower_id"].iloc[0]
+    borrowers.loc[borrowers["borrower_id"] == c_borrower, "borrower_type"] = "alien"
+    dup = perf[perf["loan_id"] == d].iloc[[-1]]
+    perf = pd.concat([perf, dup], ignore_index=True)
+    bad = type(g)(borrowers, loans, g.collateral, g.house_prices, perf)
+    folder = tmp_path / "bad-book"
+    write_book(bad, folder)
+    s = _run(folder, f"{as_of:%Y-%m}", tmp_path / "out", champion_scorer)
+    rejects = pd.read_csv(tmp_path / "out" / f"{as_of:%Y-%m}" / "rejects.csv").set_index("loan_id")
+    assert set(rejects.index) == {a, b, c, d}
+    assert rejects.loc[a, "rule"] == "performance.balance:range"
+    assert rejects.loc[b, "rule"] == "loans.product:allowed"
+    assert rejects.loc[c, "rule"] == "borrowers.borrower_type:allowed"
+    assert rejects.loc[d, "rule"].startswith("performance.")
+    counts = s["counts"]
+    assert counts["rejected"] == 4 and s["reconciles"]
+    assert counts["loans_in_book"] == len(g.loans)
+    scores = pd.read_parquet(tmp_path / "out" / f"{as_of:%Y-%m}" / "scores.parquet")
+    assert not set(scores["loan_id"]) & {a, b, c, d} and len(scores) == counts["scored"] > 100
+
+
+def test_unusable_books_stop_with_a_message_and_write_nothing(
+    small_book_dir, champion_scorer, tmp_path
+) -> None:
+    no_rows = tmp_path / "out1"
+    with pytest.raises(ValueError, match="no performance rows for 2031-01"):
+        _run(small_book_dir, "2031-01", no_rows, champion_scorer)
+    assert not no_rows.exists() or not any(no_rows.iterdir())
+    broken = tmp_path / "broken"
+    shutil.copytree(small_book_dir, broken)
+    (broken / "loans.parquet").unlink()
+    with pytest.raises(ValueError, match="no loans table"):
+        _run(broken, "2024-12", tmp_path / "out2", champion_scorer)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_changes_since_the_previous_run_and_shadow_scoring(
+    demo_book_dir, champion_scorer, demo_trained, tmp_path
+):
+    _run(demo_book_dir, "2025-11", tmp_path, champion_scorer)
+    plain = _run(demo_book_dir, "2025-12", tmp_path, champion_scorer)
+    plain_watch = (tmp_path / "2025-12" / "watchlist.csv").read_bytes()
+    prev = pd.read_parquet(tmp_path / "2025-11" / "scores.parquet").set_index("loan_id")["tier"]
+    watch = pd.read_csv(tmp_path / "2025-12" / "watchlist.csv")
+    for r in watch.itertuples():
+        before = prev.get(r.loan_id, "green")
+        expect = {
+            ("green", "red"): "new",
+            ("green", "amber"): "new",
+            ("amber", "red"): "tier up",
+            ("red", "amber"): "tier down",
+        }.get((before, r.tier), "unchanged")
+        assert r.change == expect, (r.loan_id, before, r.tier, r.change)
+    assert plain["watchlist"]["previous_run"] == "2025-11"
+    assert plain["watchlist"]["new"] == (watch["change"] == "new").sum() > 0
+    # a shadow challenger is scored on the same loans, reported, and changes nothing else
+    _, _, result = demo_trained
+    other = copy.copy(result.bundle)  # the session's bundle stays as it was
+    other.name, other.version = "loan-ews-pd-12m", "2"
+    s = _run(demo_book_dir, "2025-12", tmp_path, champion_scorer, shadow=RiskScorer(other))
+    sh = s["shadow"]
+    assert sh["challenger_version"] == "2" and 0.9 < sh["rank_correlation"] <= 1.0
+    assert 0 <= sh["red_overlap"] <= 1 and sh["red_champion"] == s["tiers"]["red"]
+    assert (tmp_path / "2025-12" / "watchlist.csv").read_bytes() == plain_watch
+
+
+def _cli(champion_store, book: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ews.cli",
+            "score-book",
+            "--book",
+            str(book),
+            "--as-of",
+            "2025-12",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        env=serve_env(champion_store),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_killed_run_leaves_previous_outputs_and_rerun_gives_identical_files(
+    champion_store, demo_book_dir, tmp_path
+) -> None:
+    out = tmp_path / "scores"
+    first = _cli(champion_store, demo_book_dir, out)
+    o, e = first.communicate(timeout=300)
+    assert first.returncode == 0, e
+    assert "scored" in o and "watchlist:" in o
+    target = out / "2025-12"
+    before = {f: (target / f).read_bytes() for f in FILES}
+    # kill a second run part way: after its first chunk is scored, before anything is written
+    run = _cli(champion_store, demo_book_dir, out, "--chunk-loans", "2000")
+    deadline = time.time() + 300
+    seen = ""
+    while time.time() < deadline:
+        line = run.stderr.readline()
+        seen += line
+        if "chunk done" in line or not line:
+            break
+    assert "chunk done" in seen, seen
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait(30)
+    assert run.returncode == -signal.SIGKILL
+    assert {f: (target / f).read_bytes() for f in FILES} == before
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["2025-12"]
+    # the rerun completes and, same as-of and model, writes byte-identical files
+    again = _cli(champion_store, demo_book_dir, out, "--chunk-loans", "2000")
+    _, e = again.communicate(timeout=300)
+    assert again.returncode == 0, e
+    assert {f: (target / f).read_bytes() for f in FILES} == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    summary = json.loads((target / "summary.json").read_text())
+    import mlflow
+
+    runs = mlflow.MlflowClient(tracking_uri=champion_store[1]).search_runs(
+        [
+            mlflow.MlflowClient(tracking_uri=champion_store[1])
+            .get_experiment_by_name("loan-ews-batch")
+            .experiment_id
+        ]
+    )
+    assert len(runs) >= 2 and all(r.data.tags["run_key"] == summary["run_id"] for r in runs)
+    assert runs[0].data.metrics["count_scored"] == summary["counts"]["scored"]
+
+
+def test_batch_score_of_a_loan_equals_the_api_score(server, demo_book_dir, champion_scorer, tmp_path) -> None:
+    _run(demo_book_dir, "2025-12", tmp_path, champion_scorer)
+    scores = pd.read_parquet(tmp_path / "2025-12" / "scores.parquet")
+    pick = pd.concat([scores.nlargest(5, "pd"), scores.sample(10, random_state=2)])
+    for r in pick.itertuples():
+        api = server.post("/score_by_id", json={"loan_id": r.loan_id, "as_of": "2025-12"}).json()
+        assert api["pd"] == pytest.approx(r.pd, abs=1e-9) and api["tier"] == r.tier
+        assert [x["feature"] for x in api["reasons"]] == [
+            f for f in (r.reason_1_feature, r.reason_2_feature, r.reason_3_feature) if f is not None
+        ]
+    assert np.isfinite(scores["pd"]).all()
