@@ -16,7 +16,7 @@ LOANS ?= 20000
 MONTHS ?= 48
 SEED ?= 7
 
-.PHONY: help install demo test bench lint format book validate summary features train clean
+.PHONY: help install demo test bench lint format book validate summary features train promote report serve score clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -31,13 +31,14 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 
 install: $(STAMP) ## Create .venv with the locked dependencies (uv.lock)
 
-demo: $(STAMP) ## Generate the demo book, validate and summarise it, train and register the PD model
+demo: $(STAMP) ## Generate the demo book, validate it, train, promote and report the PD model, score the book
 	$(EWS) book generate --loans $(LOANS) --months $(MONTHS) --seed $(SEED) --out $(BOOK)
 	$(EWS) book validate $(BOOK)
 	$(EWS) book summary $(BOOK)
 	$(EWS) train --spec models/pd_90d_12m.yaml --book $(BOOK)
 	$(EWS) promote --model loan-ews-pd-12m --book $(BOOK)
 	$(EWS) report loan-ews-pd-12m
+	$(EWS) score-book --book $(BOOK) --as-of $(or $(AS_OF),2025-12) --out data/scores
 
 test: $(STAMP) ## Run the test suite
 	$(VENV)/bin/pytest -q
@@ -67,6 +68,18 @@ features: $(STAMP) ## Build the training panel: make features BOOK=dir FROM=2023
 
 train: $(STAMP) ## Train and register a model: make train SPEC=models/pd_90d_12m.yaml BOOK=dir
 	$(EWS) train --spec $(or $(SPEC),models/pd_90d_12m.yaml) --book $(BOOK)
+
+promote: $(STAMP) ## Gate the newest model version against the champion: make promote BOOK=dir
+	$(EWS) promote --model $(or $(MODEL),loan-ews-pd-12m) --book $(BOOK)
+
+report: $(STAMP) ## Validation summary of the champion: make report MODEL=name
+	$(EWS) report $(or $(MODEL),loan-ews-pd-12m)
+
+serve: $(STAMP) ## Run the scoring service on 127.0.0.1:3000 with the champion and the demo book
+	$(EWS) serve --book $(BOOK) --port $(or $(PORT),3000)
+
+score: $(STAMP) ## Nightly batch: make score AS_OF=2025-12 BOOK=dir OUT=data/scores
+	$(EWS) score-book --book $(BOOK) --as-of $(or $(AS_OF),2025-12) --out $(or $(OUT),data/scores)
 
 clean: ## Remove generated data and local model state (keeps specs)
 	rm -rf data models/mlflow.db models/mlartifacts models/reports .pytest_cache

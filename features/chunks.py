@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from features.book import find_table_file, read_raw_tables
+from features.book import find_table_file, isin, read_raw_tables
 from features.validation import ValidationReport, validate_tables
 
 log = logging.getLogger(__name__)
@@ -69,4 +69,4 @@ def iter_book_chunks(folder: str | Path, chunk_loans: int = 50_000) -> Iterator[
 def _subset(df: pd.DataFrame | None, key: str, values: pd.Series | None) -> pd.DataFrame | None:
     if df is None or values is None or key not in df.columns:
         return df
-    return df[df[key].isin(values.dropna())]
+    return df[isin(df[key], values.dropna())]

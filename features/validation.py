@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.book import TABLE_NAMES, Book, read_raw_tables
+from features.book import TABLE_NAMES, Book, isin, read_raw_tables
 from features.months import month_index
 from features.schema import TABLES, Column, Table
 
@@ -90,7 +90,6 @@ class _Checker:
     def __init__(self, raw: dict[str, pd.DataFrame]):
         self.raw = raw
         self.problems: list[Problem] = []
-        self.ids = {name: _row_ids(name, df) for name, df in raw.items()}
 
     def loans_of_rows(self, table: str, mask: pd.Series) -> frozenset[str]:
         df = self.raw[table]
@@ -101,9 +100,9 @@ class _Checker:
         if loans is None:
             return frozenset()
         if table == "borrowers" and "borrower_id" in df.columns and "borrower_id" in loans.columns:
-            hit = loans["borrower_id"].isin(rows["borrower_id"].dropna())
+            hit = isin(loans["borrower_id"], rows["borrower_id"].dropna())
         elif table == "collateral" and "collateral_id" in df.columns and "collateral_id" in loans.columns:
-            hit = loans["collateral_id"].isin(rows["collateral_id"].dropna())
+            hit = isin(loans["collateral_id"], rows["collateral_id"].dropna())
         elif table == "house_prices" and "city" in df.columns:
             coll = self.raw.get("collateral")
             if coll is None or "city" not in coll.columns or "collateral_id" not in loans.columns:
@@ -129,7 +128,7 @@ class _Checker:
         n = int(mask.sum())
         if n == 0:
             return
-        examples = self.ids[table][mask].head(MAX_EXAMPLES).tolist()
+        examples = _row_ids(table, self.raw[table][mask].head(MAX_EXAMPLES)).tolist()
         self.problems.append(
             Problem(
                 severity,
@@ -344,7 +343,7 @@ def _check_foreign_keys(ck: _Checker, typed: dict[str, pd.DataFrame]) -> None:
             if fk.column not in df.columns:
                 continue
             known = ref[fk.ref_column] if ref is not None and fk.ref_column in ref.columns else pd.Series([])
-            broken = df[fk.column].notna() & ~df[fk.column].isin(known)
+            broken = df[fk.column].notna() & ~isin(df[fk.column], known)
             ck.add_rows(
                 spec.name,
                 fk.column,

@@ -41,13 +41,13 @@ class LoanEWS:
     def __init__(self) -> None:
         import mlflow
 
-        from ews.settings import Settings
         from serving.loans import BookIndex
         from serving.model_loader import load_model
         from serving.runtime import ScoringRuntime
+        from serving.settings import ServingSettings
 
         self.runtime = None
-        settings = Settings()
+        settings = ServingSettings()
         mlflow.set_tracking_uri(settings.tracking_uri())
         bundle = load_model(settings.model_name, settings.model_ref)  # ValueError stops startup
         book = BookIndex.load(settings.book) if settings.book else None
