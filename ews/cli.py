@@ -215,12 +215,10 @@ def features_build(
 
 def _tracking(settings: Settings) -> Path:
     """MLFLOW_TRACKING_URI when set, else the SQLite store under models/; returns the artifact root."""
-    import os
-
     import mlflow
 
     settings.models_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or settings.default_tracking_uri)
+    mlflow.set_tracking_uri(settings.tracking_uri())
     return settings.models_dir / "mlartifacts"
 
 

@@ -4,7 +4,7 @@ spec's gates, and say why. The MLflow side (aliases, audit log) lives in `traini
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 
@@ -52,7 +52,6 @@ class Decision:
     who: str = ""
     when: str = ""
     book_sha256: str = ""
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
