@@ -9,6 +9,9 @@ UV := $(TOOLS)/bin/uv
 EWS := $(VENV)/bin/ews
 STAMP := $(VENV)/.installed
 export UV_PYTHON_DOWNLOADS := never
+# compile site-packages once at install: each `ews` process then starts ~2x faster (no .pyc otherwise
+# where PYTHONDONTWRITEBYTECODE is set, as on CI)
+export UV_COMPILE_BYTECODE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 
 BOOK ?= data/demo-book

@@ -89,16 +89,19 @@ def build_features(book: Book, as_of: Iterable | pd.Timestamp | str, dpd_thresho
     sched = grid("scheduled_payment")
     bal = grid("balance")
     restr = grid("restructured", False, bool)
-    status = np.full(size, "", dtype=object)
-    status[pos] = perf["status"].to_numpy()[order]
+    status = perf["status"]
+    is_open = np.zeros(size, dtype=bool)
+    is_open[pos] = (status == "open").to_numpy(dtype=bool, na_value=False)[order]
+    charged_off = np.zeros(size, dtype=bool)
+    charged_off[pos] = (status == "charged_off").to_numpy(dtype=bool, na_value=False)[order]
     gloan = np.repeat(np.arange(n_loans), length)
     gm = np.arange(size) - start[gloan] + first[gloan]  # month index of every grid cell
     offset = gm - first[gloan]
     # first default event per loan (point in time: compared with t below)
-    event = present & ((dpd >= dpd_threshold) | (status == "charged_off"))
+    event = present & ((dpd >= dpd_threshold) | charged_off)
     first_event = np.full(n_loans, np.iinfo(np.int64).max)
     np.minimum.at(first_event, gloan[event], gm[event])
-    performing = present & (status == "open") & (dpd < dpd_threshold) & (gm < first_event[gloan])
+    performing = present & is_open & (dpd < dpd_threshold) & (gm < first_event[gloan])
     tgt = np.flatnonzero(performing & np.isin(gm, targets_m))
     if len(tgt) == 0:
         return _empty(cols)

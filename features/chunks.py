@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from features.book import find_table_file, isin, read_raw_tables
+from features.book import find_table_file, isin, read_parquet, read_raw_tables
 from features.validation import ValidationReport, validate_tables
 
 log = logging.getLogger(__name__)
@@ -50,9 +49,7 @@ def iter_book_chunks(folder: str | Path, chunk_loans: int = 50_000) -> Iterator[
         chunk = ids.iloc[lo : lo + chunk_loans]
         first, last = chunk.iloc[0], chunk.iloc[-1]
         if whole_perf is None:
-            perf = pq.read_table(
-                perf_path, filters=[("loan_id", ">=", first), ("loan_id", "<=", last)]
-            ).to_pandas()
+            perf = read_parquet(perf_path, filters=[("loan_id", ">=", first), ("loan_id", "<=", last)])
         else:
             perf = whole_perf[whole_perf["loan_id"].astype(str).between(first, last)]
         sub_loans = loans[loans["loan_id"].astype(str).between(first, last)]

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 5
 REQUIRED_NONEMPTY = ("borrowers", "loans", "performance")
+NS_RANGE = (pd.Timestamp("1677-09-22"), pd.Timestamp("2262-04-11"))  # dates the typed book can hold
 
 
 @dataclass
@@ -173,7 +174,10 @@ def _parse_column(col: Column, s: pd.Series) -> tuple[pd.Series, pd.Series]:
             return vals.round().astype("Int64"), bad
         return vals, bad
     if col.kind in ("date", "month"):
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_datetime64_any_dtype(s):
+        if pd.api.types.is_datetime64_any_dtype(s):  # already dates (Parquet): only the range to check
+            ok = s.notna() & (s >= NS_RANGE[0]) & (s <= NS_RANGE[1])
+            return s.where(ok).astype("datetime64[ns]"), present & ~ok
+        if pd.api.types.is_numeric_dtype(s):
             return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]"), present
         vals = pd.to_datetime(s, errors="coerce", format="ISO8601").astype("datetime64[ns]")
         return vals, present & vals.isna()
@@ -278,31 +282,46 @@ def _check_table(ck: _Checker, spec: Table, df: pd.DataFrame) -> pd.DataFrame:
             )
     key_cols = list(spec.key)
     if all(k in df.columns for k in key_cols):
-        dup = df.duplicated(key_cols, keep=False) & df[key_cols].notna().all(axis=1)
+        dup = pd.Series(_duplicated(df, key_cols), index=df.index)
         ck.add_rows(name, "+".join(key_cols), "unique", "duplicate key", dup)
     return typed
 
 
+def _duplicated(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """Rows whose key (all of `cols`) occurs more than once; a key with a missing part never counts.
+    Hashes each column once (factorize) instead of comparing tuples of Python objects."""
+    key = np.zeros(len(df), dtype=np.int64)
+    complete = np.ones(len(df), dtype=bool)
+    for c in cols:
+        codes, uniques = pd.factorize(df[c])
+        complete &= codes >= 0
+        key, _ = pd.factorize(key * (len(uniques) + 1) + codes + 1)
+    return complete & (np.bincount(key, minlength=1)[key] > 1)
+
+
 def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) -> None:
-    """Rules across rows: DPD jumps, rows before origination, rows after close."""
+    """Rules across rows: DPD jumps, rows before origination, rows after close.
+
+    Works on integer codes: rows are ordered by (loan, month) with one integer sort, and each rule's
+    mask is mapped back to the original rows."""
     needed = {"loan_id", "month", "days_past_due", "status"}
     if not needed <= set(perf.columns) or perf.empty:
         return
-    p = perf[["loan_id", "month", "days_past_due", "status"]].copy()
-    p["_row"] = np.arange(len(p))
-    p = p.sort_values(["loan_id", "month"], kind="stable")
-    same = p["loan_id"].eq(p["loan_id"].shift())
-    mi = pd.Series(month_index(p["month"]), index=p.index)
-    gap = (mi - mi.shift()).where(same)
-    dpd = p["days_past_due"].astype("float64")
-    jump = (dpd - dpd.shift()).where(same)
-    bad_jump = jump > 31 * gap.clip(lower=1)
-    mask = pd.Series(False, index=perf.index)
+    codes, ids = pd.factorize(perf["loan_id"])  # -1: missing loan id (a row of no loan)
+    month = month_index(perf["month"]).astype(float)  # NaN: missing month
+    order = np.lexsort((month, codes))  # stable; a missing month sorts last within its loan
+    c, mi = codes[order], month[order]
+    same = np.r_[False, (c[1:] == c[:-1]) & (c[1:] >= 0)]  # row continues the previous row's loan
+    dpd = perf["days_past_due"].to_numpy(dtype=float, na_value=np.nan)[order]
+    with np.errstate(invalid="ignore"):
+        gap = np.where(same, mi - np.r_[np.nan, mi[:-1]], np.nan)
+        jump = np.where(same, dpd - np.r_[np.nan, dpd[:-1]], np.nan)
+        bad_jump = jump > 31 * np.maximum(gap, 1)
 
-    def to_orig(m: pd.Series) -> pd.Series:
-        out = mask.copy()
-        out.iloc[p.loc[m.fillna(False).astype(bool), "_row"].to_numpy()] = True
-        return out
+    def to_orig(sorted_mask: np.ndarray) -> pd.Series:
+        out = np.zeros(len(perf), dtype=bool)
+        out[order[sorted_mask]] = True
+        return pd.Series(out, index=perf.index)
 
     ck.add_rows(
         "performance",
@@ -311,25 +330,28 @@ def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) ->
         "days past due rose by more than the days elapsed since the previous row",
         to_orig(bad_jump),
     )
-    closed = p["status"].isin(["paid_off", "charged_off"]).astype(int)
-    closed_before = closed.groupby(p["loan_id"], sort=False).cumsum() - closed
+    closed = perf["status"].isin(["paid_off", "charged_off"]).to_numpy()[order].astype(np.int64)
+    total = np.cumsum(closed) - closed  # closed rows strictly before, over the whole sorted table
+    before_loan = np.maximum.accumulate(np.where(same, 0, total))  # ... before the loan's first row
     ck.add_rows(
         "performance",
         "status",
         "after_close",
         "row after the loan was paid off or charged off",
-        to_orig(closed_before > 0),
+        to_orig(same & (total - before_loan > 0)),
     )
     if {"loan_id", "origination_date"} <= set(loans.columns) and not loans.empty:
         by_id = loans.drop_duplicates("loan_id").set_index("loan_id")["origination_date"]
-        orig = pd.Series(by_id.reindex(p["loan_id"].to_numpy()).to_numpy(), index=p.index)
-        orig_m = pd.Series(month_index(orig), index=p.index)
+        orig_of_id = month_index(by_id.reindex(pd.Index(ids))).astype(float)
+        orig = np.where(codes >= 0, orig_of_id[np.maximum(codes, 0)] if len(ids) else np.nan, np.nan)
+        with np.errstate(invalid="ignore"):
+            early = month < orig
         ck.add_rows(
             "performance",
             "month",
             "before_origination",
             "reporting month is before the loan's origination month",
-            to_orig(mi < orig_m),
+            pd.Series(early, index=perf.index),
         )
 
 

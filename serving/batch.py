@@ -11,18 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 import re
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from features.book import find_table_file, replace_dir
+from features.book import find_table_file, isin, replace_dir
 from features.build import build_features
 from features.chunks import iter_book_chunks
 from features.months import as_month
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 PSI_SHIFTED = 0.25
 FLAGGED = ("red", "amber")
 TIER_RANK = {"green": 0, "amber": 1, "red": 2}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def check_usable(cfg: BatchConfig) -> None:
     perf_path = find_table_file(cfg.book_dir, "performance")
     assert perf_path is not None
     if perf_path.suffix == ".parquet":
-        months = pq.read_table(perf_path, columns=["month"])["month"].to_pandas()
+        months = pq.read_table(perf_path, columns=["month"])["month"].to_pandas(date_as_object=False)
     else:
         months = pd.read_csv(perf_path, usecols=["month"])["month"]
     months = pd.to_datetime(months, errors="coerce")
@@ -104,6 +108,85 @@ def _reason_text(scored: pd.DataFrame, k: int) -> pd.Series:
     return joined
 
 
+@dataclass
+class _Chunk:
+    """One partition of loans, validated and featurised, ready to score."""
+
+    loans: int  # loans in this partition of the loans table
+    rejects: pd.DataFrame  # loan_id, rule, in_loans_table
+    rejected_in_book: int
+    features: pd.DataFrame
+    info: pd.DataFrame  # what a credit officer needs beside the score: who, what, where, how much
+
+
+def _prepare(report, as_of: pd.Timestamp, dpd: int, book_dir: Path) -> _Chunk:
+    """Rejects and features of one validated partition (runs in the producer thread)."""
+    if report.unusable:
+        lines = "; ".join(p.describe() for p in report.errors if p.whole_book)
+        raise ValueError(f"book {str(book_dir)!r} cannot be scored: {lines}")
+    book = report.book
+    assert book is not None
+    ids = book.loans["loan_id"].dropna().astype(str)
+    rejected = report.rejected_loans()
+    rej = pd.DataFrame(
+        {"loan_id": list(rejected), "rule": list(rejected.values())}, columns=["loan_id", "rule"]
+    )
+    rej["in_loans_table"] = isin(rej["loan_id"], ids) if len(rej) else pd.Series(dtype=bool)
+    bad = isin(ids, rej["loan_id"]) if len(rej) else np.zeros(len(ids), dtype=bool)
+    good = book.subset_loans(ids[~bad]) if report.errors else book  # rows of no loan go too
+    feats = build_features(good, as_of, dpd)
+    info = good.loans[["loan_id", "borrower_id", "product", "city"]]
+    perf = good.performance
+    bal = perf.loc[(perf["month"] == as_of).to_numpy(), ["loan_id", "balance"]]
+    info = feats[["loan_id"]].merge(info, on="loan_id", how="left").merge(bal, on="loan_id", how="left")
+    info["current_ltv"] = feats["current_ltv"].to_numpy() if "current_ltv" in feats else np.nan
+    info["dpd"] = feats["dpd_now"].to_numpy() if "dpd_now" in feats else np.nan
+    return _Chunk(len(ids), rej, int(bad.sum()), feats, info)
+
+
+def _in_background(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Iterate `items` in a worker thread that runs `depth` items ahead of the consumer.
+
+    The batch reads, validates and featurises the next partition while LightGBM (which releases the GIL)
+    explains this one. An error in the worker is raised in the consumer; a consumer that stops early
+    stops the worker too.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(msg: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(msg, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("done", None))
+        except BaseException as e:  # handed to the consumer, raised there
+            put(("error", e))
+
+    worker = threading.Thread(target=work, name="batch-producer", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        worker.join()
+
+
 def score_book(
     cfg: BatchConfig,
     scorer: RiskScorer,
@@ -122,40 +205,26 @@ def score_book(
     n_loans = _count_loans(cfg.book_dir)
     scored_parts, feature_parts, reject_parts, shadow_parts = [], [], [], []
     counts = {"loans_in_book": 0, "scored": 0, "not_performing": 0, "rejected": 0, "orphan_rows_rejected": 0}
-    done = 0
-    for report in iter_book_chunks(cfg.book_dir, cfg.chunk_loans):
-        if report.unusable:
-            lines = "; ".join(p.describe() for p in report.errors if p.whole_book)
-            raise ValueError(f"book {str(cfg.book_dir)!r} cannot be scored: {lines}")
-        book = report.book
-        assert book is not None
-        ids = book.loans["loan_id"].dropna().astype(str)
-        rejected = report.rejected_loans()
-        in_book = ids[ids.isin(list(rejected))]
-        rej = pd.DataFrame(
-            {"loan_id": list(rejected), "rule": list(rejected.values())}, columns=["loan_id", "rule"]
-        )
-        rej["in_loans_table"] = rej["loan_id"].isin(set(ids))
-        reject_parts.append(rej)
-        good = book.subset_loans(ids[~ids.isin(list(rejected))])
-        feats = build_features(good, cfg.as_of, dpd)
+    chunks = (
+        _prepare(report, cfg.as_of, dpd, cfg.book_dir)
+        for report in iter_book_chunks(cfg.book_dir, cfg.chunk_loans)
+    )
+    for chunk in _in_background(chunks):
+        feats = chunk.features
         scored = scorer.score(feats, reasons=cfg.reasons)
         if shadow is not None and len(feats):
             shadow_parts.append(shadow.score(feats, reasons="none")[["loan_id", "pd", "tier"]])
-        # what a credit officer needs beside the score: who, what, where, how much
-        info = good.loans[["loan_id", "borrower_id", "product", "city"]]
-        bal = good.performance.loc[good.performance["month"] == cfg.as_of, ["loan_id", "balance"]]
-        scored = scored.merge(info, on="loan_id", how="left").merge(bal, on="loan_id", how="left")
-        scored["current_ltv"] = feats["current_ltv"].to_numpy() if "current_ltv" in feats else np.nan
-        scored["dpd"] = feats["dpd_now"].to_numpy() if "dpd_now" in feats else np.nan
+        for c in chunk.info.columns[1:]:  # same rows, same order as the features
+            scored[c] = chunk.info[c].to_numpy()
         scored_parts.append(scored)
         feature_parts.append(feats[scorer.bundle.features])
-        counts["loans_in_book"] += len(ids)
+        reject_parts.append(chunk.rejects)
+        counts["loans_in_book"] += chunk.loans
         counts["scored"] += len(scored)
-        counts["rejected"] += len(in_book)
-        counts["orphan_rows_rejected"] += int((~rej["in_loans_table"]).sum())
-        counts["not_performing"] += len(ids) - len(in_book) - len(scored)
-        done += len(ids)
+        counts["rejected"] += chunk.rejected_in_book
+        counts["orphan_rows_rejected"] += int((~chunk.rejects["in_loans_table"].astype(bool)).sum())
+        counts["not_performing"] += chunk.loans - chunk.rejected_in_book - len(scored)
+        done = counts["loans_in_book"]
         log.info("chunk done: %d of %s loans, %d scored so far", done, n_loans, counts["scored"])
         if progress:
             progress("loans scored", done, n_loans or done)
@@ -165,10 +234,7 @@ def score_book(
     if counts["loans_in_book"] != counts["scored"] + counts["not_performing"] + counts["rejected"]:
         raise AssertionError(f"counts do not reconcile: {counts}")  # a bug, never bad data
     for k in range(1, scorer.top_k + 1):  # numbers and categories in one column: stored as text
-        v = scores[f"reason_{k}_value"]
-        scores[f"reason_{k}_value"] = v.map(
-            lambda x: None if x is None else (f"{x:.6g}" if isinstance(x, float) else str(x))
-        )
+        scores[f"reason_{k}_value"] = _value_text(scores[f"reason_{k}_value"])
     scores.insert(0, "run_id", run_id)
     scores["model_name"] = scorer.model_name
     scores["model_version"] = scorer.model_version
@@ -184,6 +250,12 @@ def score_book(
         counts,
     )
     return summary
+
+
+def _value_text(values: pd.Series) -> pd.Series:
+    """Reason values as text: numbers to 6 significant digits, categories as they are, missing as None."""
+    texts = {v: (f"{v:.6g}" if isinstance(v, float) else str(v)) for v in set(values.dropna())}
+    return values.map(texts).astype(object).where(values.notna(), None)
 
 
 def _count_loans(book_dir: Path) -> int | None:

@@ -55,10 +55,10 @@ class RiskScorer:
         Such values are scored as missing (LightGBM routes them) and flagged, never rejected."""
         flags = np.full(len(features), "", dtype=object)
         for c, vocab in self.bundle.categories.items():
-            known = set(vocab)
-            for i, v in enumerate(features[c].to_numpy(object)):
-                if v is not None and v == v and v not in known:  # v == v: not NaN
-                    flags[i] = f"{flags[i]};{c}={v}" if flags[i] else f"{c}={v}"
+            col = features[c]
+            unseen = (col.notna() & ~col.isin(vocab)).to_numpy(dtype=bool)
+            for i, v in zip(np.flatnonzero(unseen), col.to_numpy(object)[unseen], strict=True):
+                flags[i] = f"{flags[i]};{c}={v}" if flags[i] else f"{c}={v}"
         return pd.Series(flags, index=features.index, dtype=object)
 
     def contributions(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,6 +118,7 @@ class RiskScorer:
         k = min(self.top_k, contrib.shape[1])
         # the k largest contributions per row, largest first (stable order on ties: by feature position)
         order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+        plain: dict[str, np.ndarray] = {}  # each feature column as JSON-friendly values, built once
         for j in range(k):
             fidx = order[:, j]
             c = contrib[np.arange(n), fidx]
@@ -128,7 +129,9 @@ class RiskScorer:
             for f_i in np.unique(fidx[rows]):
                 name = names[f_i]
                 r = rows[fidx[rows] == f_i]
-                vals = [_plain(v) for v in features[name].to_numpy(dtype=object)[r]]
+                if name not in plain:
+                    plain[name] = _plain_column(features[name])
+                vals = plain[name][r]
                 feat = BY_NAME[name]
                 texts = {v: feat.reason_text(v) for v in set(vals)}  # one format per distinct value
                 slot["feature"][r] = name
@@ -149,6 +152,16 @@ class RiskScorer:
             contributions={f: float(v) for f, v in zip(self.bundle.features, contrib[0], strict=True)},
             values={f: _plain(row[f]) for f in self.bundle.features},
         )
+
+
+def _plain_column(col: pd.Series) -> np.ndarray:
+    """`_plain` of every value of a column, as an object array (numbers vectorised)."""
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        num = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        out = num.astype(object)
+        out[np.isnan(num)] = None
+        return out
+    return np.array([_plain(v) for v in col.to_numpy(dtype=object)], dtype=object)
 
 
 def _plain(v: object) -> object:

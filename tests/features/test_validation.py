@@ -219,3 +219,54 @@ def test_rejected_loans_map_bad_rows_to_their_loans(book_copy: Path) -> None:
     rejected = validate_folder(book_copy).rejected_loans()
     assert owner_loans and owner_loans <= set(rejected)
     assert all("borrower_type:allowed" in rejected[lid] for lid in owner_loans)
+
+
+def _broken_performance(book_copy: Path) -> pd.DataFrame:
+    """Performance with one row of each cross-row problem, a duplicate, and rows of no loan / no month."""
+    perf = read(book_copy, "performance").sort_values(["loan_id", "month"], ignore_index=True)
+    loans = read(book_copy, "loans")
+    ids = perf["loan_id"].value_counts().index[:3]
+    jump = perf.index[perf["loan_id"] == ids[0]]
+    perf.loc[jump[4], "days_past_due"], perf.loc[jump[5], "days_past_due"] = 0, 120
+    orig = pd.Timestamp(loans.set_index("loan_id").loc[ids[1], "origination_date"])
+    early = (
+        perf[perf["loan_id"] == ids[1]]
+        .iloc[[0]]
+        .assign(month=(orig - pd.DateOffset(months=3)).replace(day=1).date())
+    )
+    paid = perf[perf["status"] == "paid_off"].iloc[[0]]
+    after = paid.assign(month=(pd.Timestamp(paid["month"].iloc[0]) + pd.DateOffset(months=1)).date())
+    after["status"] = "open"
+    dup = perf[perf["loan_id"] == ids[2]].iloc[[3]]
+    orphan = perf.iloc[[10]].assign(loan_id=None)
+    return pd.concat([perf, early, after, dup, orphan], ignore_index=True)
+
+
+def test_cross_row_rules_do_not_depend_on_row_order(book_copy: Path, tmp_path: Path) -> None:
+    perf = _broken_performance(book_copy)
+    found = {}
+    for order, frame in {
+        "sorted": perf,
+        "shuffled": perf.sample(frac=1.0, random_state=3).reset_index(drop=True),
+    }.items():
+        folder = tmp_path / order
+        shutil.copytree(book_copy, folder)
+        frame.to_parquet(folder / "performance.parquet", index=False)
+        found[order] = {(p.table, p.column, p.rule, p.count, p.loan_ids) for p in problems(folder)}
+    rules = {(t, c, r) for t, c, r, _, _ in found["sorted"]}
+    assert {
+        ("performance", "days_past_due", "dpd_jump"),
+        ("performance", "month", "before_origination"),
+        ("performance", "status", "after_close"),
+        ("performance", "loan_id+month", "unique"),
+        ("performance", "loan_id", "not_null"),
+    } <= rules
+    assert found["sorted"] == found["shuffled"]
+
+
+def test_a_parquet_date_the_book_cannot_hold_is_a_type_error(book_copy: Path) -> None:
+    loans = read(book_copy, "loans")
+    loans.loc[0, "origination_date"] = pd.Timestamp("2400-01-01").date()  # beyond datetime64[ns]
+    pq.write_table(to_arrow("loans", loans), book_copy / "loans.parquet")
+    p = find(book_copy, "loans", "origination_date", "type")
+    assert p.count == 1 and p.examples == [loans.loc[0, "loan_id"]]

@@ -98,6 +98,14 @@ def test_unusable_books_stop_with_a_message_and_write_nothing(
     with pytest.raises(ValueError, match="no loans table"):
         _run(broken, "2024-12", tmp_path / "out2", champion_scorer)
     assert not (tmp_path / "out2").exists()
+    # found while validating a partition (in the producer thread): raised here all the same
+    no_status = tmp_path / "no-status"
+    shutil.copytree(small_book_dir, no_status)
+    perf = pd.read_parquet(no_status / "performance.parquet").drop(columns="status")
+    perf.to_parquet(no_status / "performance.parquet", index=False)
+    with pytest.raises(ValueError, match=r"performance\.status \[missing_column\]"):
+        _run(no_status, "2024-12", tmp_path / "out3", champion_scorer, chunk=500)
+    assert not (tmp_path / "out3").exists()
 
 
 def test_changes_since_the_previous_run_and_shadow_scoring(
