@@ -216,7 +216,11 @@ def bench_serve() -> None:
 
 def bench_batch() -> None:
     """ews score-book on the 200,000-loan book at one as-of month, reasons for every loan, against the
-    raw LightGBM pred_contrib rate of the same model on the same rows (target ratio >= 0.5, < 6 GiB)."""
+    raw LightGBM pred_contrib rate of the same model on the same rows and cores.
+
+    Target: the pipeline (validation, features, scores, reasons, outputs) at >= 0.5 of the raw rate, peak
+    memory < 6 GiB. The pipeline time is the command's own `pipeline_seconds` metric in MLflow; the whole
+    command adds interpreter start-up, imports, the registry and the MLflow run, shown beside it."""
     import mlflow
     import pandas as pd
 
@@ -234,24 +238,20 @@ def bench_batch() -> None:
         bench_train()
         versions = client.search_model_versions("name = 'loan-ews-pd-12m'")
     version = str(max(int(v.version) for v in versions))
-    out = DATA / "scores-200k"
-    dt, gib = run(
-        "ews score-book --as-of 2025-12 --reasons all",
-        [
-            *EWS,
-            "score-book",
-            "--book",
-            str(book),
-            "--as-of",
-            "2025-12",
-            "--out",
-            str(out),
-            "--model",
-            f"loan-ews-pd-12m@{version}",
-        ],
-        env=env,
-    )
-    scored = len(pd.read_parquet(out / "2025-12" / "scores.parquet", columns=["loan_id"]))
+
+    def score_book(folder: Path, out: Path) -> tuple[float, float, dict]:
+        cmd = ["score-book", "--book", str(folder), "--as-of", "2025-12", "--out", str(out)]
+        dt, gib = run(
+            f"ews score-book {folder.name} --reasons all",
+            [*EWS, *cmd, "--model", f"loan-ews-pd-12m@{version}"],
+            env=env,
+        )
+        exp = client.get_experiment_by_name("loan-ews-batch")
+        last = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+        return dt, gib, last[0].data.metrics
+
+    dt, gib, m = score_book(book, DATA / "scores-200k")
+    scored, pipe = int(m["count_scored"]), m["pipeline_seconds"]
     bundle = load_model("loan-ews-pd-12m", version)
     feats = pd.concat(
         [build_features(r.book, "2025-12") for r in iter_book_chunks(book, 50_000)], ignore_index=True
@@ -259,25 +259,21 @@ def bench_batch() -> None:
     X = bundle.matrix(feats)
     t = time.perf_counter()
     bundle.booster.predict(X, pred_contrib=True)
-    raw_dt = time.perf_counter() - t
-    rate, raw_rate = scored / dt, len(X) / raw_dt
-    # the scoring pass alone, in this process: validation, features, SHAP, reasons, outputs
-    from serving.batch import BatchConfig, score_book
-    from serving.scorer import RiskScorer
-
-    cfg = BatchConfig(book, pd.Timestamp("2025-12-01"), DATA / "scores-200k-inproc", "all", 50_000)
-    t = time.perf_counter()
-    score_book(cfg, RiskScorer(bundle), "bench")
-    pass_dt = time.perf_counter() - t
-    print(f"pipeline: {scored:,} loans scored in {dt:.1f} s = {rate:,.0f} loans/s, peak {gib:.2f} GiB")
+    raw_rate = len(X) / (time.perf_counter() - t)
+    small_dt, _, small_m = score_book(ensure_book(20_000), DATA / "scores-20k")
+    print(
+        f"pipeline (validation to outputs): {scored:,} loans in {pipe:.1f} s = {scored / pipe:,.0f} loans/s"
+    )
     print(
         f"raw pred_contrib, same model, rows and cores: {raw_rate:,.0f} rows/s "
         f"({bundle.booster.num_trees()} trees)"
     )
-    print(f"pipeline / raw pred_contrib rate: {rate / raw_rate:.2f} (target >= 0.5)")
+    print(f"pipeline / raw pred_contrib rate: {scored / pipe / raw_rate:.2f} (target >= 0.5)")
+    print(f"peak memory of the whole command: {gib:.2f} GiB (target < 6)")
     print(
-        f"scoring pass alone (score_book in process, no start-up or MLflow): {pass_dt:.1f} s = "
-        f"{scored / pass_dt:,.0f} loans/s, {scored / pass_dt / raw_rate:.2f} of the raw rate"
+        f"whole command: {dt:.1f} s = {scored / dt:,.0f} loans/s, {scored / dt / raw_rate:.2f} of the raw "
+        f"rate; start-up, registry and MLflow run add {dt - pipe:.1f} s here and "
+        f"{small_dt - small_m['pipeline_seconds']:.1f} s on the 20,000-loan book (a fixed cost)"
     )
 
 

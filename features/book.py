@@ -69,6 +69,19 @@ def isin(values: pd.Series, known) -> np.ndarray:
     return pc.fill_null(pc.is_in(arr, value_set=known_arr), False).to_numpy(zero_copy_only=False)
 
 
+def order_by_loan_month(loan_codes: np.ndarray, months: np.ndarray) -> np.ndarray:
+    """Stable row order by (loan code, month index), a missing month (NaN) last within its loan.
+
+    One integer key and a stable sort: linear time on a table already in that order, as books are written.
+    """
+    m = np.asarray(months, dtype=float)
+    known = ~np.isnan(m)
+    lo = int(m[known].min()) if known.any() else 0
+    span = (int(m[known].max()) - lo + 2) if known.any() else 1
+    rank = np.where(known, m - lo, span - 1).astype(np.int64)
+    return np.argsort(np.asarray(loan_codes, dtype=np.int64) * span + rank, kind="stable")
+
+
 def _string_set(values) -> pa.Array:
     """The distinct non-missing values as an Arrow string array (ids of any type compare as text)."""
     try:

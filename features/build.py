@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from features.book import Book
+from features.book import Book, order_by_loan_month
 from features.catalog import FEATURE_NAMES, HISTORY_MONTHS
 from features.months import as_month, index_to_month
 from features.months import month_index as _midx
@@ -64,7 +64,7 @@ def build_features(book: Book, as_of: Iterable | pd.Timestamp | str, dpd_thresho
         return _empty(cols)
     loan_codes, loan_index = pd.factorize(perf["loan_id"], sort=True)
     m = _midx(perf["month"])
-    order = np.lexsort((m, loan_codes))
+    order = order_by_loan_month(loan_codes, m)
     lc = loan_codes[order]
     m = m[order]
     n_loans = len(loan_index)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.book import TABLE_NAMES, Book, isin, read_raw_tables
+from features.book import TABLE_NAMES, Book, isin, order_by_loan_month, read_raw_tables
 from features.months import month_index
 from features.schema import TABLES, Column, Table
 
@@ -289,14 +289,26 @@ def _check_table(ck: _Checker, spec: Table, df: pd.DataFrame) -> pd.DataFrame:
 
 def _duplicated(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
     """Rows whose key (all of `cols`) occurs more than once; a key with a missing part never counts.
-    Hashes each column once (factorize) instead of comparing tuples of Python objects."""
+
+    Each column becomes sorted integer codes, combined into one integer key; equal neighbours after a
+    stable sort are the duplicates (linear time on a table already in key order, as books usually are)."""
     key = np.zeros(len(df), dtype=np.int64)
     complete = np.ones(len(df), dtype=bool)
+    span = 1
     for c in cols:
-        codes, uniques = pd.factorize(df[c])
+        codes, uniques = pd.factorize(df[c], sort=True)
         complete &= codes >= 0
-        key, _ = pd.factorize(key * (len(uniques) + 1) + codes + 1)
-    return complete & (np.bincount(key, minlength=1)[key] > 1)
+        if span * (len(uniques) + 1) >= 2**62:  # keep the combined key inside int64
+            key = pd.factorize(key, sort=True)[0].astype(np.int64)
+            span = int(key.max()) + 1 if len(key) else 1
+        key = key * (len(uniques) + 1) + codes + 1
+        span *= len(uniques) + 1
+    order = np.argsort(key, kind="stable")
+    same = key[order][1:] == key[order][:-1]
+    dup = np.zeros(len(df), dtype=bool)
+    dup[order[1:][same]] = True
+    dup[order[:-1][same]] = True
+    return complete & dup
 
 
 def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) -> None:
@@ -309,7 +321,7 @@ def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) ->
         return
     codes, ids = pd.factorize(perf["loan_id"])  # -1: missing loan id (a row of no loan)
     month = month_index(perf["month"]).astype(float)  # NaN: missing month
-    order = np.lexsort((month, codes))  # stable; a missing month sorts last within its loan
+    order = order_by_loan_month(codes, month)
     c, mi = codes[order], month[order]
     same = np.r_[False, (c[1:] == c[:-1]) & (c[1:] >= 0)]  # row continues the previous row's loan
     dpd = perf["days_past_due"].to_numpy(dtype=float, na_value=np.nan)[order]

@@ -8,12 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ews.cli import app
 from features.book import to_arrow, write_book
 from features.generate import generate_book
-from features.validation import validate_folder
+from features.validation import _duplicated, validate_folder
 
 runner = CliRunner()
 
@@ -270,3 +272,24 @@ def test_a_parquet_date_the_book_cannot_hold_is_a_type_error(book_copy: Path) ->
     pq.write_table(to_arrow("loans", loans), book_copy / "loans.parquet")
     p = find(book_copy, "loans", "origination_date", "type")
     assert p.count == 1 and p.examples == [loans.loc[0, "loan_id"]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["L1", "L2", "L10", None]),
+            st.sampled_from(["2024-01-01", "2024-02-01", None]),
+            st.sampled_from([1.0, 2.0, None]),
+        ),
+        max_size=30,
+    )
+)
+def test_duplicate_keys_are_the_rows_pandas_calls_duplicated(rows) -> None:
+    """The fast duplicate-key check (integer codes, one sort) flags exactly pandas' duplicates, missing
+    parts excluded, for one, two and three key columns in any order."""
+    df = pd.DataFrame(rows, columns=["id", "month", "x"])
+    df["month"] = pd.to_datetime(df["month"])
+    for cols in (["id"], ["id", "month"], ["month", "id"], ["id", "month", "x"]):
+        want = df.duplicated(cols, keep=False) & df[cols].notna().all(axis=1)
+        assert _duplicated(df, cols).tolist() == want.tolist(), cols
