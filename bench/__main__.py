@@ -257,15 +257,18 @@ def bench_batch() -> None:
         [build_features(r.book, "2025-12") for r in iter_book_chunks(book, 50_000)], ignore_index=True
     )
     X = bundle.matrix(feats)
-    t = time.perf_counter()
-    bundle.booster.predict(X, pred_contrib=True)
-    raw_rate = len(X) / (time.perf_counter() - t)
+    raw_dt = []
+    for _ in range(3):  # the kernel's best of three: the ratio errs against the pipeline
+        t = time.perf_counter()
+        bundle.booster.predict(X, pred_contrib=True)
+        raw_dt.append(time.perf_counter() - t)
+    raw_rate = len(X) / min(raw_dt)
     small_dt, _, small_m = score_book(ensure_book(20_000), DATA / "scores-20k")
     print(
         f"pipeline (validation to outputs): {scored:,} loans in {pipe:.1f} s = {scored / pipe:,.0f} loans/s"
     )
     print(
-        f"raw pred_contrib, same model, rows and cores: {raw_rate:,.0f} rows/s "
+        f"raw pred_contrib, same model, rows and cores (best of 3): {raw_rate:,.0f} rows/s "
         f"({bundle.booster.num_trees()} trees)"
     )
     print(f"pipeline / raw pred_contrib rate: {scored / pipe / raw_rate:.2f} (target >= 0.5)")

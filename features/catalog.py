@@ -23,13 +23,19 @@ class Feature:
     title: str
     reason: str
     direction: int = 0
+    exact: tuple[tuple[float, str], ...] = ()  # values that read better as their own sentence
 
     def reason_text(self, value: object) -> str:
-        """The reason sentence for this feature's value, e.g. 'Loan-to-value is 84% ...'."""
+        """The reason sentence for this feature's value, e.g. 'Loan-to-value is 84% ...'.
+
+        `{s}` in the template is the plural ending: '1 missed payment', '2 missed payments'."""
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return f"{self.title}: not available"
+        for v, text in self.exact:
+            if value == v:
+                return text
         try:
-            return self.reason.format(value=value)
+            return self.reason.format(value=value, s="" if value == 1 else "s")
         except (ValueError, TypeError):
             return f"{self.title}: {value}"
 
@@ -51,8 +57,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("repayment_type", "cat", "loan", "Repayment type", "Repayment type {value}"),
     Feature("city_tier", "cat", "loan", "City tier", "Located in a {value} city"),
     Feature("funding_partner", "cat", "loan", "Funding partner", "Funded with {value}"),
-    Feature("months_on_book", "num", "loan", "Months on book", "{value:.0f} months on book"),
-    Feature("remaining_term", "num", "loan", "Remaining term", "{value:.0f} months to maturity"),
+    Feature("months_on_book", "num", "loan", "Months on book", "{value:.0f} month{s} on book"),
+    Feature("remaining_term", "num", "loan", "Remaining term", "{value:.0f} month{s} to maturity"),
     Feature(
         "balance_ratio", "num", "loan", "Balance over principal", "Balance is {value:.0%} of the amount lent"
     ),
@@ -66,7 +72,13 @@ FEATURES: tuple[Feature, ...] = (
         1,
     ),
     Feature(
-        "lien_position", "num", "loan", "Lien position", "Lien position {value:.0f} behind a prior lender", 1
+        "lien_position",
+        "num",
+        "loan",
+        "Lien position",
+        "Lien {value:.0f}, behind prior lenders",
+        1,
+        exact=((1.0, "First lien"), (2.0, "Second lien, behind a prior lender")),
     ),
     # collateral
     Feature("property_type", "cat", "collateral", "Property type", "Collateral is {value} property"),
@@ -125,13 +137,13 @@ FEATURES: tuple[Feature, ...] = (
         "No house-price index for the collateral's city: valued at appraisal",
     ),
     # repayment behaviour
-    Feature("dpd_now", "num", "behaviour", "Days past due", "{value:.0f} days past due now", 1),
+    Feature("dpd_now", "num", "behaviour", "Days past due", "{value:.0f} day{s} past due now", 1),
     Feature(
         "max_dpd_3m",
         "num",
         "behaviour",
         "Worst DPD, 3 months",
-        "Up to {value:.0f} days past due in 3 months",
+        "Up to {value:.0f} day{s} past due in 3 months",
         1,
     ),
     Feature(
@@ -139,7 +151,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Worst DPD, 6 months",
-        "Up to {value:.0f} days past due in 6 months",
+        "Up to {value:.0f} day{s} past due in 6 months",
         1,
     ),
     Feature(
@@ -147,7 +159,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Worst DPD, 12 months",
-        "Up to {value:.0f} days past due in 12 months",
+        "Up to {value:.0f} day{s} past due in 12 months",
         1,
     ),
     Feature(
@@ -155,7 +167,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Months 30+ DPD, 6 months",
-        "{value:.0f} months 30+ days past due in the last 6",
+        "{value:.0f} month{s} 30+ days past due in the last 6",
         1,
     ),
     Feature(
@@ -163,7 +175,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Months 30+ DPD, 12 months",
-        "{value:.0f} months 30+ days past due in the last 12",
+        "{value:.0f} month{s} 30+ days past due in the last 12",
         1,
     ),
     Feature(
@@ -171,7 +183,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Months delinquent, 3 months",
-        "{value:.0f} months behind on payments in the last 3",
+        "{value:.0f} month{s} behind on payments in the last 3",
         1,
     ),
     Feature(
@@ -179,7 +191,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Months delinquent, 12 months",
-        "{value:.0f} months behind on payments in the last 12",
+        "{value:.0f} month{s} behind on payments in the last 12",
         1,
     ),
     Feature(
@@ -187,7 +199,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Missed payments, 3 months",
-        "{value:.0f} missed payments in the last 3 months",
+        "{value:.0f} missed payment{s} in the last 3 months",
         1,
     ),
     Feature(
@@ -195,7 +207,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Missed payments, 6 months",
-        "{value:.0f} missed payments in the last 6 months",
+        "{value:.0f} missed payment{s} in the last 6 months",
         1,
     ),
     Feature(
@@ -203,7 +215,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Partial payments, 6 months",
-        "{value:.0f} partial payments in the last 6 months",
+        "{value:.0f} partial payment{s} in the last 6 months",
         1,
     ),
     Feature(
@@ -211,7 +223,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Partial payments, 12 months",
-        "{value:.0f} partial payments in the last 12 months",
+        "{value:.0f} partial payment{s} in the last 12 months",
         1,
     ),
     Feature(
@@ -251,8 +263,12 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Months since last delinquency",
-        "Last behind on payments {value:.0f} months ago",
+        "Last behind on payments {value:.0f} month{s} ago",
         -1,
+        exact=(
+            (0.0, "Behind on payments now"),
+            (float(HISTORY_MONTHS), f"Not behind on payments in the last {HISTORY_MONTHS} months"),
+        ),
     ),
     Feature(
         "restructured_24m",
@@ -261,6 +277,7 @@ FEATURES: tuple[Feature, ...] = (
         "Restructurings, 24 months",
         "Restructured {value:.0f} times in the last 24 months",
         1,
+        exact=((1.0, "Restructured once in the last 24 months"),),
     ),
     Feature(
         "balance_trend_6m",
@@ -274,7 +291,7 @@ FEATURES: tuple[Feature, ...] = (
         "num",
         "behaviour",
         "Unreported months, 12 months",
-        "{value:.0f} months without a servicing report in the last 12",
+        "{value:.0f} month{s} without a servicing report in the last 12",
     ),
 )
 

@@ -1,0 +1,43 @@
+"""Reason sentences a credit officer reads: grammatical for every feature and value."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from features.catalog import BY_NAME, FEATURES, HISTORY_MONTHS
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "text"),
+    [
+        ("missed_payments_3m", 1.0, "1 missed payment in the last 3 months"),
+        ("missed_payments_3m", 2.0, "2 missed payments in the last 3 months"),
+        ("months_since_delinquency", 0.0, "Behind on payments now"),
+        ("months_since_delinquency", 1.0, "Last behind on payments 1 month ago"),
+        ("months_since_delinquency", float(HISTORY_MONTHS), "Not behind on payments in the last 24 months"),
+        ("restructured_24m", 1.0, "Restructured once in the last 24 months"),
+        ("lien_position", 2.0, "Second lien, behind a prior lender"),
+        ("dpd_now", 1.0, "1 day past due now"),
+        ("current_ltv", 0.84, "Loan-to-value is 84% on today's house prices"),
+        ("industry", "construction", "Industry construction is under stress"),
+        ("bureau_score", None, "Bureau score: not available"),
+    ],
+)
+def test_reason_sentences(feature: str, value: object, text: str) -> None:
+    assert BY_NAME[feature].reason_text(value) == text
+
+
+@pytest.mark.parametrize("feature", FEATURES, ids=lambda f: f.name)
+def test_no_feature_says_one_in_the_plural_or_leaves_a_placeholder(feature) -> None:
+    values = ["retail", None] if feature.dtype == "cat" else [0.0, 1.0, 2.0, 0.25, 12.0, None, float("nan")]
+    for v in values:
+        text = feature.reason_text(v)
+        assert text and "{" not in text and "}" not in text, (v, text)
+        assert not re.search(
+            r"(?<![\d.])1 (months|days|payments|times|missed payments|partial payments)\b", text
+        ), (
+            v,
+            text,
+        )
