@@ -8,6 +8,7 @@ place at the end, so a crashed or killed run leaves the previous outputs untouch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -141,6 +142,8 @@ def _prepare(report, as_of: pd.Timestamp, dpd: int, book_dir: Path) -> _Chunk:
     info = feats[["loan_id"]].merge(info, on="loan_id", how="left").merge(bal, on="loan_id", how="left")
     info["current_ltv"] = feats["current_ltv"].to_numpy() if "current_ltv" in feats else np.nan
     info["dpd"] = feats["dpd_now"].to_numpy() if "dpd_now" in feats else np.nan
+    if len(info) != len(feats):  # the loans and rows kept are unique per loan: a bug, never bad data
+        raise AssertionError(f"{len(info)} info rows for {len(feats)} scored loans")
     return _Chunk(len(ids), rej, int(bad.sum()), feats, info)
 
 
@@ -209,25 +212,26 @@ def score_book(
         _prepare(report, cfg.as_of, dpd, cfg.book_dir)
         for report in iter_book_chunks(cfg.book_dir, cfg.chunk_loans)
     )
-    for chunk in _in_background(chunks):
-        feats = chunk.features
-        scored = scorer.score(feats, reasons=cfg.reasons)
-        if shadow is not None and len(feats):
-            shadow_parts.append(shadow.score(feats, reasons="none")[["loan_id", "pd", "tier"]])
-        for c in chunk.info.columns[1:]:  # same rows, same order as the features
-            scored[c] = chunk.info[c].to_numpy()
-        scored_parts.append(scored)
-        feature_parts.append(feats[scorer.bundle.features])
-        reject_parts.append(chunk.rejects)
-        counts["loans_in_book"] += chunk.loans
-        counts["scored"] += len(scored)
-        counts["rejected"] += chunk.rejected_in_book
-        counts["orphan_rows_rejected"] += int((~chunk.rejects["in_loans_table"].astype(bool)).sum())
-        counts["not_performing"] += chunk.loans - chunk.rejected_in_book - len(scored)
-        done = counts["loans_in_book"]
-        log.info("chunk done: %d of %s loans, %d scored so far", done, n_loans, counts["scored"])
-        if progress:
-            progress("loans scored", done, n_loans or done)
+    with contextlib.closing(_in_background(chunks)) as stream:  # the worker stops on an error too
+        for chunk in stream:
+            feats = chunk.features
+            scored = scorer.score(feats, reasons=cfg.reasons)
+            if shadow is not None and len(feats):
+                shadow_parts.append(shadow.score(feats, reasons="none")[["loan_id", "pd", "tier"]])
+            for c in chunk.info.columns[1:]:  # same rows, same order as the features
+                scored[c] = chunk.info[c].to_numpy()
+            scored_parts.append(scored)
+            feature_parts.append(feats[scorer.bundle.features])
+            reject_parts.append(chunk.rejects)
+            counts["loans_in_book"] += chunk.loans
+            counts["scored"] += len(scored)
+            counts["rejected"] += chunk.rejected_in_book
+            counts["orphan_rows_rejected"] += int((~chunk.rejects["in_loans_table"].astype(bool)).sum())
+            counts["not_performing"] += chunk.loans - chunk.rejected_in_book - len(scored)
+            done = counts["loans_in_book"]
+            log.info("chunk done: %d of %s loans, %d scored so far", done, n_loans, counts["scored"])
+            if progress:
+                progress("loans scored", done, n_loans or done)
     scores = pd.concat(scored_parts, ignore_index=True).sort_values("loan_id", ignore_index=True)
     features = pd.concat(feature_parts, ignore_index=True)
     rejects = pd.concat(reject_parts, ignore_index=True).sort_values("loan_id", ignore_index=True)

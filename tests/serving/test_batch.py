@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -106,6 +107,27 @@ def test_unusable_books_stop_with_a_message_and_write_nothing(
     with pytest.raises(ValueError, match=r"performance\.status \[missing_column\]"):
         _run(no_status, "2024-12", tmp_path / "out3", champion_scorer, chunk=500)
     assert not (tmp_path / "out3").exists()
+
+
+def test_a_failure_while_scoring_writes_nothing_and_stops_the_reader(
+    small_book_dir, champion_scorer, tmp_path
+) -> None:
+    class FailsOnSecondChunk(RiskScorer):
+        calls = 0
+
+        def score(self, features, reasons="all"):
+            FailsOnSecondChunk.calls += 1
+            if FailsOnSecondChunk.calls == 2:
+                raise RuntimeError("scorer broke")
+            return super().score(features, reasons)
+
+    broken = FailsOnSecondChunk(champion_scorer.bundle, champion_scorer.top_k)
+    as_of = pd.read_parquet(small_book_dir / "performance.parquet", columns=["month"])["month"].max()
+    with pytest.raises(RuntimeError, match="scorer broke"):
+        _run(small_book_dir, f"{pd.Timestamp(as_of):%Y-%m}", tmp_path / "out", broken, chunk=200)
+    assert FailsOnSecondChunk.calls == 2
+    assert not (tmp_path / "out").exists()
+    assert not [t for t in threading.enumerate() if t.name == "batch-producer"]
 
 
 def test_changes_since_the_previous_run_and_shadow_scoring(
