@@ -259,9 +259,9 @@ def train(
     ] = 0,
 ) -> None:
     """Build the panel, fit and calibrate LightGBM, validate out of time, log to MLflow and register."""
+    from model.spec import load_spec, resolve_windows
     from training.fit import train_model
     from training.panel import month_range
-    from training.spec import load_spec, resolve_windows
     from training.tracking import log_training
     from training.tune import tune
 
@@ -340,9 +340,9 @@ def promote_cmd(
     Exit 0 when promoted, 2 when refused (the decision and why are in `ews registry history`)."""
     import getpass
 
+    from model.spec import resolve_windows
     from training.panel import month_range
     from training.registry import promote, resolve_version
-    from training.spec import resolve_windows
     from training.tracking import book_fingerprint
 
     settings: Settings = ctx.obj

@@ -204,7 +204,7 @@ def score_book(
     check_usable(cfg)
     clean_partial(cfg.out_dir)
     t0 = time.perf_counter()
-    dpd = int(scorer.bundle.spec.get("label", {}).get("dpd_threshold", 90))
+    dpd = scorer.bundle.model_spec.label.dpd_threshold
     n_loans = _count_loans(cfg.book_dir)
     scored_parts, feature_parts, reject_parts, shadow_parts = [], [], [], []
     counts = {"loans_in_book": 0, "scored": 0, "not_performing": 0, "rejected": 0, "orphan_rows_rejected": 0}

@@ -8,8 +8,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from features.bundle import ModelBundle
-from features.pyfunc import bundle_from_model_uri
+from model.bundle import ModelBundle
+from model.pyfunc import bundle_from_model_uri
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from features.bundle import ModelBundle
+from model.bundle import ModelBundle
 from serving.api_models import (
     BatchResponse,
     ExplainResponse,
@@ -33,7 +33,7 @@ class ScoringRuntime:
         self.book = book
         self.ref = ref
         self.loaded_at = datetime.now(UTC).isoformat(timespec="seconds")
-        self.dpd = int(bundle.spec.get("label", {}).get("dpd_threshold", 90))
+        self.dpd = bundle.model_spec.label.dpd_threshold
         self._batcher: MicroBatcher[LoanInput, ScoreResponse] = MicroBatcher(self._score_items)
 
     # ------------------------------------------------------------------------------------ features

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.bundle import ModelBundle
 from features.catalog import BY_NAME
+from model.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 

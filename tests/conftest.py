@@ -33,9 +33,9 @@ def small_book_dir(small_generated: Generated, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_trained(demo_generated):
     """The default spec trained on the demo book's panel in memory: (spec, panel, TrainResult)."""
+    from model.spec import load_spec, resolve_windows
     from training.fit import train_model
     from training.panel import build_panel, month_range
-    from training.spec import load_spec, resolve_windows
 
     book = demo_generated.book
     spec = load_spec("models/pd_90d_12m.yaml")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from features.stability import psi_band
+from model.spec import ModelSpec
 from training.fit import TrainResult
-from training.spec import ModelSpec
 
 HEADLINE = ("auc", "gini", "ks", "pr_auc", "brier", "ece", "oe", "capture_1pct", "capture_5pct")
 

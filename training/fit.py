@@ -20,12 +20,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from features.bundle import Calibrator, ModelBundle
 from features.catalog import BY_NAME
 from features.stability import psi, reference_bins
+from model.bundle import Calibrator, FeatureEncoder, ModelBundle
+from model.spec import ModelSpec, resolve_windows
 from training import metrics
 from training.panel import ORACLE_COL, TTD_COL
-from training.spec import ModelSpec, resolve_windows
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,6 @@ def population(panel: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     if spec.population.current_only:
         pop = pop[pop["dpd_now"] == 0]
     return pop
-
-
-def vocabularies(train: pd.DataFrame, names: list[str]) -> dict[str, list[str]]:
-    return {c: sorted(train[c].dropna().astype(str).unique()) for c in names if BY_NAME[c].dtype == "cat"}
 
 
 def fit_booster(spec: ModelSpec, X_tr: pd.DataFrame, y_tr, X_cal: pd.DataFrame, y_cal) -> lgb.Booster:
@@ -189,21 +185,6 @@ def challenger_frame(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return X
 
 
-def empty_bundle(spec: ModelSpec, train: pd.DataFrame) -> ModelBundle:
-    """A bundle with the spec's features and the training vocabularies, before anything is fitted: its
-    `frame` turns panel rows into the model's input matrix."""
-    names = spec.feature_names
-    return ModelBundle(
-        booster=None,  # type: ignore[arg-type]
-        features=names,
-        categories=vocabularies(train, names),
-        calibrator=Calibrator("platt"),
-        tier_thresholds={},
-        reference={},
-        spec=spec.model_dump(),
-    )
-
-
 def check_monotonicity(bundle: ModelBundle, sample: pd.DataFrame, n_grid: int = 12) -> dict[str, bool]:
     """For each feature with a declared direction, the raw score moves only that way along a value grid."""
     out: dict[str, bool] = {}
@@ -232,22 +213,19 @@ def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) 
     parts, windows = split_windows(panel, spec, last_month)
     names = spec.feature_names
     train, cal, test = parts["train"], parts["calibration"], parts["test"]
-    shell = empty_bundle(spec, train)
-    X_tr, X_cal, X_te = shell.frame(train), shell.frame(cal), shell.frame(test)
+    enc = FeatureEncoder.fit(train, names)
+    X_tr, X_cal, X_te = enc.frame(train), enc.frame(cal), enc.frame(test)
     y_tr, y_cal, y_te = (p["label"].to_numpy() for p in (train, cal, test))
     booster = fit_booster(spec, X_tr, y_tr, X_cal, y_cal)
-    shell.booster = booster
     raw_cal = booster.predict(X_cal, raw_score=True)
     calibrator, cal_scores = fit_calibrator(raw_cal, y_cal, cal["as_of"])
-    shell.calibrator = calibrator
     pd_cal = calibrator(raw_cal)
     red = float(np.quantile(pd_cal, 1 - spec.tiers.red_share))
     amber = float(np.quantile(pd_cal, 1 - spec.tiers.red_share - spec.tiers.amber_share))
-    shell.tier_thresholds = {"red": red, "amber": amber}
     raw_tr = booster.predict(X_tr, raw_score=True)
     pd_tr = calibrator(raw_tr)
-    shell.reference = {f: reference_bins(train[f], BY_NAME[f].dtype == "cat") for f in names}
-    shell.reference["__score__"] = reference_bins(pd_tr)
+    reference = {f: reference_bins(train[f], BY_NAME[f].dtype == "cat") for f in names}
+    reference["__score__"] = reference_bins(pd_tr)
     raw_te = booster.predict(X_te, raw_score=True)
     pd_te = calibrator(raw_te)
     m = metrics.summary(y_te, pd_te)
@@ -258,8 +236,8 @@ def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) 
         m["model_over_oracle"] = m["auc"] / m["oracle_auc"]
     challenger = fit_challenger(train, names, spec.seed)
     ch = metrics.summary(y_te, challenger.predict_proba(challenger_frame(test, names))[:, 1])
-    psis = {"__score__": psi(shell.reference["__score__"], pd_te)}
-    psis.update({f: psi(shell.reference[f], test[f]) for f in names})
+    psis = {"__score__": psi(reference["__score__"], pd_te)}
+    psis.update({f: psi(reference[f], test[f]) for f in names})
     auc_by = {
         key: {
             str(k): metrics.auc(g["label"], pd_te[g.index])
@@ -269,6 +247,16 @@ def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) 
         for key in ("product", "city_tier")
         if key in test.columns
     }
+    shell = ModelBundle(
+        booster=booster,
+        encoder=enc,
+        calibrator=calibrator,
+        tier_thresholds={"red": red, "amber": amber},
+        reference=reference,
+        spec=spec.model_dump(),
+        windows={k: [f"{a:%Y-%m}", f"{b:%Y-%m}"] for k, (a, b) in windows.items()},
+        name=spec.name,
+    )
     sample = test.sample(min(400, len(test)), random_state=spec.seed)
     mono = check_monotonicity(shell, sample)
     grades = shell.grade(pd_te)
@@ -276,8 +264,6 @@ def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) 
     if TTD_COL in test.columns:
         m.update(metrics.lead_time(test["loan_id"], test[TTD_COL], tiers != "green"))
     shell.test_metrics = {k: float(v) for k, v in m.items()}
-    shell.windows = {k: [f"{a:%Y-%m}", f"{b:%Y-%m}"] for k, (a, b) in windows.items()}
-    shell.name = spec.name
     test_scores = pd.DataFrame(
         {
             "loan_id": test["loan_id"],

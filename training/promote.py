@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from features.bundle import ModelBundle
 from features.stability import psi
+from model.bundle import ModelBundle
+from model.spec import GateSpec, ModelSpec
 from training import metrics
 from training.fit import check_monotonicity, population
-from training.spec import GateSpec, ModelSpec
 
 
 @dataclass

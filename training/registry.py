@@ -17,10 +17,10 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from features.bundle import ModelBundle
-from features.pyfunc import bundle_from_model_uri
+from model.bundle import ModelBundle
+from model.pyfunc import bundle_from_model_uri
+from model.spec import ModelSpec
 from training.promote import Decision, decide, evaluate_bundle, same_label
-from training.spec import ModelSpec
 from training.tracking import ensure_experiment
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
 
-from features.pyfunc import BUNDLE_ARTIFACT, BundleModel
+from model.pyfunc import BUNDLE_ARTIFACT, BundleModel
+from model.spec import ModelSpec
 from training import plots
 from training.card import model_card
 from training.fit import TrainResult
-from training.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 LIBRARIES = ("pandas", "numpy", "lightgbm", "scikit-learn", "mlflow", "bentoml", "shap", "pyarrow")

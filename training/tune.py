@@ -8,9 +8,10 @@ from collections.abc import Callable
 import optuna
 import pandas as pd
 
+from model.bundle import FeatureEncoder
+from model.spec import ModelSpec
 from training import metrics
-from training.fit import empty_bundle, fit_booster, split_windows
-from training.spec import ModelSpec
+from training.fit import fit_booster, split_windows
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def tune(
     if n_trials < 1:
         raise ValueError(f"--tune needs at least 1 trial, got {n_trials}")
     parts, _ = split_windows(panel, spec, last_month)
-    shell = empty_bundle(spec, parts["train"])
+    shell = FeatureEncoder.fit(parts["train"], spec.feature_names)
     X_tr, X_cal = shell.frame(parts["train"]), shell.frame(parts["calibration"])
     y_tr, y_cal = parts["train"]["label"].to_numpy(), parts["calibration"]["label"].to_numpy()
     trials: list[dict] = []

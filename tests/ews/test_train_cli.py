@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ews.cli import app
-from features.pyfunc import bundle_from_model_uri
+from model.pyfunc import bundle_from_model_uri
 from training.panel import build_panel, month_range
 
 runner = CliRunner()

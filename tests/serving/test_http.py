@@ -176,7 +176,7 @@ def test_missing_model_stops_startup_with_the_reason(champion_store) -> None:
 def test_bundle_with_unknown_schema_version_is_refused(champion_store, tmp_path) -> None:
     import mlflow
 
-    from features.bundle import ModelBundle
+    from model.bundle import ModelBundle
     from serving.model_loader import load_model
 
     _, uri, _, _ = champion_store

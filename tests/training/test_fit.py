@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.bundle import ModelBundle
+from model.bundle import ModelBundle
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from model.spec import GateSpec
 from training.fit import train_model
 from training.promote import Evaluation, decide
 from training.registry import CHALLENGER, CHAMPION, alias_version, history, promote
-from training.spec import GateSpec
 from training.tracking import log_training
 
 NAME = "loan-ews-pd-12m"

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
-from features.bundle import ModelBundle
+from model.bundle import ModelBundle
 
 BUNDLE_ARTIFACT = "bundle"
 

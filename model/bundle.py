@@ -1,0 +1,248 @@
+"""The model bundle: what training hands to serving (DESIGN.md §5), as one folder.
+
+booster.txt (LightGBM) and bundle.json (features, dtypes and categorical vocabularies, calibrator, grade
+cut-offs, tier thresholds, the catalog entries that word the reasons, training reference distributions,
+spec, schema version, the booster's SHA-256). It is built once from fitted parts, logged to MLflow as one
+model, and loaded whole: a score is explained with the texts of the model that made it, not the current
+code's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.catalog import BY_NAME, Feature
+from features.schema import SCHEMA_VERSION
+from model.spec import ModelSpec
+
+KNOWN_SCHEMA_VERSIONS = (SCHEMA_VERSION,)
+# master scale: grade g covers PDs up to GRADE_BANDS[g-1]; grade 10 is everything above the last band
+GRADE_BANDS = (0.0025, 0.005, 0.01, 0.02, 0.035, 0.06, 0.10, 0.18, 0.30)
+
+
+@dataclass
+class Calibrator:
+    """Raw LightGBM score (log-odds) to PD: isotonic (piecewise linear interpolation) or Platt."""
+
+    method: str  # "isotonic" or "platt"
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    a: float = 1.0
+    b: float = 0.0
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=float)
+        if self.method == "isotonic":
+            return np.clip(np.interp(raw, self.x, self.y), 1e-6, 1 - 1e-6)
+        if self.method == "platt":
+            return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
+        raise ValueError(f"unknown calibration method {self.method!r}")
+
+
+@dataclass(frozen=True)
+class FeatureEncoder:
+    """Feature rows to the model's input: the model's columns, categoricals on the training vocabulary.
+
+    A category never seen in training becomes missing (LightGBM routes it like a missing value)."""
+
+    features: tuple[str, ...]
+    categories: dict[str, list[str]]
+
+    @classmethod
+    def fit(cls, rows: pd.DataFrame, names: list[str]) -> FeatureEncoder:
+        cats = {c: sorted(rows[c].dropna().astype(str).unique()) for c in names if BY_NAME[c].dtype == "cat"}
+        return cls(tuple(names), cats)
+
+    def _check_columns(self, rows: pd.DataFrame) -> None:
+        missing = [c for c in self.features if c not in rows.columns]
+        if missing:
+            raise ValueError(f"feature rows lack columns {missing}")
+
+    def frame(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """A pandas frame LightGBM reads with its categorical columns (training, plots)."""
+        self._check_columns(rows)
+        X = rows[list(self.features)].copy()
+        for c, vocab in self.categories.items():
+            X[c] = pd.Categorical(X[c].astype("object"), categories=vocab)
+        for c in self.features:
+            if c not in self.categories:
+                X[c] = pd.to_numeric(X[c], errors="raise").astype(float)
+        return X
+
+    def matrix(self, rows: pd.DataFrame) -> np.ndarray:
+        """The same input as a float matrix (categoricals as codes on the training vocabulary, unseen or
+        missing as NaN): the numbers LightGBM derives from `frame`, without the pandas overhead."""
+        self._check_columns(rows)
+        n = len(rows)
+        out = np.empty((n, len(self.features)), dtype=np.float64)
+        num = [j for j, c in enumerate(self.features) if c not in self.categories]
+        if num:
+            cols = [self.features[j] for j in num]
+            out[:, num] = rows[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+        for j, c in enumerate(self.features):
+            if c in self.categories:
+                m = self._code_map(c)
+                out[:, j] = np.fromiter((m.get(v, np.nan) for v in rows[c].to_numpy(object)), float, n)
+        return out
+
+    def _code_map(self, c: str) -> dict[str, float]:
+        maps = self.__dict__.setdefault("_maps", {})
+        if c not in maps:
+            maps[c] = {v: float(i) for i, v in enumerate(self.categories[c])}
+        return maps[c]
+
+
+@dataclass
+class ModelBundle:
+    booster: lgb.Booster
+    encoder: FeatureEncoder
+    calibrator: Calibrator
+    tier_thresholds: dict[str, float]  # {"red": pd, "amber": pd}
+    reference: dict[str, dict]  # feature name or "__score__" -> reference bins (features.stability)
+    spec: dict
+    catalog: dict[str, Feature] = field(default_factory=dict)  # the texts that word each feature's reason
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    windows: dict[str, list[str]] = field(default_factory=dict)
+    grade_bands: tuple[float, ...] = GRADE_BANDS
+    schema_version: str = SCHEMA_VERSION
+    name: str = ""
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        mine = [self.encoder.categories[c] for c in self.features if c in self.encoder.categories]
+        theirs = [list(map(str, v)) for v in (self.booster.pandas_categorical or [])]
+        if theirs != mine:
+            raise ValueError("the booster's categorical vocabularies differ from the bundle's")
+        if not self.catalog:
+            self.catalog = {f: BY_NAME[f] for f in self.features}
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The spec the model was trained from, typed (label, population, tiers, gates)."""
+        if "_spec" not in self.__dict__:
+            self.__dict__["_spec"] = ModelSpec.model_validate(self.spec)
+        return self.__dict__["_spec"]
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.encoder.features)
+
+    @property
+    def categories(self) -> dict[str, list[str]]:
+        return self.encoder.categories
+
+    # ---------------------------------------------------------------------------------------- scoring
+    def frame(self, rows: pd.DataFrame) -> pd.DataFrame:
+        return self.encoder.frame(rows)
+
+    def matrix(self, rows: pd.DataFrame) -> np.ndarray:
+        return self.encoder.matrix(rows)
+
+    def raw_score(self, rows: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(self.matrix(rows), raw_score=True)
+
+    def pd_from_raw(self, raw: np.ndarray) -> np.ndarray:
+        return self.calibrator(raw)
+
+    def grade(self, pd_: np.ndarray) -> np.ndarray:
+        return np.searchsorted(np.asarray(self.grade_bands), np.asarray(pd_), side="left") + 1
+
+    def tier(self, pd_: np.ndarray) -> np.ndarray:
+        pd_ = np.asarray(pd_)
+        return np.where(
+            pd_ >= self.tier_thresholds["red"],
+            "red",
+            np.where(pd_ >= self.tier_thresholds["amber"], "amber", "green"),
+        )
+
+    def reason_text(self, feature: str, value: object) -> str:
+        return self.catalog[feature].reason_text(value)
+
+    # ------------------------------------------------------------------------------------------- I/O
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        booster_path = folder / "booster.txt"
+        self.booster.save_model(str(booster_path))
+        meta = {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "version": self.version,
+            "features": self.features,
+            "categories": self.categories,
+            "catalog": {f: asdict(self.catalog[f]) for f in self.features},
+            "calibrator": asdict(self.calibrator),
+            "grade_bands": list(self.grade_bands),
+            "tier_thresholds": self.tier_thresholds,
+            "reference": self.reference,
+            "spec": self.spec,
+            "test_metrics": self.test_metrics,
+            "windows": self.windows,
+            "booster_sha256": _sha256(booster_path),
+        }
+        (folder / "bundle.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=float))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ModelBundle:
+        """Load a saved bundle; ValueError (never a crash) for a folder that is not a whole, known bundle."""
+        folder = Path(folder)
+        meta_path = folder / "bundle.json"
+        if not meta_path.exists():
+            raise ValueError(f"{str(folder)!r} is not a loan-ews model bundle (no bundle.json)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"model bundle {str(folder)!r} has an unreadable bundle.json: {e}") from e
+        if meta.get("schema_version") not in KNOWN_SCHEMA_VERSIONS:
+            raise ValueError(
+                f"model bundle schema version {meta.get('schema_version')!r} is not one this code "
+                f"knows ({', '.join(KNOWN_SCHEMA_VERSIONS)})"
+            )
+        booster_path = folder / "booster.txt"
+        if not booster_path.exists():
+            raise ValueError(f"model bundle {str(folder)!r} has no booster.txt")
+        # a truncated or altered booster file can crash LightGBM's parser: check it before parsing
+        if meta.get("booster_sha256") and _sha256(booster_path) != meta["booster_sha256"]:
+            raise ValueError(f"model bundle {str(folder)!r}: booster.txt does not match its checksum")
+        try:
+            catalog = {f: _feature(d) for f, d in meta["catalog"].items()}
+            booster = lgb.Booster(model_file=str(booster_path))
+            return cls(
+                booster=booster,
+                encoder=FeatureEncoder(tuple(meta["features"]), meta["categories"]),
+                calibrator=Calibrator(**meta["calibrator"]),
+                tier_thresholds=meta["tier_thresholds"],
+                reference=meta["reference"],
+                spec=meta["spec"],
+                catalog=catalog,
+                test_metrics=meta.get("test_metrics", {}),
+                windows=meta.get("windows", {}),
+                grade_bands=tuple(meta["grade_bands"]),
+                schema_version=meta["schema_version"],
+                name=meta.get("name", ""),
+                version=meta.get("version", ""),
+            )
+        except (KeyError, TypeError, lgb.basic.LightGBMError) as e:
+            raise ValueError(f"model bundle {str(folder)!r} is incomplete or corrupt: {e}") from e
+
+
+def _feature(d: dict) -> Feature:
+    d = dict(d)
+    d["exact"] = tuple(tuple(x) for x in d.get("exact", ()))
+    return Feature(**d)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
