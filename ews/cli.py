@@ -1,4 +1,12 @@
-"""The `ews` command line: the composition root, the only module that wires features, training and serving."""
+"""The `ews` command line: the composition root, the only module that wires features, training and serving.
+
+Each command checks its arguments and files first, then loads what it needs and calls one function of a
+layer; the logic lives in the layers. Every command names a model the same way: `--model NAME`,
+`NAME@alias` or `NAME:version`.
+
+Exit codes: 0 done; 1 failed (nothing written); 2 refused (promotion gates, report checks); 3 done with
+loans set aside because they break the contract (validate, score-book).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +25,8 @@ from rich.table import Table
 
 from ews.settings import Settings
 
+EXIT_FAILED, EXIT_REFUSED, EXIT_REJECTS = 1, 2, 3
+
 app = typer.Typer(
     help="loan-ews: early-warning default prediction for loan books.",
     no_args_is_help=True,
@@ -26,9 +36,19 @@ book_app = typer.Typer(help="Generate, validate and summarise books.", no_args_i
 app.add_typer(book_app, name="book")
 features_app = typer.Typer(help="Point-in-time features and the training panel.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+registry_app = typer.Typer(help="Read the model registry and its audit log.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="NAME, NAME@alias or NAME:version (default: the settings' model @champion)."
+    ),
+]
+BookOpt = Annotated[Path | None, typer.Option("--book", help="Book folder (default: the demo book).")]
 
 
 @app.callback()
@@ -65,9 +85,47 @@ def progress_bar():
         yield cb
 
 
-def _fail(msg: str, code: int = 1) -> None:
-    console.print(f"[red]error:[/red] {msg}")
+def _fail(msg: str, code: int = EXIT_FAILED) -> None:
+    console.print(f"[red]error:[/red] {msg}", markup=True, highlight=False)
     raise typer.Exit(code)
+
+
+def _book(settings: Settings, book_dir: Path | None) -> Path:
+    """The book folder to read, checked to exist before anything loads."""
+    folder = book_dir or settings.demo_book
+    if not Path(folder).is_dir():
+        _fail(f"book folder {str(folder)!r} does not exist")
+    return Path(folder)
+
+
+def _model(settings: Settings, model: str | None, default_alias: str | None = "champion"):
+    """The `--model` reference, parsed (cheap; nothing loads). A bare NAME means NAME@`default_alias`
+    (None: the newest version)."""
+    from model.registry import parse_ref
+
+    if model is None and default_alias is not None:  # the settings' model and reference (EWS_MODEL_REF)
+        ref = settings.model_ref
+        model = f"{settings.model_name}{':' if ref.isdigit() else '@'}{ref}"
+    try:
+        return parse_ref(model or settings.model_name, default_alias)
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _tracking(settings: Settings) -> Path:
+    """MLFLOW_TRACKING_URI when set, else the SQLite store under models/; returns the artifact root."""
+    import mlflow
+
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri())
+    return settings.models_dir / "mlartifacts"
+
+
+def _client(settings: Settings):
+    from mlflow import MlflowClient
+
+    _tracking(settings)
+    return MlflowClient()
 
 
 # ------------------------------------------------------------------------------------------------ book
@@ -79,6 +137,9 @@ def book_generate(
     loans: Annotated[int, typer.Option(help="Number of loans.")] = 20_000,
     months: Annotated[int, typer.Option(help="Months of performance history.")] = 48,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical tables.")] = 7,
+    profile_name: Annotated[
+        str, typer.Option("--profile", help="clean (the demo book), card or mixed (messy real-world data).")
+    ] = "clean",
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Book folder (default: the demo book).")
     ] = None,
@@ -86,32 +147,39 @@ def book_generate(
 ) -> None:
     """Generate a synthetic book and its oracle PDs (oracle.parquet, beside the five tables)."""
     from features.book import write_book
-    from features.generate import generate_book
+    from features.generate import generate_book, profile
 
     settings: Settings = ctx.obj
     target = out_dir or settings.demo_book
+    try:
+        params = profile(profile_name)
+    except ValueError as e:
+        _fail(str(e))
     t0 = time.perf_counter()
     with progress_bar() as cb:
-        gen = generate_book(loans, months, seed, progress=cb)
+        gen = generate_book(loans, months, seed, params, progress=cb)
+    meta = {**gen.params, "profile": profile_name}
     write_book(
         gen.book,
         target,
         fmt=fmt,
         extras={"oracle": gen.oracle},
-        texts={"generator.json": json.dumps(gen.params, indent=2, sort_keys=True, default=str)},
+        texts={"generator.json": json.dumps(meta, indent=2, sort_keys=True, default=str)},
     )
     perf = gen.book.performance
     console.print(
-        f"wrote {target}: {len(gen.book.loans):,} loans, {len(perf):,} performance rows, "
+        f"wrote {target} ({profile_name}): {len(gen.book.loans):,} loans, {len(perf):,} performance rows, "
         f"{len(gen.oracle):,} oracle rows in {time.perf_counter() - t0:.1f}s"
     )
 
 
 @book_app.command("validate")
-def book_validate(book_dir: Annotated[Path, typer.Argument(help="Book folder.")]) -> None:
-    """Check a book against the contract; print every problem. Exit 1 on errors, 0 with warnings only."""
-    from features.validation import validate_folder
+def book_validate(ctx: typer.Context, book_dir: Annotated[Path, typer.Argument(help="Book folder.")]) -> None:
+    """Check a book against the contract; print every problem. Exit 0 when valid (warnings allowed), 3 when
+    some loans break the contract (they would be set aside), 1 when the book cannot be used."""
+    from features.validation import check_reject_share, validate_folder
 
+    settings: Settings = ctx.obj
     try:
         report = validate_folder(book_dir)
     except ValueError as e:
@@ -119,11 +187,21 @@ def book_validate(book_dir: Annotated[Path, typer.Argument(help="Book folder.")]
     for p in report.problems:
         out.print(p.describe(), markup=False, highlight=False)
     n_err, n_warn = len(report.errors), len(report.warnings)
-    if n_err:
-        out.print(f"INVALID: {n_err} errors, {n_warn} warnings", markup=False)
-        raise typer.Exit(1)
+    try:
+        kept = report.set_aside()
+        check_reject_share(kept.loans_rejected, kept.loans_in_book, settings.max_reject_share, "book")
+    except ValueError as e:
+        out.print(f"UNUSABLE: {e}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
     book = report.book
     assert book is not None
+    if n_err:
+        out.print(
+            f"VALID WITH REJECTS: {kept.describe()}; {n_err} errors, {n_warn} warnings",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_REJECTS)
     out.print(
         f"VALID: {len(book.loans):,} loans, {len(book.performance):,} performance rows, {n_warn} warnings",
         markup=False,
@@ -136,43 +214,71 @@ def _rate_table(title: str, df) -> Table:
     for c in ("snapshots", "defaults", "rate"):
         t.add_column(c, justify="right")
     for idx, row in df.iterrows():
-        t.add_row(str(idx), f"{int(row['snapshots']):,}", f"{int(row['defaults']):,}", f"{row['rate']:.2%}")
+        rate = "-" if row["rate"] != row["rate"] else f"{row['rate']:.2%}"
+        t.add_row(str(idx), f"{int(row['snapshots']):,}", f"{int(row['defaults']):,}", rate)
     return t
 
 
 @book_app.command("summary")
 def book_summary(
+    ctx: typer.Context,
     book_dir: Annotated[Path, typer.Argument(help="Book folder.")],
     horizon: Annotated[int, typer.Option(help="Default horizon in months.")] = 12,
+    dpd: Annotated[int, typer.Option(help="Default threshold in days past due.")] = 90,
+    probation: Annotated[
+        int, typer.Option(help="Months below the threshold before a cured loan counts.")
+    ] = 3,
 ) -> None:
-    """Size, realised default rates by product, city tier and year, and the oracle AUC (generated books)."""
+    """Size, realised default rates by product, city tier and year, and the oracle AUC (generated books),
+    for any label: e.g. `--dpd 30 --horizon 1` for a short card book."""
     import pandas as pd
 
+    from features.labels import LabelRule
     from features.summary import default_rates, oracle_auc
     from features.validation import load_book
 
+    settings: Settings = ctx.obj
     try:
-        book = load_book(book_dir)
+        rule = LabelRule(dpd, probation)
+        if horizon < 1:
+            raise ValueError(f"--horizon must be positive, got {horizon}")
+        kept = load_book(_book(settings, book_dir), settings.max_reject_share)
     except ValueError as e:
         _fail(str(e))
+    book = kept.book
     perf = book.performance
+    secured = book.loans["collateral_id"].notna().mean() if len(book.loans) else 0.0
     out.print(
-        f"book {book_dir}: {len(book.loans):,} loans, {len(book.borrowers):,} borrowers, "
+        f"book {book_dir}: {len(book.loans):,} loans ({secured:.0%} secured), "
+        f"{len(book.borrowers):,} borrowers, "
         f"{len(book.collateral):,} collateral, {len(perf):,} performance rows, "
-        f"{perf['month'].min():%Y-%m} to {perf['month'].max():%Y-%m}"
+        f"{perf['month'].min():%Y-%m} to {perf['month'].max():%Y-%m} ({perf['month'].nunique()} months)"
     )
-    rates = default_rates(book, horizon)
-    out.print(
-        f"{horizon}-month 90+ DPD default rate of performing loans (complete windows): "
-        f"{rates['all']['rate'].iloc[0]:.2%} of {int(rates['all']['snapshots'].iloc[0]):,} loan-months"
-    )
-    for key in ("product", "city_tier", "year"):
-        out.print(_rate_table(f"by {key}", rates[key]))
+    if kept.rejected:
+        out.print(kept.describe(), markup=False, highlight=False)
+    rates = default_rates(book, rule, horizon)
+    n = int(rates["all"]["snapshots"].iloc[0])
+    label = f"{horizon}-month {dpd}+ DPD default rate of performing loans"
+    if n == 0:
+        last_labelled = perf["month"].max() - pd.DateOffset(months=horizon)
+        out.print(
+            f"{label}: no performing loan-month has its whole {horizon}-month window inside the book "
+            f"(it would have to be at or before {last_labelled:%Y-%m}); try a shorter --horizon"
+        )
+    else:
+        out.print(f"{label} (complete windows): {rates['all']['rate'].iloc[0]:.2%} of {n:,} loan-months")
+        for key in ("product", "city_tier", "year"):
+            out.print(_rate_table(f"by {key}", rates[key]))
     oracle_path = Path(book_dir) / "oracle.parquet"
     if oracle_path.exists():
         oracle = pd.read_parquet(oracle_path)
-        for h in (3, 6, 12):
-            out.print(f"oracle AUC {h:>2}m: {oracle_auc(book, oracle, h):.4f}")
+        for h in (3, 6, 12) if horizon == 12 else (horizon,):
+            auc = oracle_auc(book, oracle, rule, h)
+            out.print(
+                f"oracle AUC {h:>2}m: {auc:.4f}"
+                if auc is not None
+                else f"no exact oracle for {dpd}+ DPD in {h} months"
+            )
     else:
         out.print("no oracle.parquet: not a generated book")
 
@@ -183,64 +289,83 @@ def book_summary(
 @features_app.command("build")
 def features_build(
     ctx: typer.Context,
-    book_dir: Annotated[
-        Path | None, typer.Option("--book", help="Book folder (default: the demo book).")
-    ] = None,
+    book_dir: BookOpt = None,
     start: Annotated[str, typer.Option("--from", help="First as-of month, YYYY-MM.")] = "2023-01",
     end: Annotated[str, typer.Option("--to", help="Last as-of month, YYYY-MM.")] = "2025-12",
     horizon: Annotated[int, typer.Option(help="Label horizon in months.")] = 12,
     dpd: Annotated[int, typer.Option(help="Default threshold in days past due.")] = 90,
+    probation: Annotated[
+        int, typer.Option(help="Months below the threshold before a cured loan counts.")
+    ] = 3,
     out_file: Annotated[Path, typer.Option("--out", help="Panel Parquet file.")] = Path("data/panel.parquet"),
     chunk_loans: Annotated[int, typer.Option(help="Loans per partition (bounds memory).")] = 50_000,
 ) -> None:
     """Write the panel: one row per performing (loan, as-of month) with features, label and oracle PD."""
+    from features.labels import LabelRule
     from training.panel import month_range, write_panel
 
     settings: Settings = ctx.obj
-    book_dir = book_dir or settings.demo_book
+    folder = _book(settings, book_dir)
     t0 = time.perf_counter()
     try:
         months = month_range(start, end)
+        rule = LabelRule(dpd, probation)
         with progress_bar() as cb:
-            rows = write_panel(book_dir, out_file, months, horizon, dpd, chunk_loans, cb)
+            rows, rejects = write_panel(
+                folder, out_file, months, rule, horizon, chunk_loans, cb, settings.max_reject_share
+            )
     except ValueError as e:
         _fail(str(e))
     console.print(
-        f"wrote {out_file}: {rows:,} rows over {len(months)} as-of months in {time.perf_counter() - t0:.1f}s"
+        f"wrote {out_file}: {rows:,} rows over {len(months)} as-of months "
+        f"in {time.perf_counter() - t0:.1f}s; "
+        f"{rejects.describe()}"
     )
 
 
 # ------------------------------------------------------------------------------------------- training
 
 
-def _tracking(settings: Settings) -> Path:
-    """MLFLOW_TRACKING_URI when set, else the SQLite store under models/; returns the artifact root."""
-    import mlflow
-
-    settings.models_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri())
-    return settings.models_dir / "mlartifacts"
-
-
-def _last_month(book_dir: Path):
-    """The book's last reporting month (Parquet books: read from the performance table's month column)."""
-    import pyarrow.parquet as pq
-
-    from features.months import as_month
-
-    path = Path(book_dir) / "performance.parquet"
-    if not path.exists():
-        raise ValueError(f"{str(book_dir)!r} has no performance.parquet (training needs a Parquet book)")
-    return as_month(pq.read_table(path, columns=["month"])["month"].to_pandas().max())
-
-
-def _panel(book_dir: Path, months, horizon: int, dpd: int):
+def _book_months(book_dir: Path):
+    """The book's first and last reporting months, from the performance table's month column alone."""
     import pandas as pd
 
-    from training.panel import iter_panel_chunks
+    from features.book import find_table_file, read_parquet_columns
+    from features.months import as_month
 
+    path = find_table_file(book_dir, "performance")
+    if path is None:
+        raise ValueError(f"book {str(book_dir)!r} has no performance table")
+    if path.suffix == ".parquet":
+        months = read_parquet_columns(path, ["month"])["month"]
+    else:
+        months = pd.read_csv(path, usecols=["month"], dtype=str)["month"]
+    months = pd.to_datetime(months, errors="coerce").dropna()
+    if months.empty:
+        raise ValueError(f"book {str(book_dir)!r} has no readable performance months")
+    return as_month(months.min()), as_month(months.max())
+
+
+def _panel(settings: Settings, book_dir: Path, months, rule, horizon: int):
+    import pandas as pd
+
+    from training.panel import Rejects, iter_panel_chunks
+
+    rejects = Rejects()
     with progress_bar() as cb:
-        chunks = list(iter_panel_chunks(book_dir, months, horizon, dpd, progress=cb))
+        chunks = list(
+            iter_panel_chunks(
+                book_dir,
+                months,
+                rule,
+                horizon,
+                progress=cb,
+                rejects=rejects,
+                max_reject_share=settings.max_reject_share,
+            )
+        )
+    if rejects.loans_rejected:
+        console.print(f"book {book_dir}: {rejects.describe()}", markup=False, highlight=False)
     return pd.concat(chunks, ignore_index=True)
 
 
@@ -250,12 +375,10 @@ def train(
     spec_path: Annotated[Path, typer.Option("--spec", help="Model spec (YAML).")] = Path(
         "models/pd_90d_12m.yaml"
     ),
-    book_dir: Annotated[
-        Path | None, typer.Option("--book", help="Book folder (default: the demo book).")
-    ] = None,
+    book_dir: BookOpt = None,
     register: Annotated[bool, typer.Option(help="Register the model under the spec's name.")] = True,
     tune_trials: Annotated[
-        int, typer.Option("--tune", help="Optuna trials on the calibration window before the final fit.")
+        int, typer.Option("--tune", help="Optuna trials on the calibration data before the final fit.")
     ] = 0,
 ) -> None:
     """Build the panel, fit and calibrate LightGBM, validate out of time, log to MLflow and register."""
@@ -266,28 +389,24 @@ def train(
     from training.tune import tune
 
     settings: Settings = ctx.obj
-    book_dir = book_dir or settings.demo_book
+    folder = _book(settings, book_dir)
     t0 = time.perf_counter()
     trials: list[dict] = []
+    tuned = None
     try:
         spec = load_spec(spec_path)
-        last = _last_month(book_dir)
-        w = resolve_windows(spec, last)
-        panel = _panel(
-            book_dir,
-            month_range(w["train"][0], w["test"][1]),
-            spec.label.horizon_months,
-            spec.label.dpd_threshold,
-        )
+        windows = resolve_windows(spec, *_book_months(folder))
+        months = month_range(windows["train"][0], windows["test"][1])
+        panel = _panel(settings, folder, months, spec.label.rule, spec.label.horizon_months)
         if tune_trials:
             with progress_bar() as cb:
-                spec, trials = tune(spec, panel, last, tune_trials, cb)
-        result = train_model(spec, panel, last)
+                spec, trials, tuned = tune(spec, panel, windows, tune_trials, cb)
+        result = train_model(spec, panel, windows, tuned)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     artifact_root = _tracking(settings)
     run_id, version = log_training(
-        result, spec, spec_path, book_dir, len(panel), artifact_root, register, trials
+        result, spec, spec_path, folder, len(panel), artifact_root, register, trials
     )
     out.print(f"trained {spec.name} version {version} (run {run_id}) in {time.perf_counter() - t0:.0f}s")
     if trials:
@@ -295,114 +414,114 @@ def train(
         out.print(
             f"tuning: {len(trials)} trials, best calibration AUC {best['value']:.4f} with {best['params']}"
         )
-    out.print("windows: " + ", ".join(f"{k} {a:%Y-%m}..{b:%Y-%m}" for k, (a, b) in result.windows.items()))
-    _print_metrics(result.test_metrics, result.challenger_metrics, result.monotonicity)
+    out.print(
+        "windows: "
+        + ", ".join(
+            f"{k} {v[0]:%Y-%m}..{v[1]:%Y-%m}" if v else f"{k} held-out training loans"
+            for k, v in result.windows.items()
+        )
+    )
+    if result.dropped:
+        out.print("left out: " + "; ".join(f"{f} ({why})" for f, why in result.dropped.items()), markup=False)
+    _print_metrics(result.test_metrics, result.challenger_metrics.get("auc"))
+    out.print(
+        "monotonicity: all declared directions hold"
+        if result.evaluation.monotone
+        else f"monotonicity FAILS for {[f for f, ok in result.evaluation.monotonicity.items() if not ok]}"
+    )
+    for w in result.warnings:
+        out.print(f"WARNING degenerate model: {w}", markup=False)
 
 
-def _print_metrics(m: dict, ch: dict, mono: dict[str, bool] | None) -> None:
+def _print_metrics(m: dict, challenger_auc: float | None) -> None:
     line = f"test AUC {m['auc']:.4f}  Gini {m['gini']:.4f}  KS {m['ks']:.4f}  ECE {m['ece']:.4f}"
-    line += f"  O/E {m['oe']:.2f}"
-    out.print(line + f"  capture@5% {m['capture_5pct']:.1%}   challenger AUC {ch['auc']:.4f}")
+    line += f"  O/E {m['oe']:.2f} ({m.get('oe_low', float('nan')):.2f}-{m.get('oe_high', float('nan')):.2f})"
+    line += f"  capture@5% {m['capture_5pct']:.1%}"
+    if challenger_auc is not None:
+        line += f"   challenger AUC {challenger_auc:.4f}"
+    out.print(line)
     if "oracle_auc" in m:
         out.print(f"oracle AUC {m['oracle_auc']:.4f}  model/oracle {m['model_over_oracle']:.4f}")
-    if "lead_median_months" in m:
+    if "grades_populated" in m:
+        out.print(
+            f"grades: {m['grades_populated']:.0f} of 10 populated, "
+            f"{m['grades_failing_jeffreys']:.0f} failing the "
+            f"Jeffreys test at 5%; calibration slope {m.get('calibration_slope', float('nan')):.3f}"
+        )
+    if m.get("lead_median_months", float("nan")) == m.get("lead_median_months", float("nan")):
         out.print(
             f"lead time: {m['lead_flagged_share']:.1%} of defaulters flagged red/amber beforehand, median "
             f"{m['lead_median_months']:.0f} months ahead, {m['lead_3m_share']:.1%} at least 3 months ahead"
         )
-    if mono is not None:
-        bad = [f for f, ok in mono.items() if not ok]
-        out.print(
-            "monotonicity: all declared directions hold" if not bad else f"monotonicity FAILS for {bad}"
-        )
-
-
-def _client(settings: Settings):
-    from mlflow import MlflowClient
-
-    _tracking(settings)
-    return MlflowClient()
 
 
 @app.command("promote")
-def promote_cmd(
-    ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help="Registered model name.")] = "loan-ews-pd-12m",
-    version: Annotated[
-        str | None, typer.Option("--version", help="Version to promote (default: the newest).")
-    ] = None,
-    book_dir: Annotated[
-        Path | None, typer.Option("--book", help="Book whose latest out-of-time window decides.")
-    ] = None,
-) -> None:
-    """Gate a version against the champion on the same out-of-time window; move `champion` if it passes.
-
-    Exit 0 when promoted, 2 when refused (the decision and why are in `ews registry history`)."""
+def promote_cmd(ctx: typer.Context, model: ModelOpt = None, book_dir: BookOpt = None) -> None:
+    """Gate a version (`NAME:version`; default the newest) against the champion on the same out-of-time
+    window; move `champion` if it passes. Exit 0 when promoted, 2 when refused (`ews registry history`)."""
     import getpass
 
+    from features.book import book_fingerprint
+    from model.registry import require
     from model.spec import resolve_windows
     from training.panel import month_range
-    from training.registry import promote, resolve_version
-    from training.tracking import book_fingerprint
+    from training.registry import promote
 
     settings: Settings = ctx.obj
-    book_dir = book_dir or settings.demo_book
+    ref = _model(settings, model, default_alias=None)  # NAME: its newest version
+    folder = _book(settings, book_dir)
     client = _client(settings)
 
-    def window_panel(spec):
-        w = resolve_windows(spec, _last_month(book_dir))["test"]
-        panel = _panel(book_dir, month_range(*w), spec.label.horizon_months, spec.label.dpd_threshold)
+    def window_panel(bundle):
+        spec = bundle.model_spec
+        w = resolve_windows(spec, *_book_months(folder))["test"]
+        panel = _panel(settings, folder, month_range(*w), spec.label.rule, spec.label.horizon_months)
         return panel, (f"{w[0]:%Y-%m}", f"{w[1]:%Y-%m}")
 
     try:
-        v = resolve_version(client, model, version)
+        v = require(client, ref)
         d = promote(
             client,
-            model,
+            ref.name,
             v,
             window_panel,
             who=settings.user or getpass.getuser(),
-            book_sha256=book_fingerprint(book_dir),
+            book_sha256=book_fingerprint(folder),
             artifact_root=settings.models_dir / "mlartifacts",
         )
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    t = Table(title=f"{model} v{d.challenger_version} on {d.window[0]}..{d.window[1]}")
+    t = Table(title=f"{ref.name} v{d.challenger_version} on {d.window[0]}..{d.window[1]}")
     for c in ("gate", "value", "limit", "rule", "result"):
         t.add_column(c)
     for g in d.gates:
         t.add_row(g.name, f"{g.value:.4f}", f"{g.limit:.4f}", g.rule, "pass" if g.passed else "FAIL")
     out.print(t)
-    c = d.challenger.metrics
+    c = d.challenger
     line = (
         f"challenger v{d.challenger_version}: AUC {c['auc']:.4f} ECE {c['ece']:.4f} PSI {c['score_psi']:.4f}"
     )
     if d.champion is not None:
-        ch = d.champion.metrics
-        line += f"   champion v{d.champion.version}: AUC {ch['auc']:.4f} ECE {ch['ece']:.4f}"
+        line += f"   champion v{d.champion_before}: AUC {d.champion['auc']:.4f} ECE {d.champion['ece']:.4f}"
     out.print(line)
     out.print(("PROMOTED: " if d.promoted else "REFUSED: ") + d.reason, markup=False)
     if not d.promoted:
-        raise typer.Exit(2)
-
-
-registry_app = typer.Typer(help="Read the model registry and its audit log.", no_args_is_help=True)
-app.add_typer(registry_app, name="registry")
+        raise typer.Exit(EXIT_REFUSED)
 
 
 @registry_app.command("history")
-def registry_history(
-    ctx: typer.Context, model: Annotated[str, typer.Argument(help="Registered model name.")]
-) -> None:
+def registry_history(ctx: typer.Context, model: ModelOpt = None) -> None:
     """Every promotion decision for a model, oldest first: who, when, versions, metrics, reason."""
     from training.registry import history
 
-    rows = history(_client(ctx.obj), model)
+    settings: Settings = ctx.obj
+    name = _model(settings, model).name
+    rows = history(_client(settings), name)
     if not rows:
-        out.print(f"no promotion decisions recorded for {model!r}")
+        out.print(f"no promotion decisions recorded for {name!r}")
         return
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    out.print(f"promotion history of {model} ({len(rows)} decisions, oldest first)")
+    out.print(f"promotion history of {name} ({len(rows)} decisions, oldest first)")
     for r in rows:
         out.print(
             f"{r['when']}  {r['who']}  {r['decision'].upper():8s}  v{r['challenger_version']}  "
@@ -415,48 +534,38 @@ def registry_history(
 
 
 @app.command("report")
-def report(
-    ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Registered model name.")] = "loan-ews-pd-12m",
-    version: Annotated[
-        str | None, typer.Option("--version", help="Version (default: the champion, else the newest).")
-    ] = None,
-) -> None:
-    """The validation summary of a registered model: test metrics against the oracle and the challenger."""
-    from training.registry import CHAMPION, alias_version, resolve_version
+def report(ctx: typer.Context, model: ModelOpt = None) -> None:
+    """The validation summary of a registered model (default its champion, else its newest version),
+    checked against its spec's gates; exit 2 if any check fails (a degenerate model fails)."""
+    from model.registry import CHAMPION, ModelRef, load_bundle, require, resolve
+    from training.report import checks
 
-    client = _client(ctx.obj)
+    settings: Settings = ctx.obj
+    ref = _model(settings, model)
+    client = _client(settings)
     try:
-        v = version or alias_version(client, model, CHAMPION) or resolve_version(client, model)
-        v = resolve_version(client, model, v)
+        if ref.alias == CHAMPION and resolve(client, ref) is None:
+            ref = ModelRef(ref.name)  # no champion yet: the newest version
+        v = require(client, ref)
+        bundle = load_bundle(ref.name, v)
     except ValueError as e:
         _fail(str(e))
-    mv = client.get_model_version(model, v)
-    run = client.get_run(mv.run_id)
-    met, par = run.data.metrics, run.data.params
-    m = {k[5:]: val for k, val in met.items() if k.startswith("test_")}
-    ch = {k[11:]: val for k, val in met.items() if k.startswith("challenger_")}
+    mv = client.get_model_version(ref.name, v)
+    w = bundle.windows
     aliases = ", ".join(mv.aliases) or "no alias"
-    out.print(f"{model} version {v} ({aliases}), run {mv.run_id}")
+    out.print(f"{ref.name} version {v} ({aliases}), run {mv.run_id}")
     out.print(
-        f"windows: train {par.get('window_train')}, calibration {par.get('window_calibration')}, "
-        f"test {par.get('window_test')}; book sha256 {par.get('book_sha256', '')[:12]}"
+        f"windows: train {'..'.join(w.get('train', []))}, "
+        f"calibration {'..'.join(w.get('calibration', [])) or 'held-out training loans'}, "
+        f"test {'..'.join(w.get('test', []))}"
     )
-    _print_metrics(m, ch, None)
-    out.print(
-        f"score PSI train vs test {met.get('psi_score', float('nan')):.4f}; "
-        f"monotonicity {'passes' if met.get('monotonicity_pass') == 1.0 else 'FAILS'}"
-    )
-    checks = [("beats the scorecard challenger", m["auc"] > ch["auc"]), ("ECE below 0.01", m["ece"] < 0.01)]
-    if "oracle_auc" in m:
-        checks = [
-            ("AUC at least 0.97 x oracle", m["auc"] >= 0.97 * m["oracle_auc"]),
-            ("AUC at most oracle + 0.005 (no leak)", m["auc"] <= m["oracle_auc"] + 0.005),
-            *checks,
-        ]
-    for text, ok in checks:
-        out.print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+    _print_metrics(bundle.test_metrics, bundle.training.get("challenger_auc"))
+    results = checks(bundle)
+    for c in results:
+        out.print(f"  {'PASS' if c.passed else 'FAIL'}  {c.text}", markup=False)
     out.print(f"model card: runs:/{mv.run_id}/validation/model_card.md; plots under runs:/{mv.run_id}/plots")
+    if not all(c.passed for c in results):
+        raise typer.Exit(EXIT_REFUSED)
 
 
 # -------------------------------------------------------------------------------------------- serving
@@ -471,14 +580,14 @@ def serve(
         Path | None,
         typer.Option("--book", help="Book to score by loan id (default: the demo book if present)."),
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Registered model name.")] = None,
-    ref: Annotated[str | None, typer.Option("--ref", help="Alias (champion) or version number.")] = None,
+    model: ModelOpt = None,
 ) -> None:
     """Run the BentoML scoring service (bentoml serve serving.service:LoanEWS) until stopped."""
     import os
     import subprocess
 
     settings: Settings = ctx.obj
+    ref = _model(settings, model)
     book = book_dir or (settings.demo_book if (settings.demo_book / "loans.parquet").exists() else None)
     if book is not None and not Path(book).is_dir():
         _fail(f"book folder {str(book)!r} does not exist")
@@ -486,8 +595,8 @@ def serve(
         **os.environ,
         "MLFLOW_TRACKING_URI": settings.tracking_uri(),
         "EWS_MODELS_DIR": str(settings.models_dir.resolve()),
-        "EWS_MODEL_NAME": model or settings.model_name,
-        "EWS_MODEL_REF": ref or settings.model_ref,
+        "EWS_MODEL_NAME": ref.name,
+        "EWS_MODEL_REF": ref.ref,
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
     }
     if book is not None:
@@ -515,7 +624,7 @@ def serve(
         "--port",
         str(port),
     ]
-    console.print(f"serving {env['EWS_MODEL_NAME']}@{env['EWS_MODEL_REF']} on http://{host}:{port}")
+    console.print(f"serving {ref} on http://{host}:{port}")
     try:
         rc = subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
@@ -527,101 +636,72 @@ def serve(
 def score_book_cmd(
     ctx: typer.Context,
     as_of: Annotated[str, typer.Option("--as-of", help="Month to score, YYYY-MM.")],
-    book_dir: Annotated[
-        Path | None, typer.Option("--book", help="Book folder (default: the demo book).")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="NAME@alias or NAME@version (default: the champion).")
-    ] = None,
+    book_dir: BookOpt = None,
+    model: ModelOpt = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default: data/scores).")
     ] = None,
     reasons: Annotated[str, typer.Option(help="Reasons for 'all' loans or only 'flagged' ones.")] = "all",
     chunk_loans: Annotated[int, typer.Option(help="Loans per chunk (bounds memory).")] = 50_000,
 ) -> None:
-    """Nightly batch: score every performing loan at an as-of month; write scores, watchlist, rejects
-    and summary (all or nothing); shadow-score the challenger; log the run to MLflow."""
-    import mlflow
-
-    from serving.batch import BatchConfig, parse_as_of, run_key, score_book
-    from serving.model_loader import load_model, resolve
+    """Nightly batch: score every performing loan at an as-of month; write scores, watchlist, rejects and
+    summary (all or nothing); shadow-score the challenger; log the run to MLflow. Exit 0 when every loan
+    was scored or not performing, 3 when some were set aside (see rejects.csv), 1 when nothing was written."""
+    from features.book import book_fingerprint
+    from model.registry import CHALLENGER, ModelRef, load_bundle, require, resolve
+    from serving.batch import BatchConfig, log_batch_run, parse_as_of, run_key, score_book
     from serving.scorer import RiskScorer
-    from training.tracking import book_fingerprint, ensure_experiment
 
     settings: Settings = ctx.obj
-    book_dir = book_dir or settings.demo_book
-    name, _, ref = (model or f"{settings.model_name}@{settings.model_ref}").partition("@")
-    ref = ref or "champion"
-    artifact_root = _tracking(settings)
-    t0 = time.perf_counter()
+    ref = _model(settings, model)
+    folder = _book(settings, book_dir)
     try:
         cfg = BatchConfig(
-            book_dir, parse_as_of(as_of), out_dir or settings.data_dir / "scores", reasons, chunk_loans
+            folder, parse_as_of(as_of), out_dir or settings.data_dir / "scores", reasons, chunk_loans
         )
-        bundle = load_model(name, ref)
+    except ValueError as e:
+        _fail(str(e))
+    artifact_root = _tracking(settings)
+    client = _client(settings)
+    t0 = time.perf_counter()
+    try:
+        bundle = load_bundle(ref.name, require(client, ref))
         scorer = RiskScorer(bundle, settings.top_k)
         shadow = None
-        client = mlflow.MlflowClient()
-        ch = resolve(client, name, "challenger")
+        ch = resolve(client, ModelRef(ref.name, alias=CHALLENGER))
         if ch is not None and ch != bundle.version:
-            shadow = RiskScorer(load_model(name, ch), settings.top_k)
-        sha = book_fingerprint(book_dir)
-        key = run_key(sha, cfg, name, bundle.version)
+            shadow = RiskScorer(load_bundle(ref.name, ch), settings.top_k)
+        sha = book_fingerprint(folder)
+        key = run_key(sha, cfg, ref.name, bundle.version)
         start = time.perf_counter()
 
-        def cb(stage: str, done: int, total: int, _bar=None) -> None:
+        def cb(stage: str, done: int, total: int) -> None:
             rate = done / max(time.perf_counter() - start, 1e-9)
             bar(f"{stage} ({rate:,.0f} loans/s)", done, total)
 
         with progress_bar() as bar:
-            summary = score_book(cfg, scorer, key, shadow, cb)
+            summary = score_book(cfg, scorer, key, shadow, cb, settings.max_reject_share)
         pipeline = time.perf_counter() - start  # validation to outputs, without start-up and MLflow
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     took = time.perf_counter() - t0
-    exp = ensure_experiment("loan-ews-batch", artifact_root)
-    with mlflow.start_run(experiment_id=exp, run_name=f"score-book-{cfg.as_of:%Y-%m}"):
-        mlflow.set_tags({"loan_ews.kind": "score_book", "run_key": key})
-        mlflow.log_params(
-            {
-                "book": str(book_dir),
-                "book_sha256": sha,
-                "as_of": f"{cfg.as_of:%Y-%m}",
-                "model": name,
-                "model_version": bundle.version,
-                "reasons": reasons,
-                "chunk_loans": chunk_loans,
-                "shadow_version": shadow.model_version if shadow else "",
-            }
-        )
-        c = summary["counts"]
-        metrics = {
-            **{f"count_{k}": v for k, v in c.items()},
-            "psi_score": summary["psi"]["score"],
-            "mean_pd": summary["mean_pd"] or 0.0,
-            "watchlist_loans": summary["watchlist"]["loans"],
-            "watchlist_exposure": summary["watchlist"]["exposure"],
-            "seconds": took,
-            "loans_per_second": c["scored"] / took,
-            "pipeline_seconds": pipeline,
-            "pipeline_loans_per_second": c["scored"] / pipeline,
-        }
-        metrics.update({f"psi_{f}": v for f, v in summary["psi"]["features"].items() if v == v})
-        if summary["shadow"]:
-            metrics["shadow_rank_correlation"] = summary["shadow"]["rank_correlation"]
-            metrics["shadow_red_overlap"] = summary["shadow"]["red_overlap"]
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(cfg.target / "summary.json"))
-    c, w, t = summary["counts"], summary["watchlist"], summary["tiers"]
+    log_batch_run(cfg, summary, sha, key, took, pipeline, artifact_root)
+    c, wl = summary["counts"], summary["watchlist"]
     out.print(
-        f"scored {c['scored']:,} of {c['loans_in_book']:,} loans at {cfg.as_of:%Y-%m} with {name} "
+        f"scored {c['scored']:,} of {c['loans_in_book']:,} loans at {cfg.as_of:%Y-%m} with {ref.name} "
         f"v{bundle.version} in {took:.1f}s ({c['scored'] / took:,.0f} loans/s): "
         f"{c['not_performing']:,} not performing, {c['rejected']:,} rejected"
     )
+    for name, lst in summary["lists"].items():
+        out.print(
+            f"{name.replace('_', ' ')}: {lst['loans']:,} loans, "
+            f"red {lst['red']:,} ({lst['red_share']:.2%} of the "
+            f"list, capacity {lst['red_capacity']:.0%}), amber {lst['amber']:,} ({lst['amber_share']:.2%}, "
+            f"capacity {lst['amber_capacity']:.0%})"
+        )
     out.print(
-        f"watchlist: {w['loans']:,} loans (red {t['red']:,}, amber {t['amber']:,}), exposure "
-        f"{w['exposure']:,.0f} of {w['book_exposure']:,.0f}; new {w['new']}, tier up {w['tier_up']}, "
-        f"tier down {w['tier_down']}, left {w['left_the_list']}"
+        f"watchlist: {wl['loans']:,} loans, exposure {wl['exposure']:,.0f} of {wl['book_exposure']:,.0f}; "
+        f"new {wl['new']}, tier up {wl['tier_up']}, tier down {wl['tier_down']}, left {wl['left_the_list']}"
     )
     shifted = ", ".join(summary["psi"]["shifted_above_0.25"]) or "none"
     out.print(f"score PSI {summary['psi']['score']:.4f}; features shifted (PSI > 0.25): {shifted}")
@@ -632,6 +712,8 @@ def score_book_cmd(
             f"{sh['rank_correlation']:.4f}, red overlap {sh['red_overlap']:.2%}"
         )
     out.print(f"outputs in {cfg.target}")
+    if c["rejected"] or c.get("orphan_rows_rejected"):
+        raise typer.Exit(EXIT_REJECTS)
 
 
 if __name__ == "__main__":  # pragma: no cover

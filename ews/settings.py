@@ -8,12 +8,9 @@ from serving.settings import ServingSettings
 
 
 class Settings(ServingSettings):
-    """Where things live and the demo defaults, plus the serving settings (model, reference, book)."""
+    """Where things live, plus the serving settings (model, reference, book, reject limit)."""
 
     data_dir: Path = Path("data")
-    demo_loans: int = 20_000
-    demo_months: int = 48
-    seed: int = 7
     user: str = ""  # who is recorded in the audit log (default: the login name)
 
     @property

@@ -6,6 +6,7 @@ turns the raw tables into a typed `Book`. Nothing here coerces a bad value silen
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -131,6 +132,11 @@ def read_parquet(path: Path, filters: list | None = None) -> pd.DataFrame:
     return pq.read_table(path, filters=filters).to_pandas(date_as_object=False)
 
 
+def read_parquet_columns(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Some columns of a Parquet table file (dates as datetime64)."""
+    return pq.read_table(path, columns=columns).to_pandas(date_as_object=False)
+
+
 def to_arrow(name: str, df: pd.DataFrame) -> pa.Table:
     """Arrow table of a typed frame in the contract's column order and types."""
     schema = arrow_schema(name)
@@ -192,3 +198,15 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
+
+
+def book_fingerprint(book_dir: Path) -> str:
+    """SHA-256 over the five table files (name and bytes): the data a model was trained on."""
+    h = hashlib.sha256()
+    for p in sorted(Path(book_dir).glob("*")):
+        if p.stem in TABLE_NAMES:
+            h.update(p.name.encode())
+            with p.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()

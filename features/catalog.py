@@ -1,8 +1,12 @@
-"""Every model feature, declared once: dtype, plain-language name, reason text and risk direction.
+"""Every model feature, declared once: dtype, concept, plain-language name, reason text, risk direction.
 
 `direction` is +1 when a higher value means more risk, -1 when less, 0 when there is no expected
 direction; training turns it into LightGBM monotone constraints and validation checks the fitted model
-honours it. `reason` is a format string over `value` used for the reason codes of the scorer.
+honours it. `concept` groups features for reason codes (a concept's contribution is the sum of its
+features' SHAP values). `reason` is a format string over `value` that words the feature when it explains
+a score; `telling` is False for features that may move a score but are never worth telling an officer
+(an operational attribute, a data-quality flag). A missing value is never a reason: `reason_text` gives
+None for it.
 """
 
 from __future__ import annotations
@@ -11,26 +15,40 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-Family = Literal["borrower", "loan", "collateral", "behaviour"]
 HISTORY_MONTHS = 24  # the service needs this much history to reproduce the book-wide features exactly
+
+CONCEPTS: dict[str, str] = {
+    "arrears": "Arrears now",
+    "payment_history": "Payment history",
+    "cure_history": "Past default",
+    "utilisation": "Use of the credit line",
+    "collateral": "Collateral and loan-to-value",
+    "house_prices": "House-price trend",
+    "affordability": "Affordability",
+    "borrower": "Borrower profile",
+    "loan_structure": "Loan structure",
+    "portfolio": "Portfolio context",
+}
+ARREARS_CONCEPTS = ("arrears", "payment_history")
 
 
 @dataclass(frozen=True)
 class Feature:
     name: str
     dtype: Literal["num", "cat"]
-    family: Family
+    concept: str
     title: str
     reason: str
     direction: int = 0
-    exact: tuple[tuple[float, str], ...] = ()  # values that read better as their own sentence
+    exact: tuple[tuple[object, str], ...] = ()  # values that read better as their own sentence
+    telling: bool = True
 
-    def reason_text(self, value: object) -> str:
-        """The reason sentence for this feature's value, e.g. 'Loan-to-value is 84% ...'.
+    def reason_text(self, value: object) -> str | None:
+        """The reason sentence for this feature's value, e.g. 'Loan-to-value is 84% ...'; None if missing.
 
         `{s}` in the template is the plural ending: '1 missed payment', '2 missed payments'."""
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            return f"{self.title}: not available"
+            return None
         for v, text in self.exact:
             if value == v:
                 return text
@@ -40,228 +58,157 @@ class Feature:
             return f"{self.title}: {value}"
 
 
+def _n(name, concept, title, reason, direction=0, exact=(), telling=True) -> Feature:
+    return Feature(name, "num", concept, title, reason, direction, exact, telling)
+
+
+def _c(name, concept, title, reason, exact=(), telling=True) -> Feature:
+    return Feature(name, "cat", concept, title, reason, 0, exact, telling)
+
+
 FEATURES: tuple[Feature, ...] = (
     # borrower
-    Feature("borrower_type", "cat", "borrower", "Borrower type", "Borrower is a {value}"),
-    Feature("industry", "cat", "borrower", "Industry", "Industry {value} is under stress"),
-    Feature("age", "num", "borrower", "Borrower age", "Borrower aged {value:.0f}"),
-    Feature("annual_income", "num", "borrower", "Declared income", "Declared income of {value:,.0f}", -1),
-    Feature(
-        "bureau_score", "num", "borrower", "Bureau score", "Bureau score of {value:.0f} at origination", -1
+    _c(
+        "borrower_type",
+        "borrower",
+        "Borrower type",
+        "Borrower type {value}",
+        exact=(
+            ("individual", "Individual borrower"),
+            ("micro_business_owner", "Micro-business owner"),
+            ("sme", "Small or medium enterprise"),
+        ),
     ),
-    Feature(
-        "years_in_business", "num", "borrower", "Years in business", "Business only {value:.1f} years old", -1
-    ),
+    _c("industry", "borrower", "Industry", "Works in {value}, a higher-risk industry in this model"),
+    _n("age", "borrower", "Borrower age", "Borrower aged {value:.0f}"),
+    _n("annual_income", "affordability", "Declared income", "Declared income of {value:,.0f}", -1),
+    _n("bureau_score", "borrower", "Bureau score", "Bureau score of {value:.0f} at origination", -1),
+    _n("years_in_business", "borrower", "Years in business", "Business only {value:.1f} years old", -1),
     # loan
-    Feature("product", "cat", "loan", "Product", "Product {value}"),
-    Feature("repayment_type", "cat", "loan", "Repayment type", "Repayment type {value}"),
-    Feature("city_tier", "cat", "loan", "City tier", "Located in a {value} city"),
-    Feature("funding_partner", "cat", "loan", "Funding partner", "Funded with {value}"),
-    Feature("months_on_book", "num", "loan", "Months on book", "{value:.0f} month{s} on book"),
-    Feature("remaining_term", "num", "loan", "Remaining term", "{value:.0f} month{s} to maturity"),
-    Feature(
-        "balance_ratio", "num", "loan", "Balance over principal", "Balance is {value:.0%} of the amount lent"
+    _c("product", "loan_structure", "Product", "Product: {value}"),
+    _c("repayment_type", "loan_structure", "Repayment type", "Repayment: {value}"),
+    _c("city_tier", "loan_structure", "City tier", "Located in a {value} city"),
+    _c("funding_partner", "loan_structure", "Funding partner", "Funded with {value}", telling=False),
+    _n("months_on_book", "loan_structure", "Months on book", "{value:.0f} month{s} on book"),
+    _n("remaining_term", "loan_structure", "Remaining term", "{value:.0f} month{s} to maturity"),
+    _n(
+        "balance_ratio",
+        "loan_structure",
+        "Balance over principal",
+        "Balance is {value:.0%} of the amount lent",
     ),
-    Feature("interest_rate", "num", "loan", "Interest rate", "Priced at {value:.1%} a year", 1),
-    Feature(
+    _n(
+        "history_months",
+        "loan_structure",
+        "Months of history",
+        "{value:.0f} month{s} of history",
+        0,
+        (),
+        False,
+    ),
+    _n("interest_rate", "affordability", "Interest rate", "Priced at {value:.1%} a year", 1),
+    _n(
         "payment_to_income",
-        "num",
-        "loan",
+        "affordability",
         "Payment to income",
         "Installments take {value:.0%} of declared income",
         1,
     ),
-    Feature(
+    _n(
         "lien_position",
-        "num",
-        "loan",
+        "collateral",
         "Lien position",
         "Lien {value:.0f}, behind prior lenders",
         1,
         exact=((1.0, "First lien"), (2.0, "Second lien, behind a prior lender")),
     ),
     # collateral
-    Feature("property_type", "cat", "collateral", "Property type", "Collateral is {value} property"),
-    Feature(
+    _c("property_type", "collateral", "Property type", "Collateral is {value} property"),
+    _n(
         "indexed_value",
-        "num",
         "collateral",
         "Indexed collateral value",
         "Collateral now worth {value:,.0f} on the house-price index",
     ),
-    Feature(
+    _n(
         "current_ltv",
-        "num",
         "collateral",
         "Loan-to-value",
         "Loan-to-value is {value:.0%} on today's house prices",
         1,
     ),
-    Feature(
+    _n(
         "combined_ltv",
-        "num",
         "collateral",
         "Combined loan-to-value",
         "Loan-to-value with prior liens is {value:.0%} on today's house prices",
         1,
     ),
-    Feature(
+    _n(
         "ltv_change",
-        "num",
         "collateral",
         "Change in combined LTV",
         "Loan-to-value has moved {value:+.0%} since origination as house prices changed",
         1,
     ),
-    Feature(
-        "hpi_change_6m",
-        "num",
+    _n(
+        "hpi_missing",
         "collateral",
+        "No price index",
+        "No house-price index for the collateral's city: valued at appraisal",
+        telling=False,
+    ),
+    _n(
+        "hpi_change_6m",
+        "house_prices",
         "House prices, 6 months",
         "House prices in the collateral's city moved {value:+.1%} in 6 months",
         -1,
     ),
-    Feature(
+    _n(
         "hpi_change_12m",
-        "num",
-        "collateral",
+        "house_prices",
         "House prices, 12 months",
         "House prices in the collateral's city moved {value:+.1%} in 12 months",
         -1,
     ),
-    Feature(
-        "hpi_missing",
-        "num",
-        "collateral",
-        "No price index",
-        "No house-price index for the collateral's city: valued at appraisal",
+    _n(
+        "local_hpi_change_12m",
+        "house_prices",
+        "Local house prices, 12 months",
+        "House prices in the borrower's city moved {value:+.1%} in 12 months",
+        -1,
     ),
-    # repayment behaviour
-    Feature("dpd_now", "num", "behaviour", "Days past due", "{value:.0f} day{s} past due now", 1),
-    Feature(
-        "max_dpd_3m",
-        "num",
-        "behaviour",
-        "Worst DPD, 3 months",
-        "Up to {value:.0f} day{s} past due in 3 months",
-        1,
-    ),
-    Feature(
-        "max_dpd_6m",
-        "num",
-        "behaviour",
-        "Worst DPD, 6 months",
-        "Up to {value:.0f} day{s} past due in 6 months",
-        1,
-    ),
-    Feature(
-        "max_dpd_12m",
-        "num",
-        "behaviour",
-        "Worst DPD, 12 months",
-        "Up to {value:.0f} day{s} past due in 12 months",
-        1,
-    ),
-    Feature(
-        "months_30plus_6m",
-        "num",
-        "behaviour",
-        "Months 30+ DPD, 6 months",
-        "{value:.0f} month{s} 30+ days past due in the last 6",
-        1,
-    ),
-    Feature(
-        "months_30plus_12m",
-        "num",
-        "behaviour",
-        "Months 30+ DPD, 12 months",
-        "{value:.0f} month{s} 30+ days past due in the last 12",
-        1,
-    ),
-    Feature(
+    # arrears now
+    _n("dpd_now", "arrears", "Days past due", "{value:.0f} day{s} past due now", 1),
+    _n("max_dpd_3m", "arrears", "Worst DPD, 3 months", "Up to {value:.0f} day{s} past due in 3 months", 1),
+    _n(
         "months_delinquent_3m",
-        "num",
-        "behaviour",
+        "arrears",
         "Months delinquent, 3 months",
         "{value:.0f} month{s} behind on payments in the last 3",
         1,
     ),
-    Feature(
-        "months_delinquent_12m",
-        "num",
-        "behaviour",
-        "Months delinquent, 12 months",
-        "{value:.0f} month{s} behind on payments in the last 12",
-        1,
-    ),
-    Feature(
+    _n(
         "missed_payments_3m",
-        "num",
-        "behaviour",
+        "arrears",
         "Missed payments, 3 months",
         "{value:.0f} missed payment{s} in the last 3 months",
         1,
     ),
-    Feature(
-        "missed_payments_6m",
-        "num",
-        "behaviour",
-        "Missed payments, 6 months",
-        "{value:.0f} missed payment{s} in the last 6 months",
-        1,
+    _n(
+        "pay_ratio_1m", "arrears", "Paid of due, 1 month", "Paid {value:.0%} of the amount due this month", -1
     ),
-    Feature(
-        "partial_payments_6m",
-        "num",
-        "behaviour",
-        "Partial payments, 6 months",
-        "{value:.0f} partial payment{s} in the last 6 months",
-        1,
-    ),
-    Feature(
-        "partial_payments_12m",
-        "num",
-        "behaviour",
-        "Partial payments, 12 months",
-        "{value:.0f} partial payment{s} in the last 12 months",
-        1,
-    ),
-    Feature(
-        "pay_ratio_1m",
-        "num",
-        "behaviour",
-        "Paid of due, 1 month",
-        "Paid {value:.0%} of the amount due this month",
-        -1,
-    ),
-    Feature(
+    _n(
         "pay_ratio_3m",
-        "num",
-        "behaviour",
+        "arrears",
         "Paid of due, 3 months",
         "Paid {value:.0%} of the amounts due over 3 months",
         -1,
     ),
-    Feature(
-        "pay_ratio_6m",
-        "num",
-        "behaviour",
-        "Paid of due, 6 months",
-        "Paid {value:.0%} of the amounts due over 6 months",
-        -1,
-    ),
-    Feature(
-        "pay_ratio_12m",
-        "num",
-        "behaviour",
-        "Paid of due, 12 months",
-        "Paid {value:.0%} of the amounts due over 12 months",
-        -1,
-    ),
-    Feature(
+    _n(
         "months_since_delinquency",
-        "num",
-        "behaviour",
+        "arrears",
         "Months since last delinquency",
         "Last behind on payments {value:.0f} month{s} ago",
         -1,
@@ -270,33 +217,196 @@ FEATURES: tuple[Feature, ...] = (
             (float(HISTORY_MONTHS), f"Not behind on payments in the last {HISTORY_MONTHS} months"),
         ),
     ),
-    Feature(
+    # payment history
+    _n(
+        "max_dpd_6m",
+        "payment_history",
+        "Worst DPD, 6 months",
+        "Up to {value:.0f} day{s} past due in 6 months",
+        1,
+    ),
+    _n(
+        "max_dpd_12m",
+        "payment_history",
+        "Worst DPD, 12 months",
+        "Up to {value:.0f} day{s} past due in 12 months",
+        1,
+    ),
+    _n(
+        "months_30plus_6m",
+        "payment_history",
+        "Months 30+ DPD, 6 months",
+        "{value:.0f} month{s} 30+ days past due in the last 6",
+        1,
+    ),
+    _n(
+        "months_30plus_12m",
+        "payment_history",
+        "Months 30+ DPD, 12 months",
+        "{value:.0f} month{s} 30+ days past due in the last 12",
+        1,
+    ),
+    _n(
+        "months_delinquent_12m",
+        "payment_history",
+        "Months delinquent, 12 months",
+        "{value:.0f} month{s} behind on payments in the last 12",
+        1,
+    ),
+    _n(
+        "missed_payments_6m",
+        "payment_history",
+        "Missed payments, 6 months",
+        "{value:.0f} missed payment{s} in the last 6 months",
+        1,
+    ),
+    _n(
+        "partial_payments_6m",
+        "payment_history",
+        "Partial payments, 6 months",
+        "{value:.0f} partial payment{s} in the last 6 months",
+        1,
+    ),
+    _n(
+        "partial_payments_12m",
+        "payment_history",
+        "Partial payments, 12 months",
+        "{value:.0f} partial payment{s} in the last 12 months",
+        1,
+    ),
+    _n(
+        "pay_ratio_6m",
+        "payment_history",
+        "Paid of due, 6 months",
+        "Paid {value:.0%} of the amounts due over 6 months",
+        -1,
+    ),
+    _n(
+        "pay_ratio_12m",
+        "payment_history",
+        "Paid of due, 12 months",
+        "Paid {value:.0%} of the amounts due over 12 months",
+        -1,
+    ),
+    _n(
         "restructured_24m",
-        "num",
-        "behaviour",
+        "payment_history",
         "Restructurings, 24 months",
         "Restructured {value:.0f} times in the last 24 months",
         1,
         exact=((1.0, "Restructured once in the last 24 months"),),
     ),
-    Feature(
+    _n(
         "balance_trend_6m",
-        "num",
-        "behaviour",
+        "payment_history",
         "Balance trend, 6 months",
         "Balance changed {value:+.1%} over 6 months",
+        1,
     ),
-    Feature(
+    _n(
         "missing_months_12m",
-        "num",
-        "behaviour",
+        "payment_history",
         "Unreported months, 12 months",
         "{value:.0f} month{s} without a servicing report in the last 12",
+        telling=False,
+    ),
+    # cure history
+    _n(
+        "defaulted_24m",
+        "cure_history",
+        "Defaulted in 24 months",
+        "In default within the last 24 months",
+        1,
+        exact=((0.0, "Not in default in the last 24 months"),),
+    ),
+    _n(
+        "months_since_cure",
+        "cure_history",
+        "Months since cure",
+        "Cured from default {value:.0f} month{s} ago",
+        -1,
+    ),
+    _n(
+        "default_episodes_24m",
+        "cure_history",
+        "Default episodes, 24 months",
+        "{value:.0f} default episode{s} in the last 24 months",
+        1,
+    ),
+    # revolving credit lines (cards): `principal` is the credit limit
+    _n("utilisation", "utilisation", "Utilisation", "Using {value:.0%} of the credit limit", 1),
+    _n(
+        "utilisation_change_3m",
+        "utilisation",
+        "Utilisation change, 3 months",
+        "Use of the credit limit moved {value:+.0%} in 3 months",
+        1,
+    ),
+    _n(
+        "payment_to_balance_3m",
+        "utilisation",
+        "Paid of statement balance, 3 months",
+        "Paid {value:.0%} of the statement balances over 3 months",
+        -1,
+    ),
+    _n(
+        "min_payment_months_6m",
+        "utilisation",
+        "Minimum-payment months, 6 months",
+        "Paid only the minimum in {value:.0f} of the last 6 months",
+        1,
+    ),
+    _n(
+        "strain_months_6m",
+        "utilisation",
+        "Months borrowing more while paying the minimum, 6 months",
+        "Balance grew while paying the minimum or less in {value:.0f} of the last 6 months",
+        1,
+    ),
+    # portfolio context (features.context)
+    _n(
+        "book_arrears_rate",
+        "portfolio",
+        "Book arrears rate",
+        "{value:.1%} of the book is behind on payments now",
+        1,
+    ),
+    _n(
+        "book_arrears_change_6m",
+        "portfolio",
+        "Book arrears change, 6 months",
+        "The book's arrears rate moved {value:+.1%} in 6 months",
+        1,
+    ),
+    _n(
+        "book_roll_rate_3m",
+        "portfolio",
+        "Book roll rate, 3 months",
+        "{value:.1%} of current loans fell behind each month lately",
+        1,
+    ),
+    _n(
+        "book_roll_rate_change_3m",
+        "portfolio",
+        "Book roll rate change, 3 months",
+        "The share of current loans falling behind moved {value:+.1%} in 3 months",
+        1,
+    ),
+    _n(
+        "industry_arrears_rate",
+        "portfolio",
+        "Industry arrears rate",
+        "{value:.1%} of loans in the borrower's industry are behind now",
+        1,
+    ),
+    _n(
+        "industry_roll_rate_3m",
+        "portfolio",
+        "Industry roll rate, 3 months",
+        "{value:.1%} of current loans in the borrower's industry fell behind each month lately",
+        1,
     ),
 )
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
-CATEGORICAL: tuple[str, ...] = tuple(f.name for f in FEATURES if f.dtype == "cat")
-NUMERIC: tuple[str, ...] = tuple(f.name for f in FEATURES if f.dtype == "num")
-KEY_COLUMNS = ("loan_id", "as_of")

@@ -2,8 +2,10 @@
 
 Static tables (borrowers, loans, collateral, house prices) are read once; performance is read one range
 of loan ids at a time (Parquet row-group statistics skip the rest), so memory follows the chunk size,
-not the book. Each partition is validated on its own, so the caller sees the typed sub-book and the
-problems of exactly those loans.
+not the book. The ranges tile the whole id axis (the first open below, the last open above), so a row
+whose loan id sorts outside the loans table's ids still lands in a partition, where validation reports it
+as a row of no loan. Each partition is validated on its own, so the caller sees the typed sub-book and
+the problems of exactly those loans.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
-from features.book import find_table_file, isin, read_parquet, read_raw_tables
+from features.book import find_table_file, isin, read_parquet, read_parquet_columns, read_raw_tables
 from features.validation import ValidationReport, validate_tables
 
 log = logging.getLogger(__name__)
@@ -37,22 +41,19 @@ def iter_book_chunks(folder: str | Path, chunk_loans: int = 50_000) -> Iterator[
         yield validate_tables({**static, "performance": pd.DataFrame()}, missing)
         return
     ids = pd.Series(loans["loan_id"].dropna().astype(str).unique()).sort_values(ignore_index=True)
-    whole_perf = (
-        None
-        if perf_path.suffix == ".parquet"
-        else read_raw_tables(folder, ("performance",))[0]["performance"]
-    )
-    if len(ids) == 0:
-        yield validate_tables({**static, "performance": pd.DataFrame()}, missing)
-        return
-    for lo in range(0, len(ids), chunk_loans):
-        chunk = ids.iloc[lo : lo + chunk_loans]
-        first, last = chunk.iloc[0], chunk.iloc[-1]
+    whole_perf = None if perf_path.suffix == ".parquet" else read_raw_tables(folder, ("performance",))[0]
+    whole_perf = whole_perf["performance"] if whole_perf is not None else None
+    starts = ids.iloc[::chunk_loans].tolist() if len(ids) else [None]
+    bounds = [
+        (None if k == 0 else lo, starts[k + 1] if k + 1 < len(starts) else None)
+        for k, lo in enumerate(starts)
+    ]
+    for lo, hi in bounds:
         if whole_perf is None:
-            perf = read_parquet(perf_path, filters=[("loan_id", ">=", first), ("loan_id", "<=", last)])
+            perf = read_parquet(perf_path, filters=_range_filter(lo, hi))
         else:
-            perf = whole_perf[whole_perf["loan_id"].astype(str).between(first, last)]
-        sub_loans = loans[loans["loan_id"].astype(str).between(first, last)]
+            perf = whole_perf[_in_range(whole_perf["loan_id"], lo, hi)]
+        sub_loans = loans[_in_range(loans["loan_id"], lo, hi)]
         raw = {
             "borrowers": _subset(static.get("borrowers"), "borrower_id", sub_loans.get("borrower_id")),
             "loans": sub_loans,
@@ -63,7 +64,68 @@ def iter_book_chunks(folder: str | Path, chunk_loans: int = 50_000) -> Iterator[
         yield validate_tables({k: v for k, v in raw.items() if v is not None}, missing)
 
 
+def _range_filter(lo: str | None, hi: str | None):
+    """The Arrow filter of `_in_range` (a missing id in the first range)."""
+    f = pc.field("loan_id")
+    if lo is None:
+        return None if hi is None else (f < hi) | f.is_null()
+    return (f >= lo) if hi is None else (f >= lo) & (f < hi)
+
+
+def _in_range(values: pd.Series, lo: str | None, hi: str | None) -> np.ndarray:
+    """lo <= id < hi as text (None: open); a missing id belongs to the first range."""
+    s = values.astype("string")
+    ok = np.ones(len(s), dtype=bool)
+    if lo is not None:
+        ok &= (s >= lo).fillna(False).to_numpy(dtype=bool)
+    if hi is not None:
+        ok &= (s < hi).fillna(lo is None).to_numpy(dtype=bool)
+    return ok
+
+
 def _subset(df: pd.DataFrame | None, key: str, values: pd.Series | None) -> pd.DataFrame | None:
     if df is None or values is None or key not in df.columns:
         return df
     return df[isin(df[key], values.dropna())]
+
+
+def book_context(folder: str | Path) -> pd.DataFrame:
+    """The book's portfolio context table (`features.context`), from one read of the four columns it needs.
+
+    Rows that do not parse are ignored here; the loans they belong to are set aside by validation."""
+    from features.context import context_table
+
+    folder = Path(folder)
+    static, _ = read_raw_tables(folder, ("borrowers", "loans"))
+    perf_path = find_table_file(folder, "performance")
+    if perf_path is None or "loans" not in static or "borrowers" not in static:
+        return context_table(
+            pd.DataFrame(columns=CONTEXT_COLUMNS),
+            pd.DataFrame(columns=["loan_id", "borrower_id"]),
+            pd.DataFrame(columns=["borrower_id", "industry"]),
+        )
+    if perf_path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        names = pq.ParquetFile(perf_path).schema_arrow.names
+        perf = read_parquet_columns(perf_path, [c for c in CONTEXT_COLUMNS if c in names])
+    else:
+        perf = pd.read_csv(
+            perf_path,
+            dtype=str,
+            usecols=lambda c: c in CONTEXT_COLUMNS,
+            keep_default_na=False,
+            na_values=[""],
+        )
+    for c in CONTEXT_COLUMNS:
+        if c not in perf.columns:
+            perf[c] = pd.NA
+    loans, borrowers = static["loans"], static["borrowers"]
+    for df, cols in ((loans, ("loan_id", "borrower_id")), (borrowers, ("borrower_id", "industry"))):
+        for c in cols:
+            if c not in df.columns:
+                df[c] = pd.NA
+    return context_table(perf, loans, borrowers)
+
+
+CONTEXT_COLUMNS = ("loan_id", "month", "days_past_due", "status")

@@ -1,62 +1,133 @@
-"""The default event, the performing population and the horizon label (DESIGN.md §3).
+"""The default event, the performing population and the horizon label (DESIGN.md §3), in one place.
 
-Month arithmetic is on integer month indices (`year * 12 + month - 1`), so a horizon of H months is
-exactly H calendar months whatever the day counts.
+- Default event: a month with days past due at or above the threshold, or a charge-off.
+- Performing at t: a row for t, status open, below the threshold, not in default or probation (no
+  event in the `probation` months up to t: a loan that cured comes back once it has stayed below the
+  threshold that long), and no close (paid off, charged off) earlier in the history window. Cured loans
+  are among the riskiest a lender holds, so they are scored, with their cure history as features.
+- Label of (loan, t) for horizon H: 1 if an event falls in (t, t+H] before any clean close; 0 if the
+  loan was observed through t+H or closed clean first; otherwise censored (-1).
+
+Everything is computed on the dense month grid of `features.grid`, on integer month indices, so a
+horizon of H months is exactly H calendar months. Only the last `HISTORY_MONTHS` months before t decide
+whether a loan performs at t, so a loan sent to the API with that much history is judged as in the book.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from features.months import month_index
+from features.catalog import HISTORY_MONTHS
+from features.grid import MonthGrid
+from features.months import as_month, month_index
 
 CENSORED = -1
+DEFAULT_PROBATION = 3
 
 
-def loan_outcomes(performance: pd.DataFrame, dpd_threshold: int = 90) -> pd.DataFrame:
-    """Per loan: first default month, last reported month, month paid off (month indices, NaN if none).
+@dataclass(frozen=True)
+class LabelRule:
+    """What counts as a default and when a cured loan performs again (parameters of a model spec)."""
 
-    The default event is the first month with days_past_due >= dpd_threshold or status charged_off.
-    """
-    if dpd_threshold <= 0:
-        raise ValueError(f"dpd_threshold must be positive, got {dpd_threshold}")
-    p = performance
-    m = month_index(p["month"])
-    event = (p["days_past_due"] >= dpd_threshold) | (p["status"] == "charged_off")
-    g = pd.DataFrame(
-        {
-            "loan_id": p["loan_id"].to_numpy(),
-            "m": m,
-            "ev": np.where(event, m, np.nan),
-            "po": np.where(p["status"] == "paid_off", m, np.nan),
-        }
+    dpd_threshold: int = 90
+    probation_months: int = DEFAULT_PROBATION
+
+    def __post_init__(self) -> None:
+        if self.dpd_threshold <= 0:
+            raise ValueError(f"dpd_threshold must be positive, got {self.dpd_threshold}")
+        if not 1 <= self.probation_months <= HISTORY_MONTHS:
+            raise ValueError(
+                f"probation_months must be between 1 and {HISTORY_MONTHS}, got {self.probation_months}"
+            )
+
+
+@dataclass
+class GridStates:
+    """The per-cell states every consumer needs, laid on one grid."""
+
+    grid: MonthGrid
+    dpd: np.ndarray
+    is_open: np.ndarray
+    event: np.ndarray
+    closed: np.ndarray
+    performing: np.ndarray
+
+
+def grid_states(performance: pd.DataFrame, rule: LabelRule, grid: MonthGrid | None = None) -> GridStates:
+    """Events, closes and the performing population on the book's month grid."""
+    g = grid or MonthGrid(performance)
+    status = performance["status"]
+    dpd = g.put("days_past_due")
+    is_open = g.flag(status == "open")
+    charged_off = g.flag(status == "charged_off")
+    closed = g.flag(status.isin(["paid_off", "charged_off"]))
+    with np.errstate(invalid="ignore"):
+        event = g.present & ((dpd >= rule.dpd_threshold) | charged_off)
+        below = dpd < rule.dpd_threshold
+    since_event = g.months_since(event, strictly_before=True)
+    since_close = g.months_since(closed, strictly_before=True)
+    performing = (
+        g.present & is_open & below & (since_event >= rule.probation_months) & (since_close >= HISTORY_MONTHS)
     )
-    agg = g.groupby("loan_id", sort=True).agg(
-        default_m=("ev", "min"), last_m=("m", "max"), paid_off_m=("po", "min")
-    )
-    return agg
+    return GridStates(g, dpd, is_open, event, closed, performing)
 
 
-def performing_mask(performance: pd.DataFrame, outcomes: pd.DataFrame, dpd_threshold: int = 90) -> pd.Series:
-    """Rows at which the loan is performing: open, below the threshold, never defaulted at or before."""
-    m = month_index(performance["month"])
-    dm = performance["loan_id"].map(outcomes["default_m"])
-    never = dm.isna() | (dm > m)
-    return (performance["status"] == "open") & (performance["days_past_due"] < dpd_threshold) & never
-
-
-def label_snapshots(loan_id: pd.Series, as_of: pd.Series, outcomes: pd.DataFrame, horizon: int) -> pd.Series:
-    """Label of each (loan, as-of month): 1 default in (t, t+H], 0 observed or paid off clean, -1 censored."""
+def label_cells(states: GridStates, cells: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label (1, 0 or -1 censored) and months to the event (NaN unless 1) of the given grid cells."""
     if horizon <= 0:
         raise ValueError(f"horizon must be positive, got {horizon}")
-    t = month_index(as_of)
-    o = outcomes.reindex(loan_id.to_numpy())
-    dm = o["default_m"].to_numpy()
-    last = o["last_m"].to_numpy()
-    po = o["paid_off_m"].to_numpy()
-    end = t + horizon
-    bad = (dm > t) & (dm <= end)
-    observed = (last >= end) | (po <= end)
-    lab = np.where(bad, 1, np.where(observed, 0, CENSORED))
-    return pd.Series(lab.astype(np.int8), index=loan_id.index, name="label")
+    g = states.grid
+    to_event = g.months_until(states.event)[cells]
+    to_close = g.months_until(states.closed)[cells]
+    to_end = (g.last[g.gloan] - g.gm)[cells]  # months the loan is observed after t
+    bad = (to_event <= horizon) & (to_event <= to_close)
+    observed = (to_end >= horizon) | (to_close <= horizon)
+    label = np.where(bad, 1, np.where(observed, 0, CENSORED)).astype(np.int8)
+    return label, np.where(bad, to_event, np.nan)
+
+
+def cells_of(grid: MonthGrid, loan_id: pd.Series | np.ndarray, as_of) -> np.ndarray:
+    """Grid cell of each (loan, month); -1 where the loan has no cell that month."""
+    code = grid.loan_index.get_indexer(pd.Index(np.asarray(loan_id)))
+    t = (
+        month_index(as_of)
+        if not np.isscalar(as_of)
+        else np.full(len(code), month_index([as_month(as_of)])[0])
+    )
+    c = np.maximum(code, 0)
+    ok = (code >= 0) & (t >= grid.first[c]) & (t <= grid.last[c])
+    return np.where(ok, grid.start[c] + (t - grid.first[c]), -1)
+
+
+def label_snapshots(
+    performance: pd.DataFrame, loan_id: pd.Series, as_of: pd.Series, rule: LabelRule, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label and months to the event of each (loan, as-of month) snapshot of the book's rows."""
+    if horizon <= 0:
+        raise ValueError(f"horizon must be positive, got {horizon}")
+    states = grid_states(performance, rule)
+    cells = cells_of(states.grid, loan_id, as_of)
+    if (cells < 0).any():
+        raise ValueError("a snapshot has no performance row for its loan and month")
+    return label_cells(states, cells, horizon)
+
+
+def performing_snapshots(performance: pd.DataFrame, rule: LabelRule, horizon: int) -> pd.DataFrame:
+    """Every performing (loan, month) with its label (censored ones included, label -1)."""
+    states = grid_states(performance, rule)
+    g = states.grid
+    cells = np.flatnonzero(states.performing)
+    label, ttd = label_cells(states, cells, horizon)
+    from features.months import index_to_month
+
+    return pd.DataFrame(
+        {
+            "loan_id": g.loan_index[g.gloan[cells]],
+            "month": index_to_month(g.gm[cells]),
+            "label": label,
+            "months_to_default": ttd,
+        }
+    )

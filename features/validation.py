@@ -1,9 +1,15 @@
 """Validation of a book against the contract of `features.schema`.
 
 `validate_tables` never stops at the first problem: it checks everything it can and returns every
-problem with the table, column, rule, count, a few example row ids and the loans each problem touches
-(so the nightly batch can reject those loans and score the rest). It also returns the typed `Book`,
-in which values that did not parse are missing, never guessed.
+problem with the table, column, rule, count, a few example row ids and the loans each problem touches.
+It also returns the typed `Book`, in which values that did not parse are missing, never guessed.
+
+Two severities (DESIGN.md §2). An error breaks the contract (a missing table or column, a wrong type,
+a broken key or foreign key, an impossible value): the loans it touches are set aside with their rule
+and every command goes on with the rest. A warning is a plausibility rule that coarse real servicing
+data breaks all the time (arrears rising faster than the calendar, rows reported after a loan closed):
+counted and shown, nothing set aside. Only a whole-book problem, or more loans set aside than the
+settings allow (`max_reject_share`), stops a command.
 """
 
 from __future__ import annotations
@@ -66,12 +72,61 @@ class ValidationReport:
         return any(p.whole_book for p in self.errors)
 
     def rejected_loans(self) -> dict[str, str]:
-        """Loan id → the first rule it broke, for every loan touched by an error."""
+        """Loan id → the first rule it broke, for every loan touched by an error (rows of no loan too)."""
         out: dict[str, str] = {}
         for p in self.errors:
             for lid in sorted(p.loan_ids):
                 out.setdefault(lid, f"{p.table}.{p.column or '*'}:{p.rule}")
         return out
+
+    def set_aside(self) -> SetAside:
+        """The book without the loans an error touches (and without rows of no loan), and what went."""
+        if self.unusable or self.book is None:
+            lines = "; ".join(p.describe() for p in self.errors if p.whole_book)
+            raise ValueError(f"the book cannot be used at all: {lines}")
+        book = self.book
+        rejected = self.rejected_loans()
+        ids = book.loans["loan_id"].dropna().astype(str)
+        bad = isin(ids, list(rejected)) if rejected else np.zeros(len(ids), dtype=bool)
+        in_table = set(ids[bad])
+        good = book.subset_loans(ids[~bad]) if self.errors else book
+        return SetAside(good, rejected, len(ids), len(in_table))
+
+
+@dataclass
+class SetAside:
+    """A book with the loans that break the contract set aside: what remains and what went (and why)."""
+
+    book: Book
+    rejected: dict[str, str]  # loan id -> first rule broken (ids not in the loans table included)
+    loans_in_book: int
+    loans_rejected: int  # of the loans table's loans
+
+    @property
+    def share(self) -> float:
+        return self.loans_rejected / self.loans_in_book if self.loans_in_book else 0.0
+
+    def by_rule(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for rule in self.rejected.values():
+            out[rule] = out.get(rule, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def describe(self) -> str:
+        rules = ", ".join(f"{r} {n}" for r, n in self.by_rule().items())
+        orphans = len(self.rejected) - self.loans_rejected
+        extra = f" and the rows of {orphans} loan ids not in the loans table" if orphans else ""
+        return f"set aside {self.loans_rejected:,} of {self.loans_in_book:,} loans{extra} ({rules})"
+
+
+def check_reject_share(loans_rejected: int, loans_in_book: int, max_share: float, what: str) -> None:
+    """Stop when more of the book breaks the contract than the settings allow (`max_reject_share`)."""
+    share = loans_rejected / loans_in_book if loans_in_book else 0.0
+    if share > max_share:
+        raise ValueError(
+            f"{what}: {loans_rejected:,} of {loans_in_book:,} loans ({share:.1%}) break the contract, more "
+            f"than the {max_share:.0%} allowed (EWS_MAX_REJECT_SHARE); fix the book or raise the limit"
+        )
 
 
 def _row_ids(table: str, df: pd.DataFrame) -> pd.Series:
@@ -339,8 +394,9 @@ def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) ->
         "performance",
         "days_past_due",
         "dpd_jump",
-        "days past due rose by more than the days elapsed since the previous row",
+        "days past due rose by more than the days elapsed since the previous row (coarse reporting?)",
         to_orig(bad_jump),
+        severity="warning",
     )
     closed = perf["status"].isin(["paid_off", "charged_off"]).to_numpy()[order].astype(np.int64)
     total = np.cumsum(closed) - closed  # closed rows strictly before, over the whole sorted table
@@ -349,8 +405,9 @@ def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) ->
         "performance",
         "status",
         "after_close",
-        "row after the loan was paid off or charged off",
+        "row after the loan was paid off or charged off (ignored: the loan is closed)",
         to_orig(same & (total - before_loan > 0)),
+        severity="warning",
     )
     if {"loan_id", "origination_date"} <= set(loans.columns) and not loans.empty:
         by_id = loans.drop_duplicates("loan_id").set_index("loan_id")["origination_date"]
@@ -427,13 +484,20 @@ def validate_folder(folder: str | Path) -> ValidationReport:
     return validate_tables(raw, missing)
 
 
-def load_book(folder: str | Path) -> Book:
-    """Read and validate a book; raise ValueError listing every error if it breaks the contract."""
+DEFAULT_MAX_REJECT_SHARE = 0.2
+
+
+def load_book(folder: str | Path, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> SetAside:
+    """Read and validate a book and set aside the loans that break the contract; ValueError if the book
+    cannot be used at all or more than `max_reject_share` of its loans break it."""
     report = validate_folder(folder)
-    if not report.ok:
-        lines = "\n".join(p.describe() for p in report.errors)
-        raise ValueError(f"book {str(folder)!r} breaks the contract:\n{lines}")
-    for w in report.warnings:
-        log.warning("%s", w.describe())
-    assert report.book is not None
-    return report.book
+    for p in report.problems:
+        (log.warning if p.severity == "error" else log.info)("%s", p.describe())
+    try:
+        kept = report.set_aside()
+    except ValueError as e:
+        raise ValueError(f"book {str(folder)!r}: {e}") from e
+    check_reject_share(kept.loans_rejected, kept.loans_in_book, max_reject_share, f"book {str(folder)!r}")
+    if kept.rejected:
+        log.warning("book %s: %s", folder, kept.describe())
+    return kept

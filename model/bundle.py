@@ -25,25 +25,33 @@ from model.spec import ModelSpec
 KNOWN_SCHEMA_VERSIONS = (SCHEMA_VERSION,)
 # master scale: grade g covers PDs up to GRADE_BANDS[g-1]; grade 10 is everything above the last band
 GRADE_BANDS = (0.0025, 0.005, 0.01, 0.02, 0.035, 0.06, 0.10, 0.18, 0.30)
+# a flagged loan is on the early-warning list (not in arrears at t) or the in-arrears list
+LISTS = ("early_warning", "in_arrears")
 
 
 @dataclass
 class Calibrator:
-    """Raw LightGBM score (log-odds) to PD: isotonic (piecewise linear interpolation) or Platt."""
+    """Raw LightGBM score (log-odds) to PD, never below the spec's PD floor.
+
+    `isotonic`: a monotone piecewise-linear map through the centroids of the isotonic fit's blocks (smooth,
+    strictly increasing between the end blocks, so nearby scores get nearby PDs); `platt`: a logistic map."""
 
     method: str  # "isotonic" or "platt"
     x: list[float] = field(default_factory=list)
     y: list[float] = field(default_factory=list)
     a: float = 1.0
     b: float = 0.0
+    floor: float = 0.0
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, dtype=float)
         if self.method == "isotonic":
-            return np.clip(np.interp(raw, self.x, self.y), 1e-6, 1 - 1e-6)
-        if self.method == "platt":
-            return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
-        raise ValueError(f"unknown calibration method {self.method!r}")
+            p = np.interp(raw, self.x, self.y)
+        elif self.method == "platt":
+            p = 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
+        else:
+            raise ValueError(f"unknown calibration method {self.method!r}")
+        return np.clip(p, max(self.floor, 1e-9), 1 - 1e-6)
 
 
 @dataclass(frozen=True)
@@ -104,12 +112,13 @@ class ModelBundle:
     booster: lgb.Booster
     encoder: FeatureEncoder
     calibrator: Calibrator
-    tier_thresholds: dict[str, float]  # {"red": pd, "amber": pd}
+    tier_thresholds: dict[str, dict[str, float]]  # list -> {"red": pd, "amber": pd}
     reference: dict[str, dict]  # feature name or "__score__" -> reference bins (features.stability)
     spec: dict
     catalog: dict[str, Feature] = field(default_factory=dict)  # the texts that word each feature's reason
     test_metrics: dict[str, float] = field(default_factory=dict)
     windows: dict[str, list[str]] = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # best iteration, tuned AUC, features left out and why
     grade_bands: tuple[float, ...] = GRADE_BANDS
     schema_version: str = SCHEMA_VERSION
     name: str = ""
@@ -154,13 +163,19 @@ class ModelBundle:
     def grade(self, pd_: np.ndarray) -> np.ndarray:
         return np.searchsorted(np.asarray(self.grade_bands), np.asarray(pd_), side="left") + 1
 
-    def tier(self, pd_: np.ndarray) -> np.ndarray:
-        pd_ = np.asarray(pd_)
-        return np.where(
-            pd_ >= self.tier_thresholds["red"],
-            "red",
-            np.where(pd_ >= self.tier_thresholds["amber"], "amber", "green"),
-        )
+    @staticmethod
+    def list_of(dpd_now: np.ndarray) -> np.ndarray:
+        """The list a score belongs to: in_arrears when any days past due at t, else early_warning."""
+        return np.where(np.asarray(dpd_now, dtype=float) > 0, LISTS[1], LISTS[0])
+
+    def tier(self, pd_: np.ndarray, lists: np.ndarray) -> np.ndarray:
+        """red / amber / green against the thresholds of each score's list."""
+        pd_, lists = np.asarray(pd_), np.asarray(lists)
+        out = np.full(len(pd_), "green", dtype=object)
+        for name, t in self.tier_thresholds.items():
+            m = lists == name
+            out[m] = np.where(pd_[m] >= t["red"], "red", np.where(pd_[m] >= t["amber"], "amber", "green"))
+        return out.astype(str)
 
     def reason_text(self, feature: str, value: object) -> str:
         return self.catalog[feature].reason_text(value)
@@ -185,6 +200,7 @@ class ModelBundle:
             "spec": self.spec,
             "test_metrics": self.test_metrics,
             "windows": self.windows,
+            "training": self.training,
             "booster_sha256": _sha256(booster_path),
         }
         (folder / "bundle.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=float))
@@ -225,6 +241,7 @@ class ModelBundle:
                 catalog=catalog,
                 test_metrics=meta.get("test_metrics", {}),
                 windows=meta.get("windows", {}),
+                training=meta.get("training", {}),
                 grade_bands=tuple(meta["grade_bands"]),
                 schema_version=meta["schema_version"],
                 name=meta.get("name", ""),

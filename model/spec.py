@@ -1,11 +1,12 @@
 """Model specs: text files in `models/` that say everything a model needs (label, windows, features, ...).
 
-A new model is a new spec, not new code: the 30+ DPD in 3 months early-deterioration model differs from
-the 12-month PD model only in its YAML file.
+A new model is a new spec, not new code: the 30+ DPD in 3 months early-deterioration model and the 30+
+DPD in 1 month card model differ from the 12-month PD model only in their YAML files.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.catalog import BY_NAME, FEATURE_NAMES
+from features.labels import LabelRule
+from features.months import as_month
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -23,19 +28,66 @@ class _Strict(BaseModel):
 class LabelSpec(_Strict):
     dpd_threshold: int = Field(90, gt=0)
     horizon_months: int = Field(12, gt=0)
+    probation_months: int = Field(
+        3, ge=1, le=24, description="months below the threshold before a cured loan is scored again"
+    )
+
+    @property
+    def rule(self) -> LabelRule:
+        return LabelRule(self.dpd_threshold, self.probation_months)
 
 
 class PopulationSpec(_Strict):
     current_only: bool = False
 
 
+def _month_text(v: str) -> str:
+    try:
+        return f"{as_month(v):%Y-%m}"
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{v!r} is not a month (YYYY-MM)") from e
+
+
 class WindowSpec(_Strict):
-    """As-of windows: explicit YYYY-MM ranges, or month counts back from the last labelled month."""
+    """As-of windows: month counts back from the test window's end, or explicit YYYY-MM ranges.
+
+    The test window ends at `test_end` (default: the last month whose horizon lies inside the book).
+    Early stopping and calibration use the calibration window: with `holdout_share` set, only a held-out
+    share of the loans (grouped by loan, seeded) in it, and the other loans train through it too, so the
+    model learns from the months nearest the test window. `calibration_months: 0` holds loans out over the
+    whole training window instead, for books with no room for a window of its own.
+    """
 
     test_months: int = Field(6, gt=0)
-    calibration_months: int = Field(6, gt=0)
+    calibration_months: int = Field(6, ge=0)
     train_months: int = Field(24, gt=0)
-    test_end: str | None = None  # default: the last month whose horizon lies inside the book
+    test_end: str | None = None
+    train: tuple[str, str] | None = None  # explicit ranges override the counts
+    calibration: tuple[str, str] | None = None
+    test: tuple[str, str] | None = None
+    holdout_share: float | None = Field(None, gt=0, lt=1)
+
+    @field_validator("test_end")
+    @classmethod
+    def _month(cls, v):
+        return None if v is None else _month_text(v)
+
+    @field_validator("train", "calibration", "test")
+    @classmethod
+    def _range(cls, v):
+        if v is None:
+            return v
+        a, b = _month_text(v[0]), _month_text(v[1])
+        if b < a:
+            raise ValueError(f"range {a}..{b} ends before it starts")
+        return (a, b)
+
+    @property
+    def holdout(self) -> float | None:
+        """The share of loans held out for early stopping and calibration (None: the whole window)."""
+        if self.calibration is None and self.calibration_months == 0:
+            return self.holdout_share or 0.25
+        return self.holdout_share
 
 
 class LightGBMSpec(_Strict):
@@ -48,12 +100,21 @@ class LightGBMSpec(_Strict):
     reg_lambda: float = 5.0
     n_estimators: int = 2000
     early_stopping_rounds: int = 100
+    early_stopping_metric: Literal["auc", "binary_logloss"] = "auc"  # AUC: blind to a level shift out of time
     monotone: bool = True  # enforce each feature's declared risk direction (off only for research)
 
 
 class TierSpec(_Strict):
+    """Review capacity: red is the riskiest `red_share`, amber the next `amber_share`, of each list
+    (early_warning: loans not in arrears at t; in_arrears: the rest), set on the calibration window."""
+
     red_share: float = Field(0.01, gt=0, lt=1)
     amber_share: float = Field(0.04, gt=0, lt=1)
+
+
+class CalibrationSpec(_Strict):
+    method: Literal["auto", "isotonic", "platt"] = "auto"  # auto: the lower out-of-fold Brier score
+    pd_floor: float = Field(0.0003, ge=0, lt=0.05)
 
 
 class GateSpec(_Strict):
@@ -61,6 +122,11 @@ class GateSpec(_Strict):
     max_ece: float = 0.01
     max_score_psi: float = 0.25
     min_auc: float = 0.75
+    # a degenerate model fails whatever its AUC
+    min_iterations: int = 10
+    min_distinct_pds: int = 50
+    max_watchlist_over_capacity: float = 1.5  # flagged share on the calibration window / capacity
+    min_tuned_auc: float = 0.5
 
 
 class ModelSpec(_Strict):
@@ -70,8 +136,12 @@ class ModelSpec(_Strict):
     population: PopulationSpec = PopulationSpec()
     windows: WindowSpec = WindowSpec()
     features: Literal["all"] | list[str] = "all"
+    exclude_features: list[str] = []
+    protected: list[str] = ["age"]  # never a reason code
+    exclude_protected: bool = False  # leave the protected attributes out of the model altogether
     lightgbm: LightGBMSpec = LightGBMSpec()
     seed: int = 7
+    calibration: CalibrationSpec = CalibrationSpec()
     tiers: TierSpec = TierSpec()
     gates: GateSpec = GateSpec()
 
@@ -80,48 +150,98 @@ class ModelSpec(_Strict):
     def _known_features(cls, v):
         if v == "all":
             return v
-        unknown = [f for f in v if f not in BY_NAME]
-        if unknown:
-            raise ValueError(f"unknown features {unknown}; see features/catalog.py")
-        return v
+        return _known(v)
+
+    @field_validator("exclude_features", "protected")
+    @classmethod
+    def _known_list(cls, v):
+        return _known(v)
 
     @property
     def feature_names(self) -> list[str]:
-        return list(FEATURE_NAMES) if self.features == "all" else list(self.features)
+        names = list(FEATURE_NAMES) if self.features == "all" else list(self.features)
+        drop = set(self.exclude_features) | (set(self.protected) if self.exclude_protected else set())
+        return [f for f in names if f not in drop]
 
-    def monotone_constraints(self) -> list[int]:
+    def monotone_constraints(self, names: list[str] | None = None) -> list[int]:
         """LightGBM monotone constraints from each feature's declared risk direction."""
+        names = names or self.feature_names
         if not self.lightgbm.monotone:
-            return [0] * len(self.feature_names)
-        return [BY_NAME[f].direction if BY_NAME[f].dtype == "num" else 0 for f in self.feature_names]
+            return [0] * len(names)
+        return [BY_NAME[f].direction if BY_NAME[f].dtype == "num" else 0 for f in names]
+
+
+def _known(v: list[str]) -> list[str]:
+    unknown = [f for f in v if f not in BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown features {unknown}; see features/catalog.py")
+    return v
 
 
 def load_spec(path: str | Path) -> ModelSpec:
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ValueError(f"model spec {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ValueError(f"model spec {str(path)!r} is not valid YAML: {e}") from e
-    return ModelSpec.model_validate(data)
+    try:
+        return ModelSpec.model_validate(data)
+    except ValueError as e:
+        raise ValueError(f"model spec {str(path)!r}: {e}") from e
 
 
-def resolve_windows(
-    spec: ModelSpec, book_last_month: pd.Timestamp
-) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
-    """Consecutive train / calibration / test as-of ranges ending at the last fully labelled month."""
-    w = spec.windows
-    last = pd.Timestamp(book_last_month).to_period("M")
-    test_end = pd.Period(w.test_end, "M") if w.test_end else last - spec.label.horizon_months
-    test_start = test_end - (w.test_months - 1)
-    cal_end = test_start - 1
-    cal_start = cal_end - (w.calibration_months - 1)
-    train_end = cal_start - 1
-    train_start = train_end - (w.train_months - 1)
+Windows = dict[str, tuple[pd.Timestamp, pd.Timestamp] | None]
+
+
+def resolve_windows(spec: ModelSpec, first_month: pd.Timestamp, last_month: pd.Timestamp) -> Windows:
+    """Consecutive train / calibration / test as-of ranges in a book observed first_month..last_month.
+
+    The calibration entry is None when the spec calibrates on held-out training loans. The train window
+    is clipped to the book's first month (with a log line); any window the book cannot fill (no month
+    with a complete label window, overlapping or out of order) is a ValueError naming it and why, raised
+    before any work."""
+    w, h = spec.windows, spec.label.horizon_months
+    first, last = pd.Timestamp(first_month).to_period("M"), pd.Timestamp(last_month).to_period("M")
+    labelled = last - h  # the last as-of month whose whole horizon lies inside the book
+    P = lambda s: pd.Period(s, "M")  # noqa: E731
+    test = (P(w.test[0]), P(w.test[1])) if w.test else None
+    if test is None:
+        end = P(w.test_end) if w.test_end else labelled
+        test = (end - (w.test_months - 1), end)
+    if w.calibration:
+        cal = (P(w.calibration[0]), P(w.calibration[1]))
+    elif w.calibration_months:
+        cal = (test[0] - w.calibration_months, test[0] - 1)
+    else:
+        cal = None
+    before = cal[0] if cal else test[0]
+    train = (P(w.train[0]), P(w.train[1])) if w.train else (before - w.train_months, before - 1)
+    span = f"the book has months {first}..{last} and a {h}-month label is complete up to {labelled}"
+    if test[1] > labelled:
+        raise ValueError(f"the test window {test[0]}..{test[1]} ends after {labelled}: {span}")
+    order = [("train", train), ("calibration", cal), ("test", test)]
+    present = [(n, r) for n, r in order if r is not None]
+    for (n1, r1), (n2, r2) in zip(present, present[1:], strict=False):
+        if r1[1] >= r2[0]:
+            raise ValueError(
+                f"the {n1} window {r1[0]}..{r1[1]} overlaps or follows the {n2} window {r2[0]}..{r2[1]}"
+            )
+    for name, r in present:
+        if r[1] < first:
+            raise ValueError(f"the {name} window {r[0]}..{r[1]} lies before the book: {span}")
+    if train[0] < first:
+        log.info(
+            "train window %s..%s starts before the book; using %s..%s", train[0], train[1], first, train[1]
+        )
+        train = (first, train[1])
+    for name, r in (("calibration", cal), ("test", test)):
+        if r is not None and r[0] < first:
+            raise ValueError(f"the {name} window {r[0]}..{r[1]} starts before the book: {span}")
     ts = lambda p: p.to_timestamp()  # noqa: E731
     return {
-        "train": (ts(train_start), ts(train_end)),
-        "calibration": (ts(cal_start), ts(cal_end)),
-        "test": (ts(test_start), ts(test_end)),
+        "train": (ts(train[0]), ts(train[1])),
+        "calibration": (ts(cal[0]), ts(cal[1])) if cal else None,
+        "test": (ts(test[0]), ts(test[1])),
     }

@@ -167,10 +167,13 @@ class LoanInput(_Strict):
 
 
 class Reason(BaseModel):
-    feature: str = Field(description="Model feature name.")
-    title: str = Field(description="Plain-language name of the feature.")
-    value: float | str | None = Field(description="The loan's value of the feature.")
-    contribution: float = Field(description="SHAP contribution to the raw score (log-odds).")
+    concept: str = Field(description="Reason concept (arrears, payment_history, collateral, ...).")
+    title: str = Field(description="Plain-language name of the concept.")
+    feature: str = Field(description="The model feature the sentence tells first.")
+    value: float | str | None = Field(description="The loan's value of that feature.")
+    contribution: float = Field(
+        description="The concept's contribution to the raw score: the sum of its features' SHAP values."
+    )
     text: str = Field(description="The reason as a sentence for a credit officer.")
 
 
@@ -181,7 +184,10 @@ class ScoreResponse(BaseModel):
     as_of: str = Field(description="Month scored (YYYY-MM).")
     pd: float = Field(description="Calibrated probability of the label event within the horizon.")
     grade: int = Field(description="Master-scale grade, 1 (best) to 10.")
-    tier: Literal["red", "amber", "green"] = Field(description="Review tier from the model's thresholds.")
+    watch_list: Literal["early_warning", "in_arrears"] = Field(
+        description="early_warning: not in arrears at as_of; in_arrears: days past due now."
+    )
+    tier: Literal["red", "amber", "green"] = Field(description="Review tier against the list's thresholds.")
     raw_score: float = Field(description="LightGBM raw score (log-odds) before calibration.")
     reasons: list[Reason] = Field(description="Top features pushing the risk up, largest first.")
     unknown_categories: list[str] = Field(
@@ -204,6 +210,9 @@ class ExplainResponse(BaseModel):
     raw_score: float = Field(description="base_value + sum of contributions.")
     pd: float
     contributions: dict[str, float] = Field(description="SHAP contribution of every feature (log-odds).")
+    concepts: dict[str, float] = Field(
+        description="Each reason concept's contribution: the sum of its features' (protected ones apart)."
+    )
     values: dict[str, float | str | None] = Field(description="The loan's feature values.")
 
 
@@ -216,7 +225,9 @@ class ModelInfo(BaseModel):
     spec: dict = Field(description="The model spec it was trained from.")
     windows: dict[str, list[str]] = Field(description="Train, calibration and test as-of windows.")
     test_metrics: dict[str, float] = Field(description="Out-of-time test metrics from training.")
-    tier_thresholds: dict[str, float] = Field(description="PD thresholds of the red and amber tiers.")
+    tier_thresholds: dict[str, dict[str, float]] = Field(
+        description="PD thresholds of the red and amber tiers of each list."
+    )
     grade_bands: list[float] = Field(description="Upper PD bound of grades 1 to 9.")
     features: list[str]
     book: str | None = Field(description="The book scored by loan id, if one is configured.")

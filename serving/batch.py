@@ -28,9 +28,12 @@ import pyarrow.parquet as pq
 
 from features.book import find_table_file, isin, replace_dir
 from features.build import build_features
-from features.chunks import iter_book_chunks
+from features.chunks import book_context, iter_book_chunks
+from features.labels import LabelRule
 from features.months import as_month
 from features.stability import psi
+from features.validation import check_reject_share
+from model.bundle import LISTS
 from serving.scorer import RiskScorer
 
 log = logging.getLogger(__name__)
@@ -120,22 +123,20 @@ class _Chunk:
     info: pd.DataFrame  # what a credit officer needs beside the score: who, what, where, how much
 
 
-def _prepare(report, as_of: pd.Timestamp, dpd: int, book_dir: Path) -> _Chunk:
+def _prepare(report, as_of: pd.Timestamp, rule: LabelRule, book_dir: Path, context: pd.DataFrame) -> _Chunk:
     """Rejects and features of one validated partition (runs in the producer thread)."""
-    if report.unusable:
-        lines = "; ".join(p.describe() for p in report.errors if p.whole_book)
-        raise ValueError(f"book {str(book_dir)!r} cannot be scored: {lines}")
-    book = report.book
-    assert book is not None
-    ids = book.loans["loan_id"].dropna().astype(str)
-    rejected = report.rejected_loans()
+    try:
+        kept = report.set_aside()
+    except ValueError as e:
+        raise ValueError(f"book {str(book_dir)!r} cannot be scored: {e}") from e
+    rejected = kept.rejected
     rej = pd.DataFrame(
         {"loan_id": list(rejected), "rule": list(rejected.values())}, columns=["loan_id", "rule"]
     )
+    ids = report.book.loans["loan_id"].dropna().astype(str)
     rej["in_loans_table"] = isin(rej["loan_id"], ids) if len(rej) else pd.Series(dtype=bool)
-    bad = isin(ids, rej["loan_id"]) if len(rej) else np.zeros(len(ids), dtype=bool)
-    good = book.subset_loans(ids[~bad]) if report.errors else book  # rows of no loan go too
-    feats = build_features(good, as_of, dpd)
+    good = kept.book
+    feats = build_features(good, as_of, rule, context)
     info = good.loans[["loan_id", "borrower_id", "product", "city"]]
     perf = good.performance
     bal = perf.loc[(perf["month"] == as_of).to_numpy(), ["loan_id", "balance"]]
@@ -144,7 +145,7 @@ def _prepare(report, as_of: pd.Timestamp, dpd: int, book_dir: Path) -> _Chunk:
     info["dpd"] = feats["dpd_now"].to_numpy() if "dpd_now" in feats else np.nan
     if len(info) != len(feats):  # the loans and rows kept are unique per loan: a bug, never bad data
         raise AssertionError(f"{len(info)} info rows for {len(feats)} scored loans")
-    return _Chunk(len(ids), rej, int(bad.sum()), feats, info)
+    return _Chunk(kept.loans_in_book, rej, kept.loans_rejected, feats, info)
 
 
 def _in_background(items: Iterator[T], depth: int = 1) -> Iterator[T]:
@@ -196,20 +197,23 @@ def score_book(
     run_id: str,
     shadow: RiskScorer | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    max_reject_share: float = 1.0,
 ) -> dict:
     """Score the book at cfg.as_of and write scores, watchlist, rejects and summary atomically.
-    Returns the summary. Raises ValueError (and writes nothing) for a book unusable as a whole."""
+    Returns the summary. Raises ValueError (and writes nothing) for a book unusable as a whole, or one with
+    more than `max_reject_share` of its loans breaking the contract."""
     if cfg.reasons not in ("all", "flagged"):
         raise ValueError(f"reasons must be 'all' or 'flagged', got {cfg.reasons!r}")
     check_usable(cfg)
     clean_partial(cfg.out_dir)
     t0 = time.perf_counter()
-    dpd = scorer.bundle.model_spec.label.dpd_threshold
+    rule = scorer.bundle.model_spec.label.rule
+    context = book_context(cfg.book_dir)
     n_loans = _count_loans(cfg.book_dir)
     scored_parts, feature_parts, reject_parts, shadow_parts = [], [], [], []
     counts = {"loans_in_book": 0, "scored": 0, "not_performing": 0, "rejected": 0, "orphan_rows_rejected": 0}
     chunks = (
-        _prepare(report, cfg.as_of, dpd, cfg.book_dir)
+        _prepare(report, cfg.as_of, rule, cfg.book_dir, context)
         for report in iter_book_chunks(cfg.book_dir, cfg.chunk_loans)
     )
     with contextlib.closing(_in_background(chunks)) as stream:  # the worker stops on an error too
@@ -217,11 +221,13 @@ def score_book(
             feats = chunk.features
             scored = scorer.score(feats, reasons=cfg.reasons)
             if shadow is not None and len(feats):
-                shadow_parts.append(shadow.score(feats, reasons="none")[["loan_id", "pd", "tier"]])
+                shadow_parts.append(
+                    shadow.score(feats, reasons="none")[["loan_id", "pd", "watch_list", "tier"]]
+                )
             for c in chunk.info.columns[1:]:  # same rows, same order as the features
                 scored[c] = chunk.info[c].to_numpy()
             scored_parts.append(scored)
-            feature_parts.append(feats[scorer.bundle.features])
+            feature_parts.append(feats)
             reject_parts.append(chunk.rejects)
             counts["loans_in_book"] += chunk.loans
             counts["scored"] += len(scored)
@@ -233,10 +239,16 @@ def score_book(
             if progress:
                 progress("loans scored", done, n_loans or done)
     scores = pd.concat(scored_parts, ignore_index=True).sort_values("loan_id", ignore_index=True)
-    features = pd.concat(feature_parts, ignore_index=True)
+    features = pd.concat(feature_parts, ignore_index=True).sort_values("loan_id", ignore_index=True)
+    thresholds = capacity_tiers(scores, scorer.bundle.model_spec.tiers)
+    if cfg.reasons == "flagged":  # loans the capacity tiers flag and the model's thresholds did not
+        _add_reasons(scores, features, scorer)
     rejects = pd.concat(reject_parts, ignore_index=True).sort_values("loan_id", ignore_index=True)
     if counts["loans_in_book"] != counts["scored"] + counts["not_performing"] + counts["rejected"]:
         raise AssertionError(f"counts do not reconcile: {counts}")  # a bug, never bad data
+    check_reject_share(
+        counts["rejected"], counts["loans_in_book"], max_reject_share, f"book {str(cfg.book_dir)!r}"
+    )
     for k in range(1, scorer.top_k + 1):  # numbers and categories in one column: stored as text
         scores[f"reason_{k}_value"] = _value_text(scores[f"reason_{k}_value"])
     scores.insert(0, "run_id", run_id)
@@ -245,6 +257,13 @@ def score_book(
     prev = previous_run(cfg)
     watch = _watchlist(scores, scorer.top_k, prev)
     summary = _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow, shadow_parts)
+    summary["tier_thresholds"] = {
+        "capacity_at_as_of": thresholds,
+        "calibration_window": scorer.bundle.tier_thresholds,
+        "flagged_by_calibration_thresholds": int(
+            (scorer.bundle.tier(scores["pd"].to_numpy(), scores["watch_list"].to_numpy()) != "green").sum()
+        ),
+    }
     _write(cfg, scores, watch, rejects, summary)
     log.info(
         "scored %s loans at %s in %.1fs: %s",
@@ -254,6 +273,44 @@ def score_book(
         counts,
     )
     return summary
+
+
+def capacity_tiers(scores: pd.DataFrame, tiers) -> dict[str, dict[str, float]]:
+    """Re-tier the scored book to its review capacity: red is the riskiest `red_share` and amber the next
+    `amber_share` of each list at this as-of month, so the watchlist always fits the officers' capacity
+    whatever the cycle did to the PD level since the calibration window. Returns the PD thresholds used
+    (a service given them tiers a loan as the batch did). Ties at a threshold all go up."""
+    out: dict[str, dict[str, float]] = {}
+    tier = np.full(len(scores), "green", dtype=object)
+    pd_ = scores["pd"].to_numpy()
+    for name in LISTS:
+        on = (scores["watch_list"] == name).to_numpy()
+        p = pd_[on]
+        if len(p) == 0:
+            continue
+        order = np.sort(p)[::-1]
+        n_red = max(int(round(tiers.red_share * len(p))), 0)
+        n_flag = max(int(round((tiers.red_share + tiers.amber_share) * len(p))), n_red)
+        red = float(order[n_red - 1]) if n_red else float("inf")
+        amber = float(order[n_flag - 1]) if n_flag else float("inf")
+        out[name] = {"red": red, "amber": amber}
+        tier[on] = np.where(p >= red, "red", np.where(p >= amber, "amber", "green"))
+    scores["tier"] = tier.astype(str)
+    return out
+
+
+def _add_reasons(scores: pd.DataFrame, features: pd.DataFrame, scorer: RiskScorer) -> None:
+    """Reasons for flagged loans that have none yet (flagged only after re-tiering to capacity)."""
+    need = (scores["tier"] != "green").to_numpy() & scores["reason_1_concept"].isna().to_numpy()
+    if not need.any():
+        return
+    again = scorer.score(features[need].reset_index(drop=True), reasons="all")
+    cols = [c for c in again.columns if c.startswith("reason_")]
+    idx = np.flatnonzero(need)
+    for c in cols:
+        col = scores[c].astype(object) if scores[c].dtype != float else scores[c]
+        col.iloc[idx] = again[c].to_numpy()
+        scores[c] = col
 
 
 def _value_text(values: pd.Series) -> pd.Series:
@@ -270,7 +327,10 @@ def _count_loans(book_dir: Path) -> int | None:
 
 
 def _watchlist(scores: pd.DataFrame, k: int, prev: tuple[str, pd.DataFrame] | None) -> pd.DataFrame:
-    w = scores[scores["tier"].isin(FLAGGED)].sort_values(["pd", "loan_id"], ascending=[False, True])
+    w = scores[scores["tier"].isin(FLAGGED)]
+    w = w.assign(_early=(w["watch_list"] == LISTS[0]).astype(int)).sort_values(
+        ["_early", "pd", "loan_id"], ascending=[False, False, True]
+    )
     w = w.reset_index(drop=True)
     before = prev[1].set_index("loan_id")["tier"] if prev else pd.Series(dtype=object)
     was = w["loan_id"].map(before)
@@ -294,6 +354,7 @@ def _watchlist(scores: pd.DataFrame, k: int, prev: tuple[str, pd.DataFrame] | No
             "dpd": w["dpd"],
             "pd": w["pd"].round(6),
             "grade": w["grade"],
+            "watch_list": w["watch_list"],
             "tier": w["tier"],
             "change": change,
             "previous_tier": was.fillna("green" if prev else ""),
@@ -305,9 +366,31 @@ def _watchlist(scores: pd.DataFrame, k: int, prev: tuple[str, pd.DataFrame] | No
     return out
 
 
+def _lists(scores: pd.DataFrame, tiers) -> dict[str, dict]:
+    """Per list (early warning, in arrears): loans, red and amber, and their shares against capacity."""
+    out = {}
+    for name in LISTS:
+        on = scores["watch_list"] == name
+        n = int(on.sum())
+        red, amber = (
+            int((on & (scores["tier"] == "red")).sum()),
+            int((on & (scores["tier"] == "amber")).sum()),
+        )
+        out[name] = {
+            "loans": n,
+            "red": red,
+            "amber": amber,
+            "red_share": red / n if n else 0.0,
+            "amber_share": amber / n if n else 0.0,
+            "red_capacity": tiers.red_share,
+            "amber_capacity": tiers.amber_share,
+        }
+    return out
+
+
 def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow, shadow_parts) -> dict:
     b = scorer.bundle
-    psis = {f: psi(b.reference[f], features[f]) for f in b.features if f in b.reference}
+    psis = {f: psi(b.reference[f], features[f]) for f in b.features if f in b.reference}  # vs training
     score_psi = psi(b.reference["__score__"], scores["pd"]) if len(scores) else float("nan")
     shifted = sorted(f for f, v in psis.items() if v > PSI_SHIFTED)
     left = 0
@@ -324,6 +407,7 @@ def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow,
         "reconciles": counts["loans_in_book"]
         == counts["scored"] + counts["not_performing"] + counts["rejected"],
         "tiers": {t: int((scores["tier"] == t).sum()) for t in ("red", "amber", "green")},
+        "lists": _lists(scores, b.model_spec.tiers),
         "grades": {str(g): int(n) for g, n in scores["grade"].value_counts().sort_index().items()},
         "watchlist": {
             "loans": len(watch),
@@ -349,7 +433,9 @@ def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow,
         "shadow": None,
     }
     if shadow is not None and shadow_parts:
-        sh = pd.concat(shadow_parts, ignore_index=True).set_index("loan_id").loc[scores["loan_id"]]
+        sh = pd.concat(shadow_parts, ignore_index=True)
+        capacity_tiers(sh, shadow.bundle.model_spec.tiers)  # the same capacity rule as the champion's
+        sh = sh.set_index("loan_id").loc[scores["loan_id"]]
         a, c = scores["pd"].to_numpy(), sh["pd"].to_numpy()
         red_a = set(scores.loc[scores["tier"] == "red", "loan_id"])
         red_c = set(sh.index[sh["tier"] == "red"])
@@ -395,3 +481,54 @@ def parse_as_of(value: str) -> pd.Timestamp:
         return as_month(value)
     except (ValueError, TypeError) as e:
         raise ValueError(f"--as-of {value!r} is not a month (YYYY-MM)") from e
+
+
+def log_batch_run(
+    cfg: BatchConfig,
+    summary: dict,
+    book_sha256: str,
+    key: str,
+    seconds: float,
+    pipeline: float,
+    artifact_root,
+) -> None:
+    """One run of the `loan-ews-batch` MLflow experiment per batch: inputs, counts, drift, timings."""
+    import mlflow
+
+    from model.registry import ensure_experiment
+
+    exp = ensure_experiment("loan-ews-batch", artifact_root)
+    c = summary["counts"]
+    with mlflow.start_run(experiment_id=exp, run_name=f"score-book-{cfg.as_of:%Y-%m}"):
+        mlflow.set_tags({"loan_ews.kind": "score_book", "run_key": key})
+        mlflow.log_params(
+            {
+                "book": str(cfg.book_dir),
+                "book_sha256": book_sha256,
+                "as_of": f"{cfg.as_of:%Y-%m}",
+                "model": summary["model"]["name"],
+                "model_version": summary["model"]["version"],
+                "reasons": cfg.reasons,
+                "chunk_loans": cfg.chunk_loans,
+                "shadow_version": summary["shadow"]["challenger_version"] if summary["shadow"] else "",
+            }
+        )
+        metrics = {
+            **{f"count_{k}": v for k, v in c.items()},
+            "psi_score": summary["psi"]["score"],
+            "mean_pd": summary["mean_pd"] or 0.0,
+            "watchlist_loans": summary["watchlist"]["loans"],
+            "watchlist_exposure": summary["watchlist"]["exposure"],
+            "seconds": seconds,
+            "loans_per_second": c["scored"] / seconds,
+            "pipeline_seconds": pipeline,
+            "pipeline_loans_per_second": c["scored"] / pipeline,
+        }
+        for name, lst in summary["lists"].items():
+            metrics.update({f"{name}_red_share": lst["red_share"], f"{name}_amber_share": lst["amber_share"]})
+        metrics.update({f"psi_{f}": v for f, v in summary["psi"]["features"].items() if v == v})
+        if summary["shadow"]:
+            metrics["shadow_rank_correlation"] = summary["shadow"]["rank_correlation"]
+            metrics["shadow_red_overlap"] = summary["shadow"]["red_overlap"]
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(cfg.target / "summary.json"))

@@ -16,9 +16,11 @@ import pandas as pd
 from features.book import Book
 from features.build import build_features
 from features.catalog import HISTORY_MONTHS
+from features.context import context_table
+from features.labels import LabelRule
 from features.months import as_month
 from features.schema import TABLES
-from features.validation import load_book, typed_records
+from features.validation import DEFAULT_MAX_REJECT_SHARE, load_book, typed_records
 from serving.api_models import LoanInput
 
 log = logging.getLogger(__name__)
@@ -46,13 +48,15 @@ def _window(perf: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     return perf[(perf["month"] <= as_of) & (perf["month"] >= first)]
 
 
-def features_of(book: Book, loan_id: str, as_of: pd.Timestamp, dpd_threshold: int) -> pd.DataFrame:
+def features_of(
+    book: Book, loan_id: str, as_of: pd.Timestamp, rule: LabelRule, context: pd.DataFrame | None
+) -> pd.DataFrame:
     """The feature row of one loan of a one-loan book; 422 if it is not performing at as_of."""
     book = replace(book, performance=_window(book.performance, as_of))
-    row = build_features(book, as_of, dpd_threshold)
+    row = build_features(book, as_of, rule, context)
     if row.empty:
         last = book.performance[book.performance["month"] == as_of]
-        raise _not_performing(loan_id, as_of, last, dpd_threshold)
+        raise _not_performing(loan_id, as_of, last, rule)
     return row
 
 
@@ -76,11 +80,17 @@ def inputs_book(items: list[LoanInput], prices: pd.DataFrame | None) -> tuple[Bo
             c["collateral_id"] += tag
             loan["collateral_id"] = c["collateral_id"]
             if it.house_prices is not None:
-                c["city"] = f"{c['city']}{tag}"  # the request's own series; city is not a model feature
+                # the request's own series (city is not a model feature); it is the borrower's city's too
+                # when the property lies there, as local house prices are a feature of every loan
+                if loan["city"] == c["city"]:
+                    loan["city"] = f"{loan['city']}{tag}"
+                c["city"] = f"{c['city']}{tag}"
                 own_hp += [{"city": c["city"], "month": h.month, "index": h.index} for h in it.house_prices]
             else:
                 book_cities.add(c["city"])
             colls.append(c)
+        if not loan["city"].endswith(tag):
+            book_cities.add(loan["city"])  # local house prices of the borrower's city, from the book
         borrowers.append(b)
         loans.append(loan)
         t = as_month(it.as_of) if it.as_of else as_month(it.performance[-1].month)
@@ -106,7 +116,7 @@ def inputs_book(items: list[LoanInput], prices: pd.DataFrame | None) -> tuple[Bo
 
 
 def features_of_inputs(
-    items: list[LoanInput], prices: pd.DataFrame | None, dpd_threshold: int
+    items: list[LoanInput], prices: pd.DataFrame | None, rule: LabelRule, context: pd.DataFrame | None
 ) -> tuple[pd.DataFrame, dict[int, InputError]]:
     """Feature rows of many request loans in one pass (in item order) and, per item that
     cannot be scored, its error. The `_item` column says which item a row belongs to. Items whose loan
@@ -123,19 +133,19 @@ def features_of_inputs(
     errors: dict[int, InputError] = {}
     for r in rounds:
         book, as_ofs = inputs_book([items[i] for i in r], prices)
-        rows = build_features(book, sorted(set(as_ofs)), dpd_threshold)
+        rows = build_features(book, sorted(set(as_ofs)), rule, context)
         want = pd.DataFrame({"_item": r, "loan_id": [items[i].loan.loan_id for i in r], "as_of": as_ofs})
         hit = want.merge(rows, on=["loan_id", "as_of"], how="inner")
         found.append(hit)
         for i, lid, t in want[~want["_item"].isin(hit["_item"])].itertuples(index=False):
             perf = book.performance
             last = perf[(perf["loan_id"] == lid) & (perf["month"] == t)]
-            errors[i] = _not_performing(lid, t, last, dpd_threshold)
+            errors[i] = _not_performing(lid, t, last, rule)
     out = pd.concat(found, ignore_index=True).sort_values("_item", kind="stable").reset_index(drop=True)
     return out, errors
 
 
-def _not_performing(loan_id: str, as_of: pd.Timestamp, last: pd.DataFrame, dpd: int) -> InputError:
+def _not_performing(loan_id: str, as_of: pd.Timestamp, last: pd.DataFrame, rule: LabelRule) -> InputError:
     state = (
         f"status {last['status'].iloc[0]}, {int(last['days_past_due'].iloc[0])} days past due"
         if len(last)
@@ -147,7 +157,8 @@ def _not_performing(loan_id: str, as_of: pd.Timestamp, last: pd.DataFrame, dpd: 
             (
                 "as_of",
                 f"loan {loan_id} is not performing at {as_of:%Y-%m} ({state}); only performing loans are "
-                f"scored (open, below {dpd} DPD, never defaulted)",
+                f"scored (open, below {rule.dpd_threshold} DPD, and {rule.probation_months} months past any "
+                "default)",
             )
         ],
     )
@@ -156,8 +167,11 @@ def _not_performing(loan_id: str, as_of: pd.Timestamp, last: pd.DataFrame, dpd: 
 class BookIndex:
     """The configured book held in memory, indexed by loan id for scoring by id."""
 
-    def __init__(self, book: Book, source: str = "") -> None:
+    def __init__(self, book: Book, source: str = "", context: pd.DataFrame | None = None) -> None:
         self.source = source
+        self.context = (
+            context if context is not None else context_table(book.performance, book.loans, book.borrowers)
+        )
         perf = book.performance.sort_values(["loan_id", "month"], kind="stable").reset_index(drop=True)
         self.book = replace(book, performance=perf)
         ids = perf["loan_id"].to_numpy()
@@ -169,8 +183,10 @@ class BookIndex:
         self.last_month = book.performance["month"].max()
 
     @classmethod
-    def load(cls, folder: Path) -> BookIndex:
-        return cls(load_book(folder), str(folder))
+    def load(cls, folder: Path, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> BookIndex:
+        """The book with the loans that break the contract set aside (they are unknown ids here)."""
+        kept = load_book(folder, max_reject_share)
+        return cls(kept.book, str(folder))
 
     @property
     def house_prices(self) -> pd.DataFrame:

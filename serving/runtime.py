@@ -33,15 +33,19 @@ class ScoringRuntime:
         self.book = book
         self.ref = ref
         self.loaded_at = datetime.now(UTC).isoformat(timespec="seconds")
-        self.dpd = bundle.model_spec.label.dpd_threshold
+        self.rule = bundle.model_spec.label.rule
         self._batcher: MicroBatcher[LoanInput, ScoreResponse] = MicroBatcher(self._score_items)
 
     # ------------------------------------------------------------------------------------ features
     def _prices(self) -> pd.DataFrame | None:
         return self.book.house_prices if self.book is not None else None
 
+    def _context(self) -> pd.DataFrame | None:
+        """The configured book's portfolio context (none without a book: those features are missing)."""
+        return self.book.context if self.book is not None else None
+
     def features_for_input(self, item: LoanInput) -> pd.DataFrame:
-        rows, errors = features_of_inputs([item], self._prices(), self.dpd)
+        rows, errors = features_of_inputs([item], self._prices(), self.rule, self._context())
         if errors:
             raise errors[0]
         return rows
@@ -50,7 +54,7 @@ class ScoringRuntime:
         if self.book is None:
             raise InputError(404, [("loan_id", "this server has no book configured (start it with --book)")])
         book, t = self.book.loan_book(loan_id, as_of)
-        return features_of(book, loan_id, t, self.dpd)
+        return features_of(book, loan_id, t, self.rule, self._context())
 
     # -------------------------------------------------------------------------------------- scoring
     def _responses(self, rows: pd.DataFrame) -> list[ScoreResponse]:
@@ -61,6 +65,7 @@ class ScoringRuntime:
             d = r._asdict()
             reasons = [
                 Reason(
+                    concept=d[f"reason_{i}_concept"],
                     feature=d[f"reason_{i}_feature"],
                     title=d[f"reason_{i}_title"],
                     value=d[f"reason_{i}_value"],
@@ -68,7 +73,7 @@ class ScoringRuntime:
                     text=d[f"reason_{i}_text"],
                 )
                 for i in range(1, k + 1)
-                if d[f"reason_{i}_feature"] is not None
+                if d[f"reason_{i}_concept"] is not None
             ]
             out.append(
                 ScoreResponse(
@@ -78,6 +83,7 @@ class ScoringRuntime:
                     as_of=f"{d['as_of']:%Y-%m}",
                     pd=d["pd"],
                     grade=int(d["grade"]),
+                    watch_list=d["watch_list"],
                     tier=d["tier"],
                     raw_score=d["raw_score"],
                     reasons=reasons,
@@ -88,7 +94,7 @@ class ScoringRuntime:
 
     def _score_items(self, items: list[LoanInput]) -> list[ScoreResponse | BaseException]:
         """Score many request loans in one pass; an item that cannot be scored gets its error."""
-        rows, errors = features_of_inputs(items, self._prices(), self.dpd)
+        rows, errors = features_of_inputs(items, self._prices(), self.rule, self._context())
         scored = iter(self._responses(rows)) if len(rows) else iter(())
         return [errors[i] if i in errors else next(scored) for i in range(len(items))]
 
@@ -125,6 +131,7 @@ class ScoringRuntime:
             raw_score=e.raw_score,
             pd=float(self.scorer.bundle.pd_from_raw([e.raw_score])[0]),
             contributions=e.contributions,
+            concepts=e.concepts,
             values=e.values,
         )
 

@@ -1,8 +1,16 @@
-"""The one scorer: feature rows to PD, grade, tier and SHAP reason codes, for the API and the batch alike.
+"""The one scorer: feature rows to PD, grade, list, tier and reason codes, for the API and the batch alike.
 
-Reasons are the features with the largest positive contributions to the raw score (exact TreeSHAP from
-LightGBM's `pred_contrib`, in log-odds). Contributions plus the base value must equal the raw score; the
+Reasons are concepts (arrears now, payment history, collateral and LTV, ...; `features.catalog.CONCEPTS`),
+ranked by their contribution to the raw score: the exact sum of the SHAP values (LightGBM's exact
+TreeSHAP, log-odds) of the concept's features. Contributions plus the base value equal the raw score; the
 scorer checks it on every call, so a reason can never explain a score it did not produce.
+
+A concept is a reason only if it pushes the risk up and the loan has a telling value in it: a feature
+that applies to the loan (not missing), may be told to an officer, is on the risky side of the typical
+training loan for its declared direction, and itself pushes the risk up. Its sentence combines up to two
+such values, the loan's state first ("75 days past due now; 2 missed payments in the last 3 months").
+Protected attributes (the spec's `protected`, age by default) are never a reason: their contribution is
+kept out of every concept. Texts come from the bundle, so a score is explained by the model that made it.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.catalog import BY_NAME
+from features.catalog import CONCEPTS
 from model.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
@@ -21,6 +29,9 @@ log = logging.getLogger(__name__)
 ADDITIVITY_TOL = 1e-6
 ADDITIVITY_SAMPLE = 10_000  # rows checked per call; every row when a call has fewer
 REASON_MODES = ("all", "flagged", "none")
+PER_REASON = 2  # values combined in one reason sentence
+LEADS = {"arrears": "dpd_now"}  # the loan's state, told first when it is telling
+REASON_FIELDS = ("concept", "title", "feature", "value", "contribution", "text")
 
 
 @dataclass(frozen=True)
@@ -30,7 +41,51 @@ class Explanation:
     base_value: float
     raw_score: float
     contributions: dict[str, float]
+    concepts: dict[str, float]  # each concept's contribution: the sum of its features' (protected apart)
     values: dict[str, object]
+
+
+class ConceptMap:
+    """The bundle's features grouped into reason concepts, and which values are telling."""
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        protected = set(bundle.model_spec.protected)
+        self.features = bundle.features
+        self.concepts = [c for c in CONCEPTS if any(bundle.catalog[f].concept == c for f in self.features)]
+        self.member = np.zeros((len(self.features), len(self.concepts)))
+        for j, f in enumerate(self.features):
+            c = bundle.catalog[f].concept
+            if f not in protected and c in self.concepts:
+                self.member[j, self.concepts.index(c)] = 1.0
+        self.protected = [j for j, f in enumerate(self.features) if f in protected]
+        self.tellable = np.array(
+            [bundle.catalog[f].telling and f not in protected for f in self.features], dtype=bool
+        )
+        self.direction = np.array([bundle.catalog[f].direction for f in self.features])
+        self.numeric = np.array([bundle.catalog[f].dtype == "num" for f in self.features], dtype=bool)
+        self.median = np.array([_median(bundle.reference.get(f)) for f in self.features])
+
+    def telling(self, X: np.ndarray, contrib: np.ndarray) -> np.ndarray:
+        """Per (row, feature): the value may be told as a reason for this row."""
+        with np.errstate(invalid="ignore"):
+            risky = np.where(
+                self.direction > 0,
+                self.median < X,
+                np.where(self.direction < 0, self.median > X, True),
+            )
+        known = ~np.isnan(X)
+        risky = np.where(self.numeric & np.isnan(self.median), True, risky)
+        return known & self.tellable & risky & (contrib > 0)
+
+
+def _median(ref: dict | None) -> float:
+    """The training median of a numeric feature, from its reference bins (NaN if unknown): the lower edge
+    of the bin where the cumulative share reaches one half (bin i holds edges[i-1] <= x < edges[i])."""
+    if not ref or ref.get("kind") != "num" or not ref.get("edges"):
+        return float("nan")
+    edges = ref["edges"]
+    i = int(np.searchsorted(np.cumsum(ref["shares"]), 0.5))
+    return float(edges[max(i - 1, 0)])
 
 
 class RiskScorer:
@@ -41,6 +96,7 @@ class RiskScorer:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.bundle = bundle
         self.top_k = top_k
+        self.concepts = ConceptMap(bundle)
 
     @property
     def model_name(self) -> str:
@@ -61,12 +117,11 @@ class RiskScorer:
                 flags[i] = f"{flags[i]};{c}={v}" if flags[i] else f"{c}={v}"
         return pd.Series(flags, index=features.index, dtype=object)
 
-    def contributions(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(raw score, contributions [rows x features], base value per row). The raw score is the sum of the
-        contributions, checked against LightGBM's own raw score (all rows, or 10,000 evenly spaced)."""
-        X = self.bundle.matrix(features)
+    def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(raw score, contributions [rows x features], base value per row) of the model input matrix.
+        The raw score is the sum of the contributions, checked against LightGBM's own raw score (every row
+        of a small call, 10,000 evenly spaced rows of a large one)."""
         contrib = self.bundle.booster.predict(X, pred_contrib=True)
-        # the independent raw score, on every row of a small call and an even sample of a large one
         check = slice(None) if len(X) <= ADDITIVITY_SAMPLE else slice(None, None, len(X) // ADDITIVITY_SAMPLE)
         raw = self.bundle.booster.predict(X[check], raw_score=True)
         total = contrib.sum(axis=1)
@@ -75,83 +130,138 @@ class RiskScorer:
             raise RuntimeError(f"SHAP contributions do not add up to the raw score (max gap {gap:.2e})")
         return total, contrib[:, :-1], contrib[:, -1]
 
+    def concept_contributions(self, contrib: np.ndarray) -> np.ndarray:
+        """[rows x concepts]: each concept's contribution, the exact sum of its features' SHAP values.
+
+        Summed row by row in feature order (not a matrix product, whose rounding depends on how many rows
+        a call has), so a loan gets the same figures alone, in a request batch or in the nightly batch."""
+        cm = self.concepts
+        out = np.zeros((len(contrib), len(cm.concepts)))
+        for k in range(len(cm.concepts)):
+            for j in np.flatnonzero(cm.member[:, k] > 0):  # elementwise adds: the same rounding for any n
+                out[:, k] += contrib[:, j]
+        return out
+
     def score(self, features: pd.DataFrame, reasons: str = "all") -> pd.DataFrame:
         """Score feature rows (the output of `features.build.build_features`).
 
-        Returns loan_id, as_of, raw_score, pd, grade, tier, unknown_categories and, for k = 1..top_k,
-        reason_k_feature / _title / _value / _contribution / _text. `reasons` is 'all' (every loan),
-        'flagged' (red and amber only) or 'none'.
+        Returns loan_id, as_of, raw_score, pd, grade, watch_list, tier, unknown_categories and, for
+        k = 1..top_k,
+        reason_k_concept / _title / _feature / _value / _contribution / _text (`_feature` and `_value` are
+        the first value the sentence tells). `reasons` is 'all' (every loan), 'flagged' (red and amber
+        only) or 'none'.
         """
         if reasons not in REASON_MODES:
             raise ValueError(f"reasons must be one of {REASON_MODES}, got {reasons!r}")
         features = features.reset_index(drop=True)
         out = pd.DataFrame({"loan_id": features["loan_id"], "as_of": features["as_of"]})
+        X = self.bundle.matrix(features)
         if reasons == "none":
-            raw = self.bundle.raw_score(features) if len(features) else np.empty(0)
+            raw = self.bundle.booster.predict(X, raw_score=True) if len(X) else np.empty(0)
             contrib = None
         else:
-            raw, contrib, _ = self.contributions(features)
+            raw, contrib, _ = self.contributions(X)
         pd_ = self.bundle.pd_from_raw(raw)
+        lists = self.bundle.list_of(features["dpd_now"])
         out["raw_score"] = raw
         out["pd"] = pd_
         out["grade"] = self.bundle.grade(pd_).astype(np.int8)
-        out["tier"] = self.bundle.tier(pd_)
+        out["watch_list"] = lists
+        out["tier"] = self.bundle.tier(pd_, lists)
         out["unknown_categories"] = self.unknown_categories(features).to_numpy()
         want = np.ones(len(out), bool) if reasons == "all" else (out["tier"] != "green").to_numpy()
-        for k, cols in enumerate(self._reasons(features, contrib, want), start=1):
-            for key, col in cols.items():
-                out[f"reason_{k}_{key}"] = col
+        for k, cols in enumerate(self._reasons(features, X, contrib, want), start=1):
+            for key, col in cols.items():  # object columns keep None for "no reason" (not NaN)
+                out[f"reason_{k}_{key}"] = pd.Series(col, dtype=object if col.dtype == object else float)
         return out
 
-    def _reasons(self, features: pd.DataFrame, contrib: np.ndarray | None, want: np.ndarray) -> list[dict]:
-        n, names = len(features), self.bundle.features
-        empty = {
-            "feature": np.full(n, None, object),
-            "title": np.full(n, None, object),
-            "value": np.full(n, None, object),
-            "contribution": np.full(n, np.nan),
-            "text": np.full(n, None, object),
-        }
-        result = [{k: v.copy() for k, v in empty.items()} for _ in range(self.top_k)]
-        if contrib is None or n == 0:
+    def _reasons(
+        self, features: pd.DataFrame, X: np.ndarray, contrib: np.ndarray | None, want: np.ndarray
+    ) -> list[dict[str, np.ndarray]]:
+        n, cm = len(features), self.concepts
+        result = [
+            {
+                "concept": np.full(n, None, object),
+                "title": np.full(n, None, object),
+                "feature": np.full(n, None, object),
+                "value": np.full(n, None, object),
+                "contribution": np.full(n, np.nan),
+                "text": np.full(n, None, object),
+            }
+            for _ in range(self.top_k)
+        ]
+        if contrib is None or n == 0 or not cm.concepts:
             return result
-        k = min(self.top_k, contrib.shape[1])
-        # the k largest contributions per row, largest first (stable order on ties: by feature position)
-        order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-        plain: dict[str, np.ndarray] = {}  # each feature column as JSON-friendly values, built once
-        for j in range(k):
-            fidx = order[:, j]
-            c = contrib[np.arange(n), fidx]
-            use = want & (c > 0)  # only features that push the risk up are reasons
-            rows = np.flatnonzero(use)
-            slot = result[j]
-            slot["contribution"][rows] = c[rows]
-            for f_i in np.unique(fidx[rows]):
-                name = names[f_i]
-                r = rows[fidx[rows] == f_i]
-                if name not in plain:
-                    plain[name] = _plain_column(features[name])
-                vals = plain[name][r]
-                feat = BY_NAME[name]
-                texts = {v: feat.reason_text(v) for v in set(vals)}  # one format per distinct value
-                slot["feature"][r] = name
-                slot["title"][r] = feat.title
-                slot["value"][r] = vals
-                slot["text"][r] = [texts[v] for v in vals]
+        tell = cm.telling(X, contrib)
+        group = self.concept_contributions(contrib)
+        eligible = ((tell.astype(float) @ cm.member) > 0) & (group > 0) & want[:, None]
+        ranked = np.where(eligible, group, -np.inf)
+        order = np.argsort(-ranked, axis=1, kind="stable")[:, : self.top_k]
+        texts = _TextCache(self.bundle, features)
+        for k in range(min(self.top_k, len(cm.concepts))):
+            ci = order[:, k]
+            rows = np.flatnonzero(np.isfinite(ranked[np.arange(n), ci]))
+            slot = result[k]
+            for c in np.unique(ci[rows]):
+                r = rows[ci[rows] == c]
+                concept = cm.concepts[c]
+                cols = np.flatnonzero(cm.member[:, c] > 0)
+                sub = np.where(tell[np.ix_(r, cols)], contrib[np.ix_(r, cols)], -np.inf)
+                lead = LEADS.get(concept)
+                if lead in cm.features:  # the loan's state first, whenever it is a telling value
+                    is_lead = cols == cm.features.index(lead)
+                    sub = np.where(is_lead[None, :] & np.isfinite(sub), np.inf, sub)
+                pick = np.argsort(-sub, axis=1, kind="stable")[:, :PER_REASON]
+                told = np.where(np.take_along_axis(sub, pick, axis=1) > -np.inf, cols[pick], -1)
+                slot["concept"][r] = concept
+                slot["title"][r] = CONCEPTS[concept]
+                slot["contribution"][r] = group[r, c]
+                slot["feature"][r] = [cm.features[j] for j in told[:, 0]]
+                slot["value"][r] = [texts.value(j, i) for j, i in zip(told[:, 0], r, strict=True)]
+                slot["text"][r] = [
+                    "; ".join(texts.text(j, i) for j in row if j >= 0) for row, i in zip(told, r, strict=True)
+                ]
         return result
 
     def explain(self, features: pd.DataFrame) -> Explanation:
-        """The full contribution vector for one loan (one feature row)."""
+        """The full contribution vector for one loan (one feature row), and its concepts' sums."""
         if len(features) != 1:
             raise ValueError(f"explain takes exactly one feature row, got {len(features)}")
-        raw, contrib, base = self.contributions(features)
+        X = self.bundle.matrix(features)
+        raw, contrib, base = self.contributions(X)
         row = features.iloc[0]
+        group = self.concept_contributions(contrib)[0]
         return Explanation(
             base_value=float(base[0]),
             raw_score=float(raw[0]),
             contributions={f: float(v) for f, v in zip(self.bundle.features, contrib[0], strict=True)},
+            concepts={c: float(v) for c, v in zip(self.concepts.concepts, group, strict=True)},
             values={f: _plain(row[f]) for f in self.bundle.features},
         )
+
+
+class _TextCache:
+    """Feature values as JSON-friendly scalars and reason sentences, each distinct value formatted once."""
+
+    def __init__(self, bundle: ModelBundle, features: pd.DataFrame) -> None:
+        self.bundle, self.features = bundle, features
+        self.names = bundle.features
+        self._cols: dict[int, np.ndarray] = {}
+        self._texts: dict[tuple[int, object], str] = {}
+
+    def value(self, j: int, row: int) -> object:
+        if j < 0:
+            return None
+        if j not in self._cols:
+            self._cols[j] = _plain_column(self.features[self.names[j]])
+        return self._cols[j][row]
+
+    def text(self, j: int, row: int) -> str:
+        v = self.value(j, row)
+        key = (j, v)
+        if key not in self._texts:
+            self._texts[key] = self.bundle.reason_text(self.names[j], v) or ""
+        return self._texts[key]
 
 
 def _plain_column(col: pd.Series) -> np.ndarray:

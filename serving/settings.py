@@ -19,6 +19,7 @@ class ServingSettings(BaseSettings):
     model_ref: str = "champion"  # an alias or a version number
     book: Path | None = None  # the book the service scores by loan id (none: request data only)
     top_k: int = 3  # reasons per loan
+    max_reject_share: float = 0.2  # more of a book's loans breaking the contract than this stops a command
 
     @property
     def default_tracking_uri(self) -> str:

@@ -1,4 +1,6 @@
-"""Shared, seeded fixtures: generated books are built once per session and written to temp folders."""
+"""Shared, seeded fixtures: generated books are built once per session and written to temp folders, and
+the default spec is trained once on the demo book and registered in a temp MLflow store; every test that
+needs a model uses that one."""
 
 from __future__ import annotations
 
@@ -7,9 +9,18 @@ from pathlib import Path
 import pytest
 
 from features.book import write_book
-from features.generate import Generated, generate_book
+from features.generate import Generated, generate_book, profile
 
 DEMO_LOANS, DEMO_MONTHS, DEMO_SEED = 20_000, 48, 7
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests that train a model, start a server or run a command end to end are `slow`; the fast loop
+    (`make test-fast`) deselects them."""
+    slow_fixtures = {"demo_trained", "champion_store", "server", "champion_scorer", "card_store"}
+    for item in items:
+        if slow_fixtures & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -31,17 +42,16 @@ def small_book_dir(small_generated: Generated, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_trained(demo_generated):
-    """The default spec trained on the demo book's panel in memory: (spec, panel, TrainResult)."""
-    from model.spec import load_spec, resolve_windows
-    from training.fit import train_model
-    from training.panel import build_panel, month_range
+def card_generated() -> Generated:
+    """A short card book as a bank reports it: one vintage, whole-cycle DPD, re-defaults, gaps."""
+    return generate_book(6000, 10, 21, profile("card"))
 
-    book = demo_generated.book
-    spec = load_spec("models/pd_90d_12m.yaml")
-    w = resolve_windows(spec, book.last_month)
-    panel = build_panel(book, month_range(w["train"][0], w["test"][1]), 12, 90, demo_generated.oracle)
-    return spec, panel, train_model(spec, panel, book.last_month)
+
+@pytest.fixture(scope="session")
+def card_book_dir(card_generated: Generated, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("books") / "card"
+    write_book(card_generated.book, folder, extras={"oracle": card_generated.oracle})
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -52,21 +62,61 @@ def demo_book_dir(demo_generated, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def champion_store(demo_book_dir, tmp_path_factory):
-    """A real MLflow SQLite store in a temp dir where `ews train` registered version 1 of the default
-    spec and `ews promote` made it champion. Yields (root, tracking_uri, train_output, promote_output)."""
+def demo_context(demo_generated):
+    from features.context import context_table
+
+    b = demo_generated.book
+    return context_table(b.performance, b.loans, b.borrowers)
+
+
+@pytest.fixture(scope="session")
+def demo_trained(demo_generated, demo_context):
+    """The default spec trained once on the demo book's panel in memory: (spec, panel, TrainResult)."""
+    from model.spec import load_spec, resolve_windows
+    from training.fit import train_model
+    from training.panel import build_panel, month_range
+
+    book = demo_generated.book
+    spec = load_spec("models/pd_90d_12m.yaml")
+    w = resolve_windows(spec, book.performance["month"].min(), book.last_month)
+    months = month_range(w["train"][0], w["test"][1])
+    panel = build_panel(book, months, spec.label.rule, 12, demo_generated.oracle, demo_context)
+    return spec, panel, train_model(spec, panel, w)
+
+
+@pytest.fixture(scope="session")
+def champion_store(demo_trained, demo_book_dir, tmp_path_factory):
+    """A real MLflow SQLite store in a temp dir holding the session's model as version 1 of the default
+    spec (logged by the function `ews train` uses), made champion by a real `ews promote`.
+    Yields (root, tracking_uri, promote_output)."""
+    import mlflow
     from typer.testing import CliRunner
 
     from ews.cli import app
+    from training.tracking import log_training
 
+    spec, panel, result = demo_trained
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
+    prev = mlflow.get_tracking_uri()
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     mp.setenv("EWS_MODELS_DIR", str(root / "models"))
     mp.setenv("EWS_USER", "pytest")
-    runner = CliRunner()
-    train = runner.invoke(app, ["train", "--spec", "models/pd_90d_12m.yaml", "--book", str(demo_book_dir)])
-    promote = runner.invoke(app, ["promote", "--model", "loan-ews-pd-12m", "--book", str(demo_book_dir)])
-    mp.undo()
-    yield root, uri, train, promote
+    try:
+        mlflow.set_tracking_uri(uri)
+        log_training(
+            result,
+            spec,
+            Path("models/pd_90d_12m.yaml"),
+            demo_book_dir,
+            len(panel),
+            root / "models" / "mlartifacts",
+        )
+        promote = CliRunner().invoke(
+            app, ["promote", "--model", "loan-ews-pd-12m", "--book", str(demo_book_dir)]
+        )
+    finally:
+        mp.undo()
+        mlflow.set_tracking_uri(prev)
+    yield root, uri, promote

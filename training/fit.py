@@ -1,4 +1,4 @@
-"""From panel to model bundle: out-of-time windows, LightGBM, calibration, grades and tiers, evaluation.
+"""From panel to model bundle: out-of-time windows, LightGBM, calibration, tiers, evaluation.
 
 The test window is never used for fitting, early stopping, calibration, thresholds or parameter choice.
 """
@@ -21,63 +21,128 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from features.catalog import BY_NAME
-from features.stability import psi, reference_bins
-from model.bundle import Calibrator, FeatureEncoder, ModelBundle
-from model.spec import ModelSpec, resolve_windows
+from features.stability import reference_bins
+from model.bundle import LISTS, Calibrator, FeatureEncoder, ModelBundle
+from model.spec import CalibrationSpec, ModelSpec, TierSpec, Windows
 from training import metrics
-from training.panel import ORACLE_COL, TTD_COL
+from training.evaluate import Evaluation, evaluate, population
 
 log = logging.getLogger(__name__)
+
+MIN_CONTEXT_MONTHS = 12  # fewer training months hold too little of the cycle to learn context from
+CALENDAR_R2 = 0.98  # a feature whose variance is this much between months only counts calendar months
 
 
 @dataclass
 class TrainResult:
     bundle: ModelBundle
-    windows: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
-    test_metrics: dict[str, float]
+    windows: Windows
+    evaluation: Evaluation  # the out-of-time test window
     challenger_metrics: dict[str, float]
     calibration_metrics: dict[str, dict[str, float]]
-    deciles: pd.DataFrame
-    grades: pd.DataFrame
-    psi: dict[str, float]
-    monotonicity: dict[str, bool]
-    auc_by: dict[str, dict[str, float]]
-    test_scores: pd.DataFrame  # loan_id, as_of, label, pd, raw, oracle (test window)
     train_scores: np.ndarray
     best_iteration: int
+    dropped: dict[str, str] = field(default_factory=dict)  # feature -> why it was left out
+    warnings: list[str] = field(default_factory=list)  # signs of a degenerate model
     counts: dict[str, int] = field(default_factory=dict)
     example_rows: pd.DataFrame | None = None  # model input example: categoricals as strings, floats
     shap_sample: pd.DataFrame | None = None  # model input frame of test snapshots, for the SHAP summary
+    challenger_scores: np.ndarray | None = None  # scorecard PD on the test window, for plots
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        return self.evaluation.metrics
 
 
-def split_windows(panel: pd.DataFrame, spec: ModelSpec, last_month: pd.Timestamp) -> tuple[dict, dict]:
-    """Labelled snapshots of the spec's population in each window (censored rows left out)."""
-    windows = resolve_windows(spec, last_month)
-    pop = population(panel, spec)
-    parts = {}
-    for name, (a, b) in windows.items():
-        part = pop[(pop["as_of"] >= a) & (pop["as_of"] <= b)].reset_index(drop=True)
-        if len(part) == 0 or part["label"].nunique() < 2:
-            raise ValueError(
-                f"the {name} window {a:%Y-%m}..{b:%Y-%m} has no labelled defaults and non-defaults; "
-                "the book is too short for this spec's windows"
+def split_windows(panel: pd.DataFrame, spec: ModelSpec, windows: Windows) -> dict[str, pd.DataFrame]:
+    """Labelled snapshots of the spec's population for training, calibration and test.
+
+    Without a holdout share: the train, calibration and test windows. With one, a seeded share of the
+    loans is held out of training: the calibration data are their snapshots in the calibration window (in
+    the training window when there is none). Held-out loans never train, so early stopping cannot reward
+    a model for recognising next month's row of a loan it was trained on (a loan's consecutive snapshots
+    are near-duplicates with overlapping label windows)."""
+    pop = population(panel, spec.population.current_only)
+
+    def rows(rng) -> pd.DataFrame:
+        a, b = rng
+        return pop[(pop["as_of"] >= a) & (pop["as_of"] <= b)].reset_index(drop=True)
+
+    cal_w, share = windows.get("calibration"), spec.windows.holdout
+    parts = {"test": rows(windows["test"]), "train": rows(windows["train"])}
+    parts["calibration"] = rows(cal_w) if cal_w else parts["train"]
+    if share is not None:
+        loans = np.sort(pd.concat([parts["train"]["loan_id"], parts["calibration"]["loan_id"]]).unique())
+        held = loans[np.random.default_rng(spec.seed).random(len(loans)) < share]
+        parts["train"] = parts["train"][~parts["train"]["loan_id"].isin(held)].reset_index(drop=True)
+        parts["calibration"] = parts["calibration"][parts["calibration"]["loan_id"].isin(held)].reset_index(
+            drop=True
+        )
+    for name in ("train", "calibration", "test"):
+        part = parts[name]
+        rng = windows.get(name)
+        where = f"window {rng[0]:%Y-%m}..{rng[1]:%Y-%m}" if rng else "data"
+        if name == "calibration" and share is not None:
+            where = (
+                f"held-out loans ({share:.0%}) in the {'calibration ' + where if rng else 'training window'}"
             )
-        parts[name] = part
-    return parts, windows
+        if len(part) == 0 or part["label"].nunique() < 2:
+            defaults = int(part["label"].sum()) if len(part) else 0
+            raise ValueError(
+                f"the {name} {where} has {len(part):,} labelled snapshots and {defaults} defaults: it needs "
+                "both defaults and non-defaults; the book is too short or too small for this spec's windows"
+            )
+    return parts
 
 
-def population(panel: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
-    """The spec's labelled population: censored snapshots out; loans current at t only, if asked."""
-    pop = panel[panel["label"] >= 0]
-    if spec.population.current_only:
-        pop = pop[pop["dpd_now"] == 0]
-    return pop
+def screen_features(train: pd.DataFrame, names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Leave out features that carry nothing in training: constant or always missing, numbers that only
+    count calendar months (every loan drawn in one month: months on book is the calendar), and the
+    book's context when the training window holds too few months to learn the cycle from."""
+    months = train["as_of"]
+    n_months = months.nunique()
+    kept, dropped = [], {}
+    for f in names:
+        col = train[f]
+        if col.notna().sum() == 0:
+            dropped[f] = "always missing in training"
+            continue
+        if col.nunique(dropna=True) < 2 and col.isna().sum() == 0:
+            dropped[f] = "constant in training"
+            continue
+        if BY_NAME[f].concept == "portfolio":
+            if n_months < MIN_CONTEXT_MONTHS:
+                dropped[f] = f"book context needs {MIN_CONTEXT_MONTHS}+ training months (has {n_months})"
+                continue
+        elif BY_NAME[f].dtype == "num" and n_months >= 2:
+            x = col.astype(float)
+            ok = x.notna()
+            total = x[ok].var()
+            if total > 0:
+                within = x[ok].groupby(months[ok]).var(ddof=0).fillna(0)
+                weights = months[ok].value_counts().reindex(within.index)
+                r2 = 1 - float((within * weights).sum() / weights.sum()) / float(x[ok].var(ddof=0))
+                if r2 >= CALENDAR_R2:
+                    dropped[f] = (
+                        f"only counts calendar months in this book "
+                        f"({r2:.1%} of its variance is between months)"
+                    )
+                    continue
+        kept.append(f)
+    for f, why in dropped.items():
+        log.info("feature %s left out: %s", f, why)
+    if not kept:
+        raise ValueError("no feature varies in the training window: nothing to learn from")
+    return kept, dropped
 
 
-def fit_booster(spec: ModelSpec, X_tr: pd.DataFrame, y_tr, X_cal: pd.DataFrame, y_cal) -> lgb.Booster:
+def fit_booster(
+    spec: ModelSpec, names: list[str], X_tr: pd.DataFrame, y_tr, X_cal: pd.DataFrame, y_cal
+) -> lgb.Booster:
     p = spec.lightgbm
     params = {
         "objective": "binary",
+        "metric": p.early_stopping_metric,
         "learning_rate": p.learning_rate,
         "num_leaves": p.num_leaves,
         "min_child_samples": p.min_child_samples,
@@ -90,7 +155,7 @@ def fit_booster(spec: ModelSpec, X_tr: pd.DataFrame, y_tr, X_cal: pd.DataFrame, 
         "force_row_wise": True,
         "num_threads": 2,
         "verbose": -1,
-        "monotone_constraints": spec.monotone_constraints(),
+        "monotone_constraints": spec.monotone_constraints(names),
         # "advanced" can break the constraints (LightGBM issues 5358, 6155): the monotonicity check caught it
         "monotone_constraints_method": "intermediate",
     }
@@ -102,33 +167,64 @@ def fit_booster(spec: ModelSpec, X_tr: pd.DataFrame, y_tr, X_cal: pd.DataFrame, 
         num_boost_round=p.n_estimators,
         valid_sets=[dcal],
         valid_names=["calibration"],
-        callbacks=[lgb.early_stopping(p.early_stopping_rounds, verbose=False)],
+        callbacks=[lgb.early_stopping(p.early_stopping_rounds, first_metric_only=True, verbose=False)],
     )
 
 
-def fit_calibrator(raw: np.ndarray, y: np.ndarray, months: pd.Series) -> tuple[Calibrator, dict[str, dict]]:
-    """Isotonic or Platt, whichever has the lower Brier score out of fold (2 folds by alternating month)."""
-    m = pd.DatetimeIndex(months)
-    fold = ((m.year * 12 + m.month) % 2).to_numpy()
+def loan_folds(loan_id: pd.Series, seed: int, k: int = 2) -> np.ndarray:
+    """A fold per loan (all of a loan's snapshots in one fold), seeded."""
+    codes, uniques = pd.factorize(loan_id, sort=True)
+    return np.random.default_rng(seed).integers(0, k, len(uniques))[codes]
+
+
+def fit_calibrator(
+    raw: np.ndarray, y: np.ndarray, loan_id: pd.Series, spec: CalibrationSpec, seed: int
+) -> tuple[Calibrator, dict[str, dict]]:
+    """Isotonic (smooth) or Platt, whichever has the lower out-of-fold Brier score (2 folds by loan),
+    unless the spec names one; PDs never below the spec's floor."""
+    fold = loan_folds(loan_id, seed)
+    methods = ("isotonic", "platt") if spec.method == "auto" else (spec.method,)
     scores: dict[str, dict[str, float]] = {}
-    for method in ("isotonic", "platt"):
+    for method in methods:
         oof = np.empty(len(y))
         for k in (0, 1):
             tr, te = fold != k, fold == k
-            oof[te] = _calibrator(method, raw[tr], y[tr])(raw[te])
+            if y[tr].sum() == 0 or y[tr].sum() == tr.sum() or not te.any():
+                oof[te] = y[tr].mean() if tr.any() else y.mean()
+                continue
+            oof[te] = _calibrator(method, raw[tr], y[tr], spec.pd_floor)(raw[te])
         scores[method] = {"brier": float(np.mean((oof - y) ** 2)), "ece": metrics.ece(y, oof)}
     best = min(scores, key=lambda k: (scores[k]["brier"], scores[k]["ece"]))
-    return _calibrator(best, raw, y), scores
+    return _calibrator(best, raw, y, spec.pd_floor), scores
 
 
-def _calibrator(method: str, raw: np.ndarray, y: np.ndarray) -> Calibrator:
+def _calibrator(method: str, raw: np.ndarray, y: np.ndarray, floor: float) -> Calibrator:
     if method == "isotonic":
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6).fit(raw, y)
+        iso = IsotonicRegression(out_of_bounds="clip").fit(raw, y)
+        fitted = iso.predict(raw)
+        # knots at the centroid of each block of equal fitted values: interpolation between them is smooth
+        blocks = pd.DataFrame({"raw": raw, "fit": fitted}).groupby("fit", sort=True)["raw"].mean()
+        x, yy = blocks.to_numpy(), blocks.index.to_numpy()
+        order = np.argsort(x, kind="stable")
         return Calibrator(
-            "isotonic", x=[float(v) for v in iso.X_thresholds_], y=[float(v) for v in iso.y_thresholds_]
+            "isotonic", x=[float(v) for v in x[order]], y=[float(v) for v in yy[order]], floor=floor
         )
     lr = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), y)
-    return Calibrator("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+    return Calibrator("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]), floor=floor)
+
+
+def capacity_thresholds(pd_: np.ndarray, lists: np.ndarray, tiers: TierSpec) -> dict[str, dict[str, float]]:
+    """PD thresholds that put the riskiest `red_share` of each list in red and the next `amber_share` in
+    amber (on the calibration window). A list the window lacks takes the pooled thresholds."""
+
+    def cut(p: np.ndarray) -> dict[str, float]:
+        return {
+            "red": float(np.quantile(p, 1 - tiers.red_share)),
+            "amber": float(np.quantile(p, 1 - tiers.red_share - tiers.amber_share)),
+        }
+
+    pooled = cut(pd_)
+    return {name: cut(pd_[lists == name]) if (lists == name).sum() >= 100 else pooled for name in LISTS}
 
 
 class ScorecardBins(BaseEstimator, TransformerMixin):
@@ -185,118 +281,91 @@ def challenger_frame(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return X
 
 
-def check_monotonicity(bundle: ModelBundle, sample: pd.DataFrame, n_grid: int = 12) -> dict[str, bool]:
-    """For each feature with a declared direction, the raw score moves only that way along a value grid."""
-    out: dict[str, bool] = {}
-    X = bundle.frame(sample)
-    for f in bundle.features:
-        d = BY_NAME[f].direction
-        if d == 0 or BY_NAME[f].dtype != "num":
-            continue
-        vals = X[f].dropna()
-        if vals.nunique() < 2:
-            out[f] = True
-            continue
-        grid = np.unique(np.quantile(vals, np.linspace(0, 1, n_grid)))
-        scores = []
-        for v in grid:
-            Xv = X.copy()
-            Xv[f] = v
-            scores.append(bundle.booster.predict(Xv, raw_score=True))
-        diffs = np.diff(np.vstack(scores), axis=0) * d
-        out[f] = bool((diffs >= -1e-9).all())
+def degenerate_signs(bundle: ModelBundle, cal: Evaluation, gates) -> list[str]:
+    """What makes a model useless whatever its AUC: it stopped at once, scores nearly everyone alike, puts
+    more than its capacity on the watchlist, or was tuned to a validation AUC no better than chance."""
+    t = bundle.training
+    out = []
+    if t.get("best_iteration", 0) < gates.min_iterations:
+        out.append(
+            f"stopped after {t.get('best_iteration')} boosting rounds "
+            f"(at least {gates.min_iterations} expected)"
+        )
+    if cal.metrics["distinct_pds"] < gates.min_distinct_pds:
+        out.append(f"only {cal.metrics['distinct_pds']:.0f} distinct PDs on the calibration window")
+    if cal.metrics["flagged_over_capacity"] > gates.max_watchlist_over_capacity:
+        out.append(
+            f"flags {cal.metrics['flagged_over_capacity']:.1f}x its review capacity on the calibration window"
+        )
+    tuned = t.get("tuned_auc")
+    if tuned is not None and tuned < gates.min_tuned_auc:
+        out.append(f"tuned to a calibration AUC of {tuned:.3f}, no better than chance")
     return out
 
 
-def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) -> TrainResult:
+def train_model(
+    spec: ModelSpec, panel: pd.DataFrame, windows: Windows, tuned_auc: float | None = None
+) -> TrainResult:
     """Fit, calibrate, set grades and tiers, and evaluate on the out-of-time test window."""
-    parts, windows = split_windows(panel, spec, last_month)
-    names = spec.feature_names
+    parts = split_windows(panel, spec, windows)
     train, cal, test = parts["train"], parts["calibration"], parts["test"]
+    names, dropped = screen_features(train, spec.feature_names)
     enc = FeatureEncoder.fit(train, names)
     X_tr, X_cal, X_te = enc.frame(train), enc.frame(cal), enc.frame(test)
-    y_tr, y_cal, y_te = (p["label"].to_numpy() for p in (train, cal, test))
-    booster = fit_booster(spec, X_tr, y_tr, X_cal, y_cal)
+    y_tr, y_cal = train["label"].to_numpy(), cal["label"].to_numpy()
+    booster = fit_booster(spec, names, X_tr, y_tr, X_cal, y_cal)
+    best = int(booster.best_iteration or booster.current_iteration())
     raw_cal = booster.predict(X_cal, raw_score=True)
-    calibrator, cal_scores = fit_calibrator(raw_cal, y_cal, cal["as_of"])
+    calibrator, cal_scores = fit_calibrator(raw_cal, y_cal, cal["loan_id"], spec.calibration, spec.seed)
     pd_cal = calibrator(raw_cal)
-    red = float(np.quantile(pd_cal, 1 - spec.tiers.red_share))
-    amber = float(np.quantile(pd_cal, 1 - spec.tiers.red_share - spec.tiers.amber_share))
-    raw_tr = booster.predict(X_tr, raw_score=True)
-    pd_tr = calibrator(raw_tr)
+    thresholds = capacity_thresholds(pd_cal, ModelBundle.list_of(cal["dpd_now"]), spec.tiers)
+    pd_tr = calibrator(booster.predict(X_tr, raw_score=True))
     reference = {f: reference_bins(train[f], BY_NAME[f].dtype == "cat") for f in names}
     reference["__score__"] = reference_bins(pd_tr)
-    raw_te = booster.predict(X_te, raw_score=True)
-    pd_te = calibrator(raw_te)
-    m = metrics.summary(y_te, pd_te)
-    m["precision_red"] = metrics.precision_at(y_te, pd_te, spec.tiers.red_share)
-    m["precision_amber"] = metrics.precision_at(y_te, pd_te, spec.tiers.red_share + spec.tiers.amber_share)
-    if ORACLE_COL in test.columns and test[ORACLE_COL].notna().all():
-        m["oracle_auc"] = metrics.auc(y_te, test[ORACLE_COL].to_numpy())
-        m["model_over_oracle"] = m["auc"] / m["oracle_auc"]
-    challenger = fit_challenger(train, names, spec.seed)
-    ch = metrics.summary(y_te, challenger.predict_proba(challenger_frame(test, names))[:, 1])
-    psis = {"__score__": psi(reference["__score__"], pd_te)}
-    psis.update({f: psi(reference[f], test[f]) for f in names})
-    auc_by = {
-        key: {
-            str(k): metrics.auc(g["label"], pd_te[g.index])
-            for k, g in test.groupby(key)
-            if g["label"].nunique() == 2
-        }
-        for key in ("product", "city_tier")
-        if key in test.columns
-    }
-    shell = ModelBundle(
+    reference["__score_calibration__"] = reference_bins(pd_cal)
+    bundle = ModelBundle(
         booster=booster,
         encoder=enc,
         calibrator=calibrator,
-        tier_thresholds={"red": red, "amber": amber},
+        tier_thresholds=thresholds,
         reference=reference,
         spec=spec.model_dump(),
-        windows={k: [f"{a:%Y-%m}", f"{b:%Y-%m}"] for k, (a, b) in windows.items()},
+        windows={
+            k: [f"{a:%Y-%m}", f"{b:%Y-%m}"] for k, v in windows.items() if v is not None for a, b in [v]
+        },
         name=spec.name,
+        training={"best_iteration": best, "tuned_auc": tuned_auc, "dropped": dropped},
     )
-    sample = test.sample(min(400, len(test)), random_state=spec.seed)
-    mono = check_monotonicity(shell, sample)
-    grades = shell.grade(pd_te)
-    tiers = shell.tier(pd_te)
-    if TTD_COL in test.columns:
-        m.update(metrics.lead_time(test["loan_id"], test[TTD_COL], tiers != "green"))
-    shell.test_metrics = {k: float(v) for k, v in m.items()}
-    test_scores = pd.DataFrame(
-        {
-            "loan_id": test["loan_id"],
-            "as_of": test["as_of"],
-            "label": y_te,
-            "raw": raw_te,
-            "pd": pd_te,
-            "grade": grades,
-            "tier": tiers,
-            "oracle": test.get(ORACLE_COL, pd.Series(np.nan, index=test.index)).to_numpy(),
-        }
+    ev = evaluate(bundle, test, seed=spec.seed)
+    bundle.test_metrics = dict(ev.metrics)
+    warnings = degenerate_signs(bundle, evaluate(bundle, cal, seed=spec.seed), spec.gates)
+    for w in warnings:
+        log.warning("degenerate model: %s", w)
+    challenger = fit_challenger(train, names, spec.seed)
+    ch_pd = challenger.predict_proba(challenger_frame(test, names))[:, 1]
+    challenger_metrics = metrics.summary(test["label"].to_numpy(), ch_pd)
+    bundle.training.update(
+        monotone=ev.monotone, challenger_auc=challenger_metrics["auc"], degenerate=list(warnings)
     )
     return TrainResult(
-        bundle=shell,
+        bundle=bundle,
         windows=windows,
-        test_metrics=m,
-        challenger_metrics=ch,
+        evaluation=ev,
+        challenger_metrics=challenger_metrics,
         calibration_metrics=cal_scores,
-        deciles=metrics.decile_table(y_te, pd_te),
-        grades=metrics.calibration_by_grade(y_te, pd_te, grades),
-        psi=psis,
-        monotonicity=mono,
-        auc_by=auc_by,
-        test_scores=test_scores,
         train_scores=pd_tr,
-        best_iteration=int(booster.best_iteration or booster.current_iteration()),
-        example_rows=challenger_frame(test.head(5), names).reset_index(drop=True),
-        shap_sample=X_te.sample(min(2000, len(X_te)), random_state=spec.seed),
+        best_iteration=best,
+        dropped=dropped,
+        warnings=warnings,
         counts={
             "train": len(train),
             "calibration": len(cal),
             "test": len(test),
             "train_defaults": int(y_tr.sum()),
-            "test_defaults": int(y_te.sum()),
+            "calibration_defaults": int(y_cal.sum()),
+            "test_defaults": int(test["label"].sum()),
         },
+        example_rows=challenger_frame(test.head(5), names).reset_index(drop=True),
+        shap_sample=X_te.sample(min(2000, len(X_te)), random_state=spec.seed),
+        challenger_scores=ch_pd,
     )

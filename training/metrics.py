@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import beta, chi2
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 
@@ -23,20 +23,27 @@ def auc(y, p) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
-def ks(y, p) -> float:
-    """Max distance between the score CDFs of defaulters and non-defaulters."""
+def ks_curve(y, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative shares of loans, defaulters and non-defaulters, riskiest first, at the end of each run of
+    tied scores (a tie is never split, so the curve and its KS do not depend on row order)."""
     y, p = _check(y, p)
     order = np.argsort(-p, kind="stable")
-    ys = y[order]
+    ys, ps = y[order], p[order]
     n1, n0 = ys.sum(), len(ys) - ys.sum()
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    # evaluate only at the ends of runs of tied scores
-    ps = p[order]
     ends = np.r_[ps[1:] != ps[:-1], True]
-    tpr = np.cumsum(ys)[ends] / n1
-    fpr = np.cumsum(1 - ys)[ends] / n0
-    return float(np.max(np.abs(tpr - fpr)))
+    share = (np.arange(1, len(ys) + 1) / len(ys))[ends]
+    bad = np.cumsum(ys)[ends] / max(n1, 1)
+    good = np.cumsum(1 - ys)[ends] / max(n0, 1)
+    return share, bad, good
+
+
+def ks(y, p) -> float:
+    """Max distance between the score CDFs of defaulters and non-defaulters (the one KS: plots use it too)."""
+    y, p = _check(y, p)
+    if y.sum() == 0 or y.sum() == len(y):
+        return float("nan")
+    _, bad, good = ks_curve(y, p)
+    return float(np.max(np.abs(bad - good)))
 
 
 def ece(y, p, n_bins: int = 10) -> float:
@@ -108,27 +115,76 @@ def decile_table(y, p) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def calibration_by_grade(y, p, grades) -> pd.DataFrame:
-    """Observed vs expected defaults per grade, with a two-sided binomial test of the grade's mean PD."""
+def jeffreys_pvalue(defaults: int, n: int, pd_: float) -> float:
+    """Two-sided Jeffreys test of a grade's mean PD against its observed defaults (ECB TRIM style): the
+    posterior of the default rate under a Jeffreys prior is Beta(d + 1/2, n - d + 1/2); the p-value is
+    twice the smaller tail beyond the PD."""
+    if n == 0:
+        return float("nan")
+    cdf = float(beta.cdf(pd_, defaults + 0.5, n - defaults + 0.5))
+    return float(min(1.0, 2 * min(cdf, 1 - cdf)))
+
+
+def calibration_by_grade(y, p, grades, n_grades: int = 10) -> pd.DataFrame:
+    """Observed vs expected defaults for every grade of the master scale (empty grades included), with
+    the Jeffreys interval of the default rate and the two-sided Jeffreys test of the grade's mean PD."""
     y, p = _check(y, p)
     g = np.asarray(grades)
     rows = []
-    for grade in sorted(np.unique(g)):
+    for grade in range(1, n_grades + 1):
         m = g == grade
-        n, obs, exp_pd = int(m.sum()), int(y[m].sum()), float(p[m].mean())
-        pval = binomtest(obs, n, min(max(exp_pd, 1e-9), 1 - 1e-9)).pvalue if n else np.nan
+        n, obs = int(m.sum()), int(y[m].sum())
+        exp_pd = float(p[m].mean()) if n else float("nan")
+        lo, hi = beta.ppf([0.025, 0.975], obs + 0.5, n - obs + 0.5) if n else (np.nan, np.nan)
         rows.append(
             {
-                "grade": int(grade),
+                "grade": grade,
                 "count": n,
                 "observed": obs,
-                "expected": exp_pd * n,
+                "expected": exp_pd * n if n else 0.0,
                 "observed_rate": obs / n if n else np.nan,
                 "mean_pd": exp_pd,
-                "binom_pvalue": float(pval),
+                "rate_low": float(lo),
+                "rate_high": float(hi),
+                "jeffreys_pvalue": jeffreys_pvalue(obs, n, exp_pd) if n else float("nan"),
             }
         )
     return pd.DataFrame(rows)
+
+
+def calibration_in_the_large(y, p) -> dict[str, float]:
+    """O/E (observed over expected defaults) with its 95% interval (Poisson on the observed count), and
+    the calibration slope (logistic regression of the outcome on logit PD: 1 is right, below 1 means
+    the PDs are too spread out)."""
+    y, p = _check(y, p)
+    obs, exp = float(y.sum()), float(p.sum())
+    if exp <= 0:
+        return {
+            "oe": float("nan"),
+            "oe_low": float("nan"),
+            "oe_high": float("nan"),
+            "calibration_slope": float("nan"),
+        }
+    # exact Poisson limits of the observed count (Garwood)
+    lo = chi2.ppf(0.025, 2 * obs) / 2 if obs > 0 else 0.0
+    hi = chi2.ppf(0.975, 2 * obs + 2) / 2
+    return {
+        "oe": obs / exp,
+        "oe_low": float(lo / exp),
+        "oe_high": float(hi / exp),
+        "calibration_slope": calibration_slope(y, p),
+    }
+
+
+def calibration_slope(y, p) -> float:
+    y, p = _check(y, p)
+    if not 0 < y.sum() < len(y):
+        return float("nan")
+    from sklearn.linear_model import LogisticRegression
+
+    q = np.clip(p, 1e-9, 1 - 1e-9)
+    z = np.log(q / (1 - q)).reshape(-1, 1)
+    return float(LogisticRegression(C=1e6, max_iter=1000).fit(z, y).coef_[0, 0])
 
 
 def lead_time(loan_id, months_to_default, flagged) -> dict[str, float]:

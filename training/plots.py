@@ -1,4 +1,7 @@
-"""Validation plots as PNG files: ROC and KS, reliability by grade, SHAP summary, score distributions."""
+"""Validation plots as PNG files a validator reads: ROC with AUC and Gini beside the challenger and the
+oracle, KS from the one KS function, reliability by grade with counts and Jeffreys intervals, SHAP with
+categories shown as categories, and score distributions of defaulters and non-defaulters with the tier
+cut-offs."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import BY_NAME
+from training import metrics
 
 log = logging.getLogger(__name__)
 
@@ -22,23 +26,35 @@ def _plt():
     return plt
 
 
-def roc_ks(y: np.ndarray, p: np.ndarray, path: Path, title: str) -> Path:
+def roc_ks(
+    y: np.ndarray,
+    p: np.ndarray,
+    path: Path,
+    title: str,
+    challenger: np.ndarray | None = None,
+    oracle: np.ndarray | None = None,
+) -> Path:
     from sklearn.metrics import roc_curve
 
     plt = _plt()
-    fpr, tpr, _ = roc_curve(y, p)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
-    a.plot(fpr, tpr, label="model")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5))
+    curves = [("model", p, "C0")]
+    if challenger is not None:
+        curves.append(("scorecard challenger", challenger, "C2"))
+    if oracle is not None and np.isfinite(oracle).all():
+        curves.append(("oracle (true PD)", oracle, "C3"))
+    for name, score, colour in curves:
+        fpr, tpr, _ = roc_curve(y, score)
+        auc = metrics.auc(y, score)
+        a.plot(fpr, tpr, color=colour, label=f"{name}: AUC {auc:.4f}, Gini {2 * auc - 1:.4f}")
     a.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     a.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {title}")
-    order = np.argsort(-p, kind="stable")
-    ys = y[order]
-    share = np.arange(1, len(ys) + 1) / len(ys)
-    cb, cg = np.cumsum(ys) / max(ys.sum(), 1), np.cumsum(1 - ys) / max((1 - ys).sum(), 1)
-    k = int(np.argmax(cb - cg))
-    b.plot(share, cb, label="defaulters")
-    b.plot(share, cg, label="non-defaulters")
-    b.vlines(share[k], cg[k], cb[k], colors="red", label=f"KS {cb[k] - cg[k]:.3f}")
+    a.legend(loc="lower right", fontsize=8)
+    share, bad, good = metrics.ks_curve(y, p)
+    k = int(np.argmax(np.abs(bad - good)))
+    b.plot(share, bad, label="defaulters")
+    b.plot(share, good, label="non-defaulters")
+    b.vlines(share[k], good[k], bad[k], colors="red", label=f"KS {metrics.ks(y, p):.4f}")
     b.set(xlabel="share of loans, riskiest first", ylabel="cumulative share", title="KS")
     b.legend()
     fig.tight_layout()
@@ -48,33 +64,66 @@ def roc_ks(y: np.ndarray, p: np.ndarray, path: Path, title: str) -> Path:
 
 
 def reliability_by_grade(grades: pd.DataFrame, path: Path) -> Path:
-    """Observed default rate against mean PD per grade (log scales), with 95% binomial intervals."""
+    """Observed default rate against mean PD per grade (log scales), with Jeffreys 95% intervals and the
+    count of each grade; grades failing the Jeffreys test in red."""
     plt = _plt()
     g = grades[grades["count"] > 0]
-    n, obs = g["count"].to_numpy(float), g["observed_rate"].to_numpy(float)
-    err = 1.96 * np.sqrt(np.maximum(obs * (1 - obs), 1e-12) / n)
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.errorbar(g["mean_pd"], np.maximum(obs, 1e-4), yerr=err, fmt="o", capsize=3)
-    for _, r in g.iterrows():
-        ax.annotate(str(int(r["grade"])), (r["mean_pd"], max(r["observed_rate"], 1e-4)), fontsize=8)
-    lo, hi = 1e-4, 1.0
-    ax.plot([lo, hi], [lo, hi], "--", color="grey", lw=1)
+    obs = np.maximum(g["observed_rate"].to_numpy(float), 1e-4)
+    lo = np.maximum(g["rate_low"].to_numpy(float), 1e-4)
+    hi = np.maximum(g["rate_high"].to_numpy(float), 1e-4)
+    fail = (g["jeffreys_pvalue"] < 0.05).to_numpy()
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for mask, colour, label in ((~fail, "C0", "Jeffreys test passes"), (fail, "C3", "fails at 5%")):
+        if mask.any():
+            ax.errorbar(
+                g["mean_pd"].to_numpy()[mask],
+                obs[mask],
+                yerr=[obs[mask] - lo[mask], hi[mask] - obs[mask]],
+                fmt="o",
+                capsize=3,
+                color=colour,
+                label=label,
+            )
+    for r, o in zip(g.itertuples(), obs, strict=True):
+        ax.annotate(
+            f"{r.grade} (n={r.count:,})",
+            (r.mean_pd, o),
+            fontsize=7,
+            xytext=(4, -10),
+            textcoords="offset points",
+        )
+    ax.plot([1e-4, 1], [1e-4, 1], "--", color="grey", lw=1)
     ax.set(xscale="log", yscale="log", xlabel="mean PD (expected)", ylabel="observed default rate")
-    ax.set_title("Calibration by grade (test window)")
+    ax.set_title("Calibration by grade (test window), Jeffreys 95% intervals")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
-def score_distribution(train_pd: np.ndarray, test_pd: np.ndarray, path: Path) -> Path:
+def score_distribution(
+    y: np.ndarray, test_pd: np.ndarray, thresholds: dict[str, dict[str, float]], path: Path
+) -> Path:
+    """PD of defaulters and non-defaulters on the test window, with each list's red and amber cut-offs."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     bins = np.linspace(np.log10(1e-4), 0, 50)
-    ax.hist(np.log10(np.clip(train_pd, 1e-4, 1)), bins=bins, density=True, alpha=0.5, label="train")
-    ax.hist(np.log10(np.clip(test_pd, 1e-4, 1)), bins=bins, density=True, alpha=0.5, label="test")
-    ax.set(xlabel="log10 PD", ylabel="density", title="Score distribution, train vs out-of-time test")
-    ax.legend()
+    lp = np.log10(np.clip(test_pd, 1e-4, 1))
+    ax.hist(lp[y == 0], bins=bins, density=True, alpha=0.5, label="non-defaulters")
+    ax.hist(lp[y == 1], bins=bins, density=True, alpha=0.5, label="defaulters")
+    styles = {"early_warning": "-", "in_arrears": ":"}
+    for name, t in thresholds.items():
+        for tier, colour in (("red", "red"), ("amber", "orange")):
+            ax.axvline(
+                np.log10(max(t[tier], 1e-4)),
+                color=colour,
+                ls=styles.get(name, "--"),
+                lw=1,
+                label=f"{tier}, {name.replace('_', ' ')}",
+            )
+    ax.set(xlabel="log10 PD", ylabel="density", title="Score distribution on the out-of-time test window")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -82,22 +131,39 @@ def score_distribution(train_pd: np.ndarray, test_pd: np.ndarray, path: Path) ->
 
 
 def shap_summary(booster, X: pd.DataFrame, path: Path, max_display: int = 20) -> Path:
-    """Beeswarm of exact TreeSHAP contributions (LightGBM pred_contrib) on a sample of test snapshots."""
+    """Beeswarm of exact TreeSHAP contributions (LightGBM pred_contrib) of the numeric features, and for the
+    categorical ones a strip per category (a category has no 'high' or 'low' to colour by)."""
     import shap
 
     plt = _plt()
     contrib = booster.predict(X, pred_contrib=True)[:, :-1]
-    values = X.copy()
-    for c in values.columns:
-        if isinstance(values[c].dtype, pd.CategoricalDtype):
-            values[c] = values[c].cat.codes.replace(-1, np.nan).astype(float)
+    cats = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+    num = [j for j, c in enumerate(X.columns) if c not in cats]
     names = [BY_NAME[c].title if c in BY_NAME else c for c in X.columns]
-    plt.figure()
+    fig = plt.figure(figsize=(14, 0.35 * max_display + 2))
+    plt.subplot(1, 2, 1)
     shap.summary_plot(
-        contrib, values.to_numpy(float), feature_names=names, max_display=max_display, show=False
+        contrib[:, num],
+        X.iloc[:, num].to_numpy(float),
+        feature_names=[names[j] for j in num],
+        max_display=max_display,
+        show=False,
+        plot_size=None,
     )
-    fig = plt.gcf()
-    fig.set_size_inches(9, 0.35 * max_display + 2)
+    ax = plt.subplot(1, 2, 2)
+    rows = []
+    for c in cats:
+        j = list(X.columns).index(c)
+        vals = X[c].astype(object).where(X[c].notna(), "(missing)")
+        for v in pd.unique(vals):
+            m = (vals == v).to_numpy()
+            rows.append((f"{BY_NAME[c].title}: {v}", contrib[m, j]))
+    rows.sort(key=lambda r: float(np.mean(r[1])))
+    rows = rows[-max_display:]
+    ax.boxplot([r[1] for r in rows], vert=False, showfliers=False)
+    ax.set_yticks(range(1, len(rows) + 1), [r[0] for r in rows], fontsize=7)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set(xlabel="SHAP contribution (log-odds)", title="Categorical features by category")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

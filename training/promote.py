@@ -6,26 +6,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import pandas as pd
-
-from features.stability import psi
 from model.bundle import ModelBundle
-from model.spec import GateSpec, ModelSpec
-from training import metrics
-from training.fit import check_monotonicity, population
-
-
-@dataclass
-class Evaluation:
-    """One model's measures on the promotion window."""
-
-    version: str
-    metrics: dict[str, float]
-    monotonicity: dict[str, bool]
-
-    @property
-    def monotone(self) -> bool:
-        return all(self.monotonicity.values())
+from model.spec import GateSpec
+from training.evaluate import Evaluation
 
 
 @dataclass
@@ -47,8 +30,8 @@ class Decision:
     reason: str
     window: tuple[str, str]
     gates: list[Gate]
-    challenger: Evaluation
-    champion: Evaluation | None = None
+    challenger: dict[str, float]
+    champion: dict[str, float] | None = None
     who: str = ""
     when: str = ""
     book_sha256: str = ""
@@ -58,29 +41,20 @@ class Decision:
 
 
 def same_label(a: ModelBundle, b: ModelBundle) -> bool:
-    sa, sb = ModelSpec.model_validate(a.spec), ModelSpec.model_validate(b.spec)
+    sa, sb = a.model_spec, b.model_spec
     return sa.label == sb.label and sa.population == sb.population
 
 
-def evaluate_bundle(bundle: ModelBundle, version: str, snapshots: pd.DataFrame, seed: int = 7) -> Evaluation:
-    """AUC, ECE and the rest, score PSI against the bundle's own training reference, and the monotonicity
-    check, on labelled snapshots of the promotion window (the panel rows of the bundle's population)."""
-    spec = ModelSpec.model_validate(bundle.spec)
-    pop = population(snapshots, spec).reset_index(drop=True)
-    if len(pop) == 0 or pop["label"].nunique() < 2:
-        raise ValueError("the promotion window has no labelled defaults and non-defaults")
-    p = bundle.pd_from_raw(bundle.raw_score(pop))
-    m = metrics.summary(pop["label"].to_numpy(), p)
-    m["score_psi"] = psi(bundle.reference["__score__"], p)
-    mono = check_monotonicity(bundle, pop.sample(min(400, len(pop)), random_state=seed))
-    return Evaluation(version=version, metrics={k: float(v) for k, v in m.items()}, monotonicity=mono)
+def gates_of(
+    gates: GateSpec, bundle: ModelBundle, challenger: Evaluation, champion: Evaluation | None
+) -> list[Gate]:
+    """Every gate of the spec on the challenger's evaluation (and against the champion's, if any).
 
-
-def decide(
-    gates: GateSpec, challenger: Evaluation, champion: Evaluation | None
-) -> tuple[bool, list[Gate], str]:
-    """Apply the gates. With a champion: AUC may trail it by at most `max_auc_drop`; without one the
-    challenger must clear the absolute AUC floor. Always: ECE, score PSI and monotonicity within bounds."""
+    Discrimination: AUC within `max_auc_drop` of the champion, or above the floor for a first champion.
+    Calibration: ECE. Stability: score PSI against the calibration window (adjacent in time, so a cycle
+    between the training window and now does not read as a broken model). Monotonicity. And the signs of a
+    degenerate model: too few boosting rounds, too few distinct PDs, a watchlist far over capacity, tuning
+    to a chance-level validation AUC."""
     c = challenger.metrics
     out: list[Gate] = []
     if champion is not None:
@@ -99,15 +73,51 @@ def decide(
             c["score_psi"],
             gates.max_score_psi,
             bool(c["score_psi"] <= gates.max_score_psi),
-            "score psi <= max_score_psi",
+            "score psi vs the calibration window <= max_score_psi",
         )
     )
     bad = sorted(f for f, ok in challenger.monotonicity.items() if not ok)
     out.append(Gate("monotonicity", float(len(bad)), 0.0, not bad, "every declared direction holds"))
+    it = float(bundle.training.get("best_iteration", 0))
+    out.append(
+        Gate("iterations", it, gates.min_iterations, it >= gates.min_iterations, "boosting rounds >= min")
+    )
+    out.append(
+        Gate(
+            "distinct_pds",
+            c["distinct_pds"],
+            gates.min_distinct_pds,
+            c["distinct_pds"] >= gates.min_distinct_pds,
+            "distinct PDs >= min",
+        )
+    )
+    out.append(
+        Gate(
+            "watchlist",
+            c["flagged_over_capacity"],
+            gates.max_watchlist_over_capacity,
+            c["flagged_over_capacity"] <= gates.max_watchlist_over_capacity,
+            "flagged share / capacity <= max",
+        )
+    )
+    tuned = bundle.training.get("tuned_auc")
+    if tuned is not None:
+        out.append(
+            Gate("tuned_auc", tuned, gates.min_tuned_auc, tuned >= gates.min_tuned_auc, "tuned AUC >= min")
+        )
+    return out
+
+
+def decide(
+    gates: GateSpec, bundle: ModelBundle, challenger: Evaluation, champion: Evaluation | None
+) -> tuple[bool, list[Gate], str]:
+    """Apply the gates and say why, naming every failure."""
+    out = gates_of(gates, bundle, challenger, champion)
     failed = [g for g in out if not g.passed]
     if not failed:
         who = f"champion v{champion.version}" if champion else "the absolute floors"
         return True, out, f"all gates pass against {who}"
+    bad = sorted(f for f, ok in challenger.monotonicity.items() if not ok)
     parts = []
     for g in failed:
         if g.name == "monotonicity":
@@ -118,6 +128,6 @@ def decide(
                 f"v{champion.version} ({champion.metrics['auc']:.4f}); at most {gates.max_auc_drop} allowed"
             )
         else:
-            op = ">=" if g.name == "auc" else "<="
+            op = "<=" if g.name in ("ece", "score_psi", "watchlist") else ">="
             parts.append(f"{g.name} {g.value:.4f} breaks {g.name} {op} {g.limit}")
     return False, out, "refused: " + "; ".join(parts)

@@ -15,54 +15,23 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from model.bundle import ModelBundle
-from model.pyfunc import bundle_from_model_uri
-from model.spec import ModelSpec
-from training.promote import Decision, decide, evaluate_bundle, same_label
+from model.registry import CHALLENGER, CHAMPION, ModelRef, load_bundle, resolve
+from training.evaluate import evaluate, population
+from training.promote import Decision, decide, same_label
 from training.tracking import ensure_experiment
 
 log = logging.getLogger(__name__)
 
 AUDIT_EXPERIMENT = "loan-ews-audit"
-CHAMPION, CHALLENGER = "champion", "challenger"
-
-
-def resolve_version(client: MlflowClient, name: str, version: str | None = None) -> str:
-    """The given version (checked to exist) or the newest registered version of `name`."""
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException as e:
-        raise ValueError(f"cannot read model {name!r} from the registry: {e.message}") from e
-    if not versions:
-        raise ValueError(f"no registered model named {name!r} (train one with `ews train`)")
-    known = {str(v.version) for v in versions}
-    if version is None:
-        return str(max(int(v) for v in known))
-    if str(version) not in known:
-        raise ValueError(f"model {name!r} has no version {version} (versions: {sorted(known, key=int)})")
-    return str(version)
-
-
-def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
-
-
-def load_bundle(name: str, version: str) -> ModelBundle:
-    bundle = bundle_from_model_uri(f"models:/{name}/{version}")
-    bundle.name, bundle.version = name, str(version)
-    return bundle
 
 
 def promote(
     client: MlflowClient,
     name: str,
     version: str,
-    window_panel: Callable[[ModelSpec], tuple[pd.DataFrame, tuple[str, str]]],
+    window_panel: Callable[[ModelBundle], tuple[pd.DataFrame, tuple[str, str]]],
     who: str,
     book_sha256: str = "",
     artifact_root: Path | None = None,
@@ -70,14 +39,15 @@ def promote(
     """Set `challenger` on `version`, score it and the champion on the same out-of-time window, and move
     `champion` only if the gates pass. A refused version keeps the `challenger` alias (so the nightly batch
     shadow-scores it). Every decision is appended to the audit log."""
-    champ_v = alias_version(client, name, CHAMPION)
+    champ_v = resolve(client, ModelRef(name, alias=CHAMPION))
     if champ_v == str(version):
         raise ValueError(f"version {version} of {name!r} is already the champion")
     client.set_registered_model_alias(name, CHALLENGER, version)
     challenger = load_bundle(name, version)
-    spec = ModelSpec.model_validate(challenger.spec)
-    snapshots, window = window_panel(spec)
-    ev_ch = evaluate_bundle(challenger, version, snapshots, spec.seed)
+    spec = challenger.model_spec
+    snapshots, window = window_panel(challenger)
+    pop = population(snapshots, spec.population.current_only)
+    ev_ch = evaluate(challenger, pop, version, spec.seed)
     ev_champ = None
     if champ_v is not None:
         champion = load_bundle(name, champ_v)
@@ -85,8 +55,8 @@ def promote(
             raise ValueError(
                 f"champion v{champ_v} and challenger v{version} predict different labels or populations"
             )
-        ev_champ = evaluate_bundle(champion, champ_v, snapshots, spec.seed)
-    ok, gates, reason = decide(spec.gates, ev_ch, ev_champ)
+        ev_champ = evaluate(champion, pop, champ_v, spec.seed)
+    ok, gates, reason = decide(spec.gates, challenger, ev_ch, ev_champ)
     if ok:
         client.set_registered_model_alias(name, CHAMPION, version)
         client.delete_registered_model_alias(name, CHALLENGER)
@@ -100,8 +70,8 @@ def promote(
         reason=reason,
         window=window,
         gates=gates,
-        challenger=ev_ch,
-        champion=ev_champ,
+        challenger=ev_ch.metrics,
+        champion=ev_champ.metrics if ev_champ else None,
         who=who,
         when=datetime.now(UTC).isoformat(timespec="seconds"),
         book_sha256=book_sha256,
@@ -130,9 +100,9 @@ def log_decision(d: Decision, artifact_root: Path | None = None) -> str:
                 "book_sha256": d.book_sha256,
             }
         )
-        m = {f"challenger_{k}": v for k, v in d.challenger.metrics.items()}
+        m = {f"challenger_{k}": v for k, v in d.challenger.items()}
         if d.champion is not None:
-            m.update({f"champion_{k}": v for k, v in d.champion.metrics.items()})
+            m.update({f"champion_{k}": v for k, v in d.champion.items()})
         m.update({f"gate_{g.name}_passed": float(g.passed) for g in d.gates})
         mlflow.log_metrics({k: float(v) for k, v in m.items() if pd.notna(v)})
         mlflow.log_dict(d.to_dict(), "decision.json")

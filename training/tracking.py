@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
@@ -15,7 +14,9 @@ import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
 
+from features.book import book_fingerprint
 from model.pyfunc import BUNDLE_ARTIFACT, BundleModel
+from model.registry import ensure_experiment
 from model.spec import ModelSpec
 from training import plots
 from training.card import model_card
@@ -23,18 +24,6 @@ from training.fit import TrainResult
 
 log = logging.getLogger(__name__)
 LIBRARIES = ("pandas", "numpy", "lightgbm", "scikit-learn", "mlflow", "bentoml", "shap", "pyarrow")
-
-
-def book_fingerprint(book_dir: Path) -> str:
-    """SHA-256 over the five table files (name and bytes): the data a model was trained on."""
-    h = hashlib.sha256()
-    for p in sorted(Path(book_dir).glob("*")):
-        if p.stem in ("borrowers", "loans", "collateral", "house_prices", "performance"):
-            h.update(p.name.encode())
-            with p.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
 
 
 def code_version() -> str:
@@ -48,14 +37,6 @@ def code_version() -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def ensure_experiment(name: str, artifact_root: Path | None) -> str:
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-    return mlflow.create_experiment(name, artifact_location=location and f"{location}/{name}")
 
 
 def log_training(
@@ -83,29 +64,42 @@ def log_training(
                 **{f"lib.{k}": v for k, v in libs.items()},
             }
         )
+        w = result.windows
         params = {
             "spec_path": str(spec_path),
             "dpd_threshold": spec.label.dpd_threshold,
             "horizon_months": spec.label.horizon_months,
+            "probation_months": spec.label.probation_months,
             "current_only": spec.population.current_only,
             "seed": spec.seed,
-            "n_features": len(spec.feature_names),
+            "n_features": len(result.bundle.features),
+            "features_dropped": ",".join(result.dropped) or "none",
             "best_iteration": result.best_iteration,
             "calibration_method": result.bundle.calibrator.method,
             "book_dir": str(book_dir),
             "book_sha256": sha,
             "panel_rows": panel_rows,
             **{f"lgb_{k}": v for k, v in spec.lightgbm.model_dump().items()},
-            **{f"window_{k}": f"{a:%Y-%m}..{b:%Y-%m}" for k, (a, b) in result.windows.items()},
+            **{
+                f"window_{k}": (
+                    f"{v[0]:%Y-%m}..{v[1]:%Y-%m}"
+                    if v
+                    else f"holdout {spec.windows.holdout_share:.0%} of training loans"
+                )
+                for k, v in w.items()
+            },
             **{f"rows_{k}": v for k, v in result.counts.items()},
         }
+        ev = result.evaluation
         mlflow.log_params(params)
-        mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.test_metrics.items() if pd.notna(v)})
+        mlflow.set_tag("loan_ews.degenerate", "; ".join(result.warnings) or "no")
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in ev.metrics.items() if pd.notna(v)})
         mlflow.log_metrics(
             {f"challenger_{k}": float(v) for k, v in result.challenger_metrics.items() if pd.notna(v)}
         )
-        mlflow.log_metrics({f"psi_{k.strip('_')}": float(v) for k, v in result.psi.items() if pd.notna(v)})
-        mlflow.log_metric("monotonicity_pass", float(all(result.monotonicity.values())))
+        mlflow.log_metrics({f"psi_{k}": float(v) for k, v in ev.psi.items() if pd.notna(v)})
+        mlflow.log_metric("monotonicity_pass", float(ev.monotone))
+        mlflow.log_metric("degenerate_signs", float(len(result.warnings)))
         mlflow.log_artifact(str(spec_path), "spec")
         mlflow.log_dict(spec.model_dump(), "spec/effective_spec.json")
         for i, trial in enumerate(trials or []):
@@ -120,11 +114,13 @@ def log_training(
             _plots(result, plots_dir)
             mlflow.log_artifacts(str(plots_dir), "plots")
             (t / "model_card.md").write_text(model_card(result, spec, sha, code))
-            result.deciles.to_csv(t / "deciles.csv", index=False)
-            result.grades.to_csv(t / "calibration_by_grade.csv", index=False)
-            (t / "psi.json").write_text(json.dumps(result.psi, indent=1, sort_keys=True))
-            (t / "monotonicity.json").write_text(json.dumps(result.monotonicity, indent=1, sort_keys=True))
-            (t / "auc_by_segment.json").write_text(json.dumps(result.auc_by, indent=1, sort_keys=True))
+            ev.deciles.to_csv(t / "deciles.csv", index=False)
+            ev.grades.to_csv(t / "calibration_by_grade.csv", index=False)
+            ev.fairness.to_csv(t / "fairness.csv", index=False)
+            (t / "psi.json").write_text(json.dumps(ev.psi, indent=1, sort_keys=True))
+            (t / "monotonicity.json").write_text(json.dumps(ev.monotonicity, indent=1, sort_keys=True))
+            (t / "auc_by_segment.json").write_text(json.dumps(ev.by_segment, indent=1, sort_keys=True))
+            (t / "features_dropped.json").write_text(json.dumps(result.dropped, indent=1, sort_keys=True))
             (t / "calibration_choice.json").write_text(json.dumps(result.calibration_metrics, indent=1))
             for f in sorted(t.iterdir()):
                 if f.is_file():
@@ -148,10 +144,11 @@ def log_training(
 
 
 def _plots(result: TrainResult, folder: Path) -> None:
-    ts = result.test_scores
+    ts = result.evaluation.scores
     y, p = ts["label"].to_numpy(float), ts["pd"].to_numpy(float)
-    plots.roc_ks(y, p, folder / "roc_ks.png", "out-of-time test")
-    plots.reliability_by_grade(result.grades, folder / "reliability_by_grade.png")
-    plots.score_distribution(result.train_scores, p, folder / "score_distribution.png")
+    oracle = ts["oracle"].to_numpy(float)
+    plots.roc_ks(y, p, folder / "roc_ks.png", "out-of-time test", result.challenger_scores, oracle)
+    plots.reliability_by_grade(result.evaluation.grades, folder / "reliability_by_grade.png")
+    plots.score_distribution(y, p, result.bundle.tier_thresholds, folder / "score_distribution.png")
     if result.shap_sample is not None:
         plots.shap_summary(result.bundle.booster, result.shap_sample, folder / "shap_summary.png")

@@ -9,9 +9,9 @@ import optuna
 import pandas as pd
 
 from model.bundle import FeatureEncoder
-from model.spec import ModelSpec
+from model.spec import ModelSpec, Windows
 from training import metrics
-from training.fit import fit_booster, split_windows
+from training.fit import fit_booster, screen_features, split_windows
 
 log = logging.getLogger(__name__)
 
@@ -19,17 +19,19 @@ log = logging.getLogger(__name__)
 def tune(
     spec: ModelSpec,
     panel: pd.DataFrame,
-    last_month: pd.Timestamp,
+    windows: Windows,
     n_trials: int,
     progress: Callable[[str, int, int], None] | None = None,
-) -> tuple[ModelSpec, list[dict]]:
+) -> tuple[ModelSpec, list[dict], float]:
     """Search tree shape, learning rate and regularisation by calibration-window AUC (early stopping on the
-    same window, as in training). Returns the spec with the best parameters and every trial's record."""
+    same window, as in training). Returns the spec with the best parameters, every trial's record and the
+    best calibration AUC (a value at or below 0.5 means tuning found nothing, and training says so)."""
     if n_trials < 1:
         raise ValueError(f"--tune needs at least 1 trial, got {n_trials}")
-    parts, _ = split_windows(panel, spec, last_month)
-    shell = FeatureEncoder.fit(parts["train"], spec.feature_names)
-    X_tr, X_cal = shell.frame(parts["train"]), shell.frame(parts["calibration"])
+    parts = split_windows(panel, spec, windows)
+    names, _ = screen_features(parts["train"], spec.feature_names)
+    enc = FeatureEncoder.fit(parts["train"], names)
+    X_tr, X_cal = enc.frame(parts["train"]), enc.frame(parts["calibration"])
     y_tr, y_cal = parts["train"]["label"].to_numpy(), parts["calibration"]["label"].to_numpy()
     trials: list[dict] = []
 
@@ -42,7 +44,7 @@ def tune(
             "reg_lambda": trial.suggest_float("reg_lambda", 0.5, 50.0, log=True),
         }
         s = spec.model_copy(update={"lightgbm": spec.lightgbm.model_copy(update=params)})
-        booster = fit_booster(s, X_tr, y_tr, X_cal, y_cal)
+        booster = fit_booster(s, names, X_tr, y_tr, X_cal, y_cal)
         value = metrics.auc(y_cal, booster.predict(X_cal, raw_score=True))
         trials.append({"params": params, "value": value, "iterations": booster.best_iteration})
         if progress:
@@ -54,4 +56,6 @@ def tune(
     study.optimize(objective, n_trials=n_trials)
     best = spec.model_copy(update={"lightgbm": spec.lightgbm.model_copy(update=study.best_params)})
     log.info("tuning: best calibration AUC %.4f with %s", study.best_value, study.best_params)
-    return best, trials
+    if study.best_value <= 0.5:
+        log.warning("tuning: the best calibration AUC is %.4f, no better than chance", study.best_value)
+    return best, trials, float(study.best_value)

@@ -1,32 +1,37 @@
-"""`ews train` end to end against a real MLflow SQLite store in a temp dir."""
+"""The command line end to end against a real MLflow SQLite store in a temp dir: `ews train` logs a
+complete run and registers it; a short card book and a messy mixed book validate with warnings only,
+train, promote and score with the shipped specs and no hand edits; `ews report` applies the spec's gates."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ews.cli import app
+from features.book import write_book
+from features.generate import generate_book, profile
 from model.pyfunc import bundle_from_model_uri
 from training.panel import build_panel, month_range
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def trained_store(champion_store):
-    root, _, train, _ = champion_store
-    return root, train
+def _env(mp: pytest.MonkeyPatch, root: Path) -> str:
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("EWS_MODELS_DIR", str(root / "models"))
+    mp.setenv("EWS_USER", "pytest")
+    return uri
 
 
-def test_train_logs_a_complete_run_and_registers_the_model(trained_store) -> None:
-    root, res = trained_store
-    assert res.exit_code == 0, res.output
-    assert "model/oracle" in res.output and "all declared directions hold" in res.output
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+def test_train_logs_a_complete_run_and_registers_the_model(champion_store) -> None:
+    root, uri, _ = champion_store
+    client = MlflowClient(tracking_uri=uri)
     mv = client.get_model_version("loan-ews-pd-12m", "1")
     run = client.get_run(mv.run_id)
     assert run.data.params["book_sha256"] and run.data.params["window_test"] == "2024-07..2024-12"
@@ -35,70 +40,153 @@ def test_train_logs_a_complete_run_and_registers_the_model(trained_store) -> Non
         "test_auc",
         "test_ks",
         "test_ece",
+        "test_oe_low",
         "test_oracle_auc",
         "challenger_auc",
-        "psi_score",
         "monotonicity_pass",
     ):
         assert k in run.data.metrics, k
+    assert run.data.metrics["test_grades_populated"] >= 9
     names = {a.path for a in client.list_artifacts(mv.run_id, "validation")}
     assert {
         "validation/deciles.csv",
         "validation/calibration_by_grade.csv",
         "validation/psi.json",
         "validation/monotonicity.json",
+        "validation/fairness.csv",
         "validation/model_card.md",
     } <= names
     plots = {a.path: a.file_size for a in client.list_artifacts(mv.run_id, "plots")}
     for p in ("roc_ks", "reliability_by_grade", "shap_summary", "score_distribution"):
         assert plots.get(f"plots/{p}.png", 0) > 10_000, plots
-    assert "test_lead_median_months" in run.data.metrics
     card = Path(client.download_artifacts(mv.run_id, "validation/model_card.md")).read_text()
     for section in (
         "## Purpose",
         "## Data",
         "## Label and exclusions",
+        "## Lists and capacity",
         "## Calibration",
+        "Jeffreys",
         "## Stability",
         "## Monotonicity",
+        "## Fairness",
+        "age band",
+        "## Signs of a degenerate model",
         "## Limitations",
         "model / oracle",
         run.data.params["book_sha256"],
     ):
         assert section in card, section
+    grades = pd.read_csv(client.download_artifacts(mv.run_id, "validation/calibration_by_grade.csv"))
+    assert list(grades["grade"]) == list(range(1, 11))
+    assert "| 1 | " in card and "1.0000 |" not in card.split("Observed vs expected")[1][:400]
 
 
-def test_demo_promotes_the_first_model_and_report_prints_the_checks(champion_store) -> None:
-    root, uri, _, promote = champion_store
+def test_train_command_on_a_small_book(small_book_dir, tmp_path) -> None:
+    mp = pytest.MonkeyPatch()
+    _env(mp, tmp_path)
+    try:
+        res = runner.invoke(app, ["train", "--spec", "models/pd_90d_12m.yaml", "--book", str(small_book_dir)])
+    finally:
+        mp.undo()
+    assert res.exit_code == 0, res.output
+    assert "trained loan-ews-pd-12m version 1" in res.output and "model/oracle" in res.output
+    assert "windows: train 2023-07..2023-12" in res.output  # clipped to the book's first month
+
+
+def test_demo_promotes_the_first_model_and_report_prints_the_checks(champion_store, demo_book_dir) -> None:
+    root, uri, promote = champion_store
     assert promote.exit_code == 0, promote.output
     assert "PROMOTED" in promote.output
     mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.setenv("EWS_MODELS_DIR", str(root / "models"))
+    _env(mp, root)
     try:
-        rep = runner.invoke(app, ["report", "loan-ews-pd-12m"])
-        hist = runner.invoke(app, ["registry", "history", "loan-ews-pd-12m"])
-        again = runner.invoke(app, ["promote", "--model", "loan-ews-pd-12m", "--version", "7"])
+        rep = runner.invoke(app, ["report", "--model", "loan-ews-pd-12m"])
+        hist = runner.invoke(app, ["registry", "history", "--model", "loan-ews-pd-12m"])
+        again = runner.invoke(app, ["promote", "--model", "loan-ews-pd-12m:7", "--book", str(demo_book_dir)])
+        no_book = runner.invoke(app, ["promote", "--model", "loan-ews-pd-12m:1", "--book", "/no/such/book"])
+        bad = runner.invoke(app, ["report", "--model", "no such/name"])
     finally:
         mp.undo()
     assert rep.exit_code == 0, rep.output
     assert "version 1 (champion)" in rep.output and "FAIL" not in rep.output
-    assert rep.output.count("PASS") == 4
+    assert "boosting rounds" in rep.output and "distinct PDs" in rep.output and "no leak" in rep.output
     assert "PROMOTED" in hist.output and "pytest" in hist.output
     assert again.exit_code == 1 and "has no version 7" in again.output
+    assert no_book.exit_code == 1 and "does not exist" in no_book.output  # checked before anything loads
+    assert bad.exit_code == 1 and "is not NAME, NAME@alias or NAME:version" in bad.output
 
 
-def test_registered_model_loads_back_into_an_identical_bundle(trained_store, demo_generated) -> None:
-    root, _ = trained_store
+def test_registered_model_loads_back_into_an_identical_bundle(
+    champion_store, demo_generated, demo_context
+) -> None:
+    _, uri, _ = champion_store
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    bundle = bundle_from_model_uri("models:/loan-ews-pd-12m/1")
-    panel = build_panel(demo_generated.book, month_range("2024-07", "2024-09"))
-    pd1 = bundle.pd_from_raw(bundle.raw_score(panel))
-    pf = mlflow.pyfunc.load_model("models:/loan-ews-pd-12m/1")
+    mlflow.set_tracking_uri(uri)
+    try:
+        bundle = bundle_from_model_uri("models:/loan-ews-pd-12m/1")
+        panel = build_panel(
+            demo_generated.book,
+            month_range("2024-07", "2024-09"),
+            bundle.model_spec.label.rule,
+            12,
+            context=demo_context,
+        )
+        pd1 = bundle.pd_from_raw(bundle.raw_score(panel))
+        pf = mlflow.pyfunc.load_model("models:/loan-ews-pd-12m/1")
+    finally:
+        mlflow.set_tracking_uri("")
     X = panel[bundle.features].copy()
     for c in bundle.categories:
         X[c] = X[c].astype(object).where(X[c].notna(), "missing")
     pd2 = pf.predict(X)["pd"].to_numpy()
     np.testing.assert_allclose(pd1, pd2, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("book", "spec", "as_of"),
+    [("card", "models/card_30d_1m.yaml", None), ("mixed", "models/pd_90d_12m.yaml", "2025-12")],
+)
+def test_messy_books_validate_train_promote_and_score_without_hand_edits(
+    book, spec, as_of, card_book_dir, tmp_path
+) -> None:
+    if book == "card":
+        folder = card_book_dir
+    else:
+        folder = write_book(generate_book(6000, 40, 31, profile("mixed")).book, tmp_path / "mixed")
+    mp = pytest.MonkeyPatch()
+    _env(mp, tmp_path)
+    try:
+        val = runner.invoke(app, ["book", "validate", str(folder)])
+        train = runner.invoke(app, ["train", "--spec", spec, "--book", str(folder)])
+        name = "loan-ews-card-1m" if book == "card" else "loan-ews-pd-12m"
+        promote = runner.invoke(app, ["promote", "--model", name, "--book", str(folder)])
+        month = as_of or f"{pd.read_parquet(folder / 'performance.parquet')['month'].max():%Y-%m}"
+        score = runner.invoke(
+            app,
+            [
+                "score-book",
+                "--book",
+                str(folder),
+                "--as-of",
+                month,
+                "--model",
+                f"{name}:1",
+                "--out",
+                str(tmp_path / "scores"),
+            ],
+        )
+        report = runner.invoke(app, ["report", "--model", f"{name}:1"])
+    finally:
+        mp.undo()
+    assert val.exit_code == 0 and "WARNING performance.days_past_due [dpd_jump]" in val.output, val.output
+    assert train.exit_code == 0, train.output
+    assert "WARNING degenerate" not in train.output
+    assert promote.exit_code in (0, 2), promote.output  # a decision either way, never a crash
+    assert score.exit_code == 0, score.output
+    assert "early warning:" in score.output and "in arrears:" in score.output
+    assert report.exit_code in (0, 2) and "boosting rounds" in report.output, report.output
+    summary = (tmp_path / "scores" / month / "summary.json").read_text()
+    assert '"rejected": 0' in summary

@@ -1,4 +1,5 @@
-"""The feature builder: point in time (property-based), parity of one loan alone with the book-wide path."""
+"""The feature builder: point in time (property-based, the book's context included), parity of one loan
+alone with the book-wide path."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
 from features.book import Book, write_book
 from features.build import build_features
 from features.catalog import FEATURE_NAMES, HISTORY_MONTHS
+from features.context import context_table
 from features.generate import CITIES_WITHOUT_HPI
+from features.labels import LabelRule
 from training.panel import iter_panel_chunks, month_range
 
 PROP = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -37,13 +40,18 @@ def months_of(book: Book) -> list[pd.Timestamp]:
     return sorted(book.performance["month"].unique())
 
 
+def features(book: Book, t) -> pd.DataFrame:
+    """Features at t with the book's own portfolio context, as the batch computes them."""
+    return build_features(book, t, context=context_table(book.performance, book.loans, book.borrowers))
+
+
 @PROP
 @given(data=st.data())
 def test_rows_after_t_change_no_feature_at_t(sub_book: Book, data) -> None:
     """Alter, append and drop performance rows after t, and alter and append house prices after t, at once."""
     ms = months_of(sub_book)
     t = data.draw(st.sampled_from(ms[3:-1]), label="as_of")
-    base = build_features(sub_book, t)
+    base = features(sub_book, t)
     assert len(base) > 0
     book = copy_book(sub_book)
     perf, hp = book.performance, book.house_prices
@@ -65,7 +73,7 @@ def test_rows_after_t_change_no_feature_at_t(sub_book: Book, data) -> None:
     more = hp[hp["month"] == hp["month"].max()].copy()
     more["month"] = more["month"] + pd.DateOffset(months=1)
     book.house_prices = pd.concat([hp, more], ignore_index=True)
-    assert_frame_equal(base, build_features(book, t))
+    assert_frame_equal(base, features(book, t))
 
 
 @PROP
@@ -100,8 +108,7 @@ def test_rows_at_or_before_t_change_the_features_they_should(sub_book: Book, dat
         assert after.at[lid, "missed_payments_3m"] == base.at[lid, "missed_payments_3m"] + 1
     elif kind == "dpd_5_months_ago":
         j = perf.index[(perf["loan_id"] == lid) & (perf["month"] == t - pd.DateOffset(months=5))]
-        if len(j) == 0 or perf.at[j[0], "days_past_due"] != 0:
-            return
+        assume(len(j) > 0 and perf.at[j[0], "days_past_due"] == 0)
         book.performance.loc[j[0], "days_past_due"] = 20
         after = build_features(book, t).set_index("loan_id")
         assert after.at[lid, "max_dpd_6m"] >= 20
@@ -114,8 +121,7 @@ def test_rows_at_or_before_t_change_the_features_they_should(sub_book: Book, dat
         ]
         appraised_before = base.index.map(lambda x: x in app.index and app[x] < t).to_numpy(dtype=bool)
         secured = base[base["current_ltv"].notna() & (base["hpi_missing"] == 0) & appraised_before]
-        if secured.empty:
-            return
+        assume(not secured.empty)
         lid = data.draw(st.sampled_from(list(secured.index)), label="secured loan")
         coll = sub_book.loans.set_index("loan_id").at[lid, "collateral_id"]
         city = sub_book.collateral.set_index("collateral_id").at[coll, "city"]
@@ -126,13 +132,14 @@ def test_rows_at_or_before_t_change_the_features_they_should(sub_book: Book, dat
         assert after.at[lid, "hpi_change_12m"] < base.at[lid, "hpi_change_12m"]
 
 
-def alone(book: Book, loan_id: str, t: pd.Timestamp) -> pd.DataFrame:
-    """Features of one loan as the online service computes them: its last 24 months of rows only."""
+def alone(book: Book, loan_id: str, t: pd.Timestamp, context: pd.DataFrame) -> pd.DataFrame:
+    """Features of one loan as the online service computes them: its last 24 months of rows only, and the
+    context of the book the service holds."""
     sub = book.subset_loans([loan_id])
     perf = sub.performance
     first = t - pd.DateOffset(months=HISTORY_MONTHS - 1)
     sub = replace(sub, performance=perf[(perf["month"] <= t) & (perf["month"] >= first)])
-    return build_features(sub, t)
+    return build_features(sub, t, context=context)
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +147,14 @@ def book_wide(demo_generated, tmp_path_factory) -> pd.DataFrame:
     folder = tmp_path_factory.mktemp("parity") / "book"
     write_book(demo_generated.book, folder)
     ms = month_range("2023-01", "2025-12")
-    parts = list(iter_panel_chunks(folder, ms, chunk_loans=7_000))
+    parts = list(iter_panel_chunks(folder, ms, LabelRule(), 12, chunk_loans=7_000))
     assert len(parts) == 3
     return pd.concat(parts, ignore_index=True)
 
 
-def test_single_loan_features_equal_the_book_wide_rows(demo_generated, book_wide: pd.DataFrame) -> None:
+def test_single_loan_features_equal_the_book_wide_rows(
+    demo_generated, demo_context, book_wide: pd.DataFrame
+) -> None:
     book = demo_generated.book
     perf = book.performance.sort_values(["loan_id", "month"])
     rng = np.random.default_rng(3)
@@ -172,12 +181,14 @@ def test_single_loan_features_equal_the_book_wide_rows(demo_generated, book_wide
     restr = perf.loc[perf["restructured"], ["loan_id", "month"]]
     after_restr = performing.merge(restr, on="loan_id")
     pick("restructured", after_restr[after_restr["as_of"] >= after_restr["month"]][["loan_id", "as_of"]])
+    cured = book_wide.loc[book_wide["defaulted_24m"] == 1, ["loan_id", "as_of"]]
+    pick("cured after a default", cured)
     pick("random", performing.sample(20, random_state=1))
     wide = book_wide.set_index(["loan_id", "as_of"])
     checked = 0
     for name, pairs in cases.items():
         for lid, t in pairs:
-            one = alone(book, lid, t)
+            one = alone(book, lid, t, demo_context)
             assert len(one) == 1, (name, lid, t)
             expected = wide.loc[[(lid, t)], list(FEATURE_NAMES)].reset_index()
             got = one[["loan_id", "as_of", *FEATURE_NAMES]]
@@ -194,15 +205,26 @@ def test_single_loan_features_equal_the_book_wide_rows(demo_generated, book_wide
     assert (no_hpi_rows["hpi_missing"] == 1).all()
 
 
-def test_features_have_declared_columns_and_no_label_leak(sub_book: Book) -> None:
+def test_features_have_the_declared_columns_and_one_row_per_loan_and_month(sub_book: Book) -> None:
     f = build_features(sub_book, months_of(sub_book)[-6:])
     assert list(f.columns) == ["loan_id", "as_of", *FEATURE_NAMES]
-    assert not {"label", "oracle_pd", "status"} & set(f.columns)
     assert f[["loan_id", "as_of"]].duplicated().sum() == 0
+
+
+def test_features_that_cannot_apply_are_missing(demo_generated, card_generated) -> None:
+    """Collateral of an unsecured loan, a credit line's use for an installment loan, a card's term."""
+    f = build_features(demo_generated.book, "2025-06")
+    unsecured = f["product"] == "unsecured_consumer"
+    assert f.loc[unsecured, ["current_ltv", "combined_ltv", "hpi_change_12m"]].isna().all().all()
+    assert f.loc[~unsecured, "current_ltv"].notna().mean() > 0.99
+    assert f[["utilisation", "min_payment_months_6m"]].isna().all().all()
+    c = build_features(card_generated.book, card_generated.book.last_month)
+    assert c["remaining_term"].isna().all() and c["current_ltv"].isna().all()
+    assert c["utilisation"].between(0, 1.2).all() and c["min_payment_months_6m"].notna().all()
 
 
 def test_panel_has_labels_and_oracle(small_book_dir: Path) -> None:
     ms = month_range("2024-01", "2024-12")
-    panel = pd.concat(list(iter_panel_chunks(small_book_dir, ms, chunk_loans=500)))
+    panel = pd.concat(list(iter_panel_chunks(small_book_dir, ms, LabelRule(), 12, chunk_loans=500)))
     assert set(panel["label"].unique()) <= {-1, 0, 1} and (panel["label"] == 1).any()
     assert panel["oracle_pd"].notna().all()

@@ -21,11 +21,16 @@ from features.catalog import BY_NAME, FEATURES, HISTORY_MONTHS
         ("lien_position", 2.0, "Second lien, behind a prior lender"),
         ("dpd_now", 1.0, "1 day past due now"),
         ("current_ltv", 0.84, "Loan-to-value is 84% on today's house prices"),
-        ("industry", "construction", "Industry construction is under stress"),
-        ("bureau_score", None, "Bureau score: not available"),
+        ("industry", "construction", "Works in construction, a higher-risk industry in this model"),
+        ("borrower_type", "sme", "Small or medium enterprise"),
+        ("utilisation", 0.92, "Using 92% of the credit limit"),
+        ("book_arrears_rate", 0.042, "4.2% of the book is behind on payments now"),
+        ("bureau_score", None, None),
+        ("current_ltv", float("nan"), None),
     ],
 )
-def test_reason_sentences(feature: str, value: object, text: str) -> None:
+def test_reason_sentences(feature: str, value: object, text: str | None) -> None:
+    """A missing value is never a reason: it has no sentence at all."""
     assert BY_NAME[feature].reason_text(value) == text
 
 
@@ -34,6 +39,9 @@ def test_no_feature_says_one_in_the_plural_or_leaves_a_placeholder(feature) -> N
     values = ["retail", None] if feature.dtype == "cat" else [0.0, 1.0, 2.0, 0.25, 12.0, None, float("nan")]
     for v in values:
         text = feature.reason_text(v)
+        if v is None or v != v:
+            assert text is None
+            continue
         assert text and "{" not in text and "}" not in text, (v, text)
         assert not re.search(
             r"(?<![\d.])1 (months|days|payments|times|missed payments|partial payments)\b", text
@@ -41,3 +49,11 @@ def test_no_feature_says_one_in_the_plural_or_leaves_a_placeholder(feature) -> N
             v,
             text,
         )
+
+
+def test_every_feature_has_a_known_concept_and_a_revolving_text_says_credit_limit() -> None:
+    from features.catalog import CONCEPTS
+
+    assert all(f.concept in CONCEPTS for f in FEATURES)
+    assert all("amount lent" not in f.reason for f in FEATURES if f.concept == "utilisation")
+    assert "credit limit" in BY_NAME["utilisation"].reason

@@ -9,9 +9,12 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from ews.cli import app
-from features.labels import loan_outcomes
-from features.months import month_index
-from features.summary import complete_windows, default_rates, oracle_auc, performing_snapshots
+from features.generate import generate_book, oracle_column, profile
+from features.labels import LabelRule
+from features.summary import default_rates, labelled_snapshots, oracle_auc
+from features.validation import validate_tables
+
+RULE = LabelRule()
 
 runner = CliRunner()
 
@@ -74,39 +77,43 @@ def test_demo_size_book_validates(demo_generated, tmp_path: Path) -> None:
     assert "VALID: 20,000 loans" in res.output
 
 
-def test_oracle_covers_every_performing_loan_month_and_nothing_else(demo_generated) -> None:
-    snaps = performing_snapshots(demo_generated.book)
-    keys = set(zip(snaps["loan_id"], snaps["month"], strict=True))
+def test_oracle_covers_every_performing_loan_month(demo_generated) -> None:
+    """Every performing (loan, month) of the book has its oracle PD, cured loans back from probation
+    included; PDs grow with the horizon."""
+    from features.labels import performing_snapshots
+
+    snaps = performing_snapshots(demo_generated.book.performance, RULE, 12)
     oracle = demo_generated.oracle
-    okeys = set(zip(oracle["loan_id"], oracle["month"], strict=True))
-    assert keys == okeys
-    for h in (3, 6, 12):
-        col = oracle[f"pd_{h}m"]
-        assert col.between(0, 1).all()
-    assert (oracle["pd_3m"] <= oracle["pd_6m"] + 1e-12).all()
-    assert (oracle["pd_6m"] <= oracle["pd_12m"] + 1e-12).all()
+    got = snaps.merge(oracle, on=["loan_id", "month"], how="left")
+    for h in (1, 3, 6, 12):
+        col = got[oracle_column(90, h)]
+        assert col.notna().all() and col.between(0, 1).all()
+    for a, b in ((1, 3), (3, 6), (6, 12)):
+        assert (got[oracle_column(90, a)] <= got[oracle_column(90, b)] + 1e-12).all()
+    both = got[got[oracle_column(30, 12)].notna()]  # 30-89 DPD rows are in default for a 30+ label
+    assert len(both) > 0.9 * len(got)
+    assert (both[oracle_column(30, 12)] >= both[oracle_column(90, 12)] - 1e-12).all()  # 30+ comes first
 
 
 def test_oracle_is_the_true_probability(demo_generated) -> None:
     """Mean oracle PD matches the realised rate, overall and by oracle decile (it is calibrated)."""
     book = demo_generated.book
-    s = complete_windows(performing_snapshots(book), book, 12).merge(
-        demo_generated.oracle, on=["loan_id", "month"]
-    )
-    assert abs(s["pd_12m"].mean() / s["label"].mean() - 1) < 0.15
-    s["decile"] = pd.qcut(s["pd_12m"], 10, labels=False, duplicates="drop")
-    g = s.groupby("decile").agg(pd_=("pd_12m", "mean"), obs=("label", "mean"), n=("label", "size"))
+    col = oracle_column(90, 12)
+    s = labelled_snapshots(book, RULE, 12).merge(demo_generated.oracle, on=["loan_id", "month"])
+    assert abs(s[col].mean() / s["label"].mean() - 1) < 0.15
+    s["decile"] = pd.qcut(s[col], 10, labels=False, duplicates="drop")
+    g = s.groupby("decile").agg(pd_=(col, "mean"), obs=("label", "mean"), n=("label", "size"))
     top = g.iloc[-1]
     assert abs(top["obs"] - top["pd_"]) < 3 * np.sqrt(top["pd_"] * (1 - top["pd_"]) / top["n"]) + 0.02
 
 
 def test_oracle_auc_is_realistic(demo_generated) -> None:
-    auc = oracle_auc(demo_generated.book, demo_generated.oracle, 12)
+    auc = oracle_auc(demo_generated.book, demo_generated.oracle, RULE, 12)
     assert 0.80 <= auc <= 0.95
 
 
 def test_default_rates_are_realistic(demo_generated) -> None:
-    rates = default_rates(demo_generated.book)
+    rates = default_rates(demo_generated.book, RULE, 12)
     overall = rates["all"]["rate"].iloc[0]
     assert 0.01 <= overall <= 0.04
     by_product = rates["product"]["rate"]
@@ -118,15 +125,59 @@ def test_default_rates_are_realistic(demo_generated) -> None:
 
 
 def test_deterioration_usually_shows_first_but_not_always(demo_generated) -> None:
+    snaps = labelled_snapshots(demo_generated.book, RULE, 12)
+    bad = snaps[(snaps["label"] == 1) & (snaps["months_to_default"] == 6)]
     perf = demo_generated.book.performance
-    out = loan_outcomes(perf).dropna(subset=["default_m"])
-    pm = perf.assign(m=month_index(perf["month"])).merge(
-        out[["default_m"]], left_on="loan_id", right_index=True
+    feats_dpd = bad.merge(perf, on=["loan_id", "month"])["days_past_due"]
+    # six months before default, some loans are behind already, most still current; later they show
+    assert 0.05 <= (feats_dpd > 0).mean() <= 0.6
+    one = snaps[(snaps["label"] == 1) & (snaps["months_to_default"] == 1)].merge(
+        perf, on=["loan_id", "month"]
     )
-    before = pm[(pm["m"] < pm["default_m"]) & (pm["m"] >= pm["default_m"] - 6)]
-    warned = before.groupby("loan_id")["days_past_due"].max().reindex(out.index).fillna(0) > 0
-    assert 0.6 <= warned.mean() <= 0.95
-    assert (~warned).mean() >= 0.05
+    assert 0.6 <= (one["days_past_due"] > 0).mean() <= 0.95  # about a tenth default with no warning
+
+
+def test_card_profile_reports_coarsely_re_defaults_and_shares_a_vintage(card_generated) -> None:
+    book = card_generated.book
+    assert (book.loans["product"] == "revolving").all() and (
+        book.loans["repayment_type"] == "revolving"
+    ).all()
+    assert book.loans["origination_date"].dt.to_period("M").nunique() == 1  # one vintage
+    perf = book.performance.sort_values(["loan_id", "month"])
+    assert set(perf["days_past_due"].unique()) <= set(range(0, 400, 30))  # whole cycles past due
+    jump = perf.groupby("loan_id")["days_past_due"].diff()
+    assert (jump >= 60).any()  # 0 -> 60 in a month happens, as in real card files
+    util = perf["balance"] / perf["loan_id"].map(book.loans.set_index("loan_id")["principal"])
+    assert 0.1 < util.mean() < 0.8 and (perf["paid_amount"] < perf["scheduled_payment"]).any()
+    report = validate_tables({k: v for k, v in book.tables().items()})
+    assert report.ok and any(p.rule == "dpd_jump" for p in report.warnings)  # warnings only
+    snaps = labelled_snapshots(book, LabelRule(30, 3), 1)
+    assert 0.003 < snaps["label"].mean() < 0.08
+    cured = RULE  # a loan back from a 90+ default re-enters the population and may default again
+    from features.labels import performing_snapshots
+
+    back = performing_snapshots(perf, cured, 1).merge(
+        perf.assign(ev=perf["days_past_due"] >= 90)
+        .groupby("loan_id")["ev"]
+        .any()
+        .rename("ever")
+        .reset_index()
+    )
+    assert back["ever"].any()
+
+
+def test_mixed_profile_has_every_product_and_an_exact_oracle(tmp_path: Path) -> None:
+    g = generate_book(3000, 30, 4, profile("mixed"))
+    assert set(g.book.loans["product"]) == {
+        "secured_business",
+        "secured_consumer",
+        "unsecured_consumer",
+        "revolving",
+    }
+    s = labelled_snapshots(g.book, RULE, 6).merge(g.oracle, on=["loan_id", "month"])
+    col = oracle_column(90, 6)
+    assert s[col].notna().all()
+    assert abs(s[col].mean() / s["label"].mean() - 1) < 0.25
 
 
 def test_house_prices_fall_harder_in_lower_tiers_and_negative_equity_appears(demo_generated) -> None:
@@ -146,7 +197,22 @@ def test_house_prices_fall_harder_in_lower_tiers_and_negative_equity_appears(dem
     assert set(loans["city_tier"]) >= {"tier1", "new_tier1", "tier2", "tier3"}
 
 
-def test_summary_command_prints_rates_and_oracle_auc(small_book_dir: Path) -> None:
+def test_summary_command_prints_rates_and_oracle_auc(small_book_dir: Path, small_generated) -> None:
     res = runner.invoke(app, ["book", "summary", str(small_book_dir)])
     assert res.exit_code == 0, res.output
     assert "oracle AUC 12m" in res.output and "by product" in res.output
+    rates = default_rates(small_generated.book, RULE, 12)
+    assert (
+        f"{rates['all']['rate'].iloc[0]:.2%} of {int(rates['all']['snapshots'].iloc[0]):,} loan-months"
+        in res.output
+    )
+
+
+def test_summary_of_a_short_card_book_takes_its_label(card_book_dir: Path) -> None:
+    res = runner.invoke(app, ["book", "summary", str(card_book_dir)])
+    assert res.exit_code == 0, res.output
+    assert "no performing loan-month has its whole 12-month window" in res.output and "nan%" not in res.output
+    res = runner.invoke(app, ["book", "summary", str(card_book_dir), "--dpd", "30", "--horizon", "1"])
+    assert res.exit_code == 0, res.output
+    assert "1-month 30+ DPD default rate" in res.output and "oracle AUC  1m: 0." in res.output
+    assert "0% secured" in res.output

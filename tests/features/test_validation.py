@@ -1,4 +1,6 @@
-"""`ews book validate` on books broken in each way the contract forbids."""
+"""`ews book validate` on books broken in each way the contract forbids, and the two severities: an error
+sets the loans it touches aside (exit 3) and the rest goes on; a plausibility rule is a warning (exit 0);
+only a whole-book problem or too many broken loans make a book unusable (exit 1)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 
 from ews.cli import app
 from features.book import to_arrow, write_book
+from features.build import build_features
 from features.generate import generate_book
 from features.validation import _duplicated, validate_folder
 
@@ -74,7 +77,8 @@ def test_wrong_type_is_an_error_and_not_coerced(book_copy: Path) -> None:
     perf.loc[5, "days_past_due"] = "12.5"
     write_raw(book_copy, "performance", perf)
     res = run_validate(book_copy)
-    assert res.exit_code == 1
+    assert res.exit_code == 3, res.output
+    assert "VALID WITH REJECTS: set aside 1 of 1,500 loans" in res.output  # both rows are one loan's
     assert "performance.balance [type]" in res.output
     assert "performance.days_past_due [type]" in res.output
     p = find(book_copy, "performance", "balance", "type")
@@ -114,8 +118,9 @@ def test_broken_foreign_keys(book_copy: Path) -> None:
     perf.loc[0, "loan_id"] = "L_UNKNOWN"
     write_raw(book_copy, "performance", perf)
     res = run_validate(book_copy)
-    assert res.exit_code == 1
+    assert res.exit_code == 3, res.output
     assert "loans.borrower_id [foreign_key]" in res.output
+    assert "and the rows of 1 loan ids not in the loans table" in res.output
     assert "performance.loan_id [foreign_key]" in res.output
 
 
@@ -127,15 +132,35 @@ def test_negative_balance(book_copy: Path) -> None:
     assert "below 0" in p.message and p.count == 1
 
 
-def test_dpd_jump_from_0_to_120(book_copy: Path) -> None:
+def test_dpd_jump_is_a_warning_and_the_loan_is_still_scored(book_copy: Path) -> None:
+    """Coarse servicing data reports arrears in buckets: 0 -> 60 or 120 in a month is a fact of the data."""
     perf = read(book_copy, "performance").sort_values(["loan_id", "month"]).reset_index(drop=True)
-    lid = perf["loan_id"].value_counts().index[0]
+    open_at_end = perf[(perf["month"] == perf["month"].max()) & (perf["status"] == "open")]["loan_id"]
+    lid = perf[perf["loan_id"].isin(open_at_end)]["loan_id"].value_counts().index[0]
     rows = perf.index[perf["loan_id"] == lid]
-    perf.loc[rows[5], "days_past_due"] = 120
+    perf.loc[rows[5], "days_past_due"] = 60
     perf.loc[rows[4], "days_past_due"] = 0
+    perf.loc[rows[6:], "days_past_due"] = 0
     write_raw(book_copy, "performance", perf)
     p = find(book_copy, "performance", "days_past_due", "dpd_jump")
-    assert any(e.startswith(lid) for e in p.examples)
+    assert p.severity == "warning" and any(e.startswith(lid) for e in p.examples)
+    res = run_validate(book_copy)
+    assert res.exit_code == 0, res.output
+    assert "WARNING performance.days_past_due [dpd_jump]" in res.output and "VALID:" in res.output
+    kept = validate_folder(book_copy).set_aside()
+    assert lid not in kept.rejected
+    feats = build_features(kept.book, perf["month"].max())
+    assert lid in set(feats["loan_id"])
+
+
+def test_too_many_broken_loans_make_the_book_unusable(book_copy: Path) -> None:
+    loans = read(book_copy, "loans")
+    loans.loc[: len(loans) // 3, "interest_rate"] = 2.0  # a third of the book breaks the contract
+    write_raw(book_copy, "loans", loans)
+    res = run_validate(book_copy)
+    assert res.exit_code == 1 and "more than the 20% allowed" in res.output, res.output
+    res = runner.invoke(app, ["book", "validate", str(book_copy)], env={"EWS_MAX_REJECT_SHARE": "0.5"})
+    assert res.exit_code == 3, res.output
 
 
 def test_rows_before_origination_and_after_close(book_copy: Path) -> None:
@@ -151,9 +176,9 @@ def test_rows_before_origination_and_after_close(book_copy: Path) -> None:
     perf = pd.concat([perf, early, after], ignore_index=True)
     write_raw(book_copy, "performance", perf)
     res = run_validate(book_copy)
-    assert res.exit_code == 1
-    assert "[before_origination]" in res.output
-    assert "[after_close]" in res.output
+    assert res.exit_code == 3, res.output  # the early row breaks the contract: that loan is set aside
+    assert "ERROR   performance.month [before_origination]" in res.output
+    assert "WARNING performance.status [after_close]" in res.output  # reported, ignored: the loan closed
 
 
 def test_month_not_a_month_start(book_copy: Path) -> None:

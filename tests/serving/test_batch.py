@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -35,16 +34,29 @@ def test_counts_reconcile_and_every_performing_loan_is_scored_with_reasons(
 ) -> None:
     s = _run(demo_book_dir, "2025-12", tmp_path, champion_scorer, chunk=7_000)
     c = s["counts"]
-    assert c["loans_in_book"] == 20_000 and c["rejected"] == 0 and s["reconciles"]
+    assert c["loans_in_book"] == 20_000 and c["rejected"] == 0
     assert c["scored"] + c["not_performing"] == c["loans_in_book"] and c["scored"] > 5_000
+    perf = pd.read_parquet(demo_book_dir / "performance.parquet")
+    open_now = perf[
+        (pd.to_datetime(perf["month"]) == pd.Timestamp("2025-12-01")) & (perf["status"] == "open")
+    ]
+    assert (
+        c["scored"] <= len(open_now) < c["scored"] + 2_000
+    )  # open loans not scored: in default or probation
     scores = pd.read_parquet(tmp_path / "2025-12" / "scores.parquet")
     assert len(scores) == c["scored"] and scores["loan_id"].is_unique
-    assert scores["reason_1_text"].notna().mean() > 0.99
+    assert scores["reason_1_text"].notna().mean() > 0.9  # a loan with nothing worse than typical has none
+    assert scores.loc[scores["tier"] != "green", "reason_1_text"].notna().all()
     assert (scores["model_name"] == "loan-ews-pd-12m").all() and (scores["model_version"] == "1").all()
     assert sum(s["tiers"].values()) == c["scored"] and sum(s["grades"].values()) == c["scored"]
     watch = pd.read_csv(tmp_path / "2025-12" / "watchlist.csv")
     assert len(watch) == s["tiers"]["red"] + s["tiers"]["amber"] == s["watchlist"]["loans"]
-    assert watch["pd"].is_monotonic_decreasing and set(watch["tier"]) <= {"red", "amber"}
+    for name, part in watch.groupby("watch_list", sort=False):  # early warning first, riskiest first
+        assert part["pd"].is_monotonic_decreasing and set(part["tier"]) <= {"red", "amber"}, name
+    assert list(dict.fromkeys(watch["watch_list"])) == ["early_warning", "in_arrears"]
+    lists = s["lists"]
+    assert sum(x["loans"] for x in lists.values()) == c["scored"]
+    assert sum(x["red"] + x["amber"] for x in lists.values()) == len(watch)
     assert watch["reasons"].str.len().gt(0).all()
     assert s["watchlist"]["exposure"] == pytest.approx(watch["balance"].sum(), rel=1e-6)
     assert set(s["psi"]["features"]) == set(champion_scorer.bundle.features)
@@ -80,7 +92,8 @@ def test_a_book_with_bad_rows_scores_the_good_loans_and_lists_every_bad_one(
     assert rejects.loc[c, "rule"] == "borrowers.borrower_type:allowed"
     assert rejects.loc[d, "rule"].startswith("performance.")
     counts = s["counts"]
-    assert counts["rejected"] == 4 and s["reconciles"]
+    assert counts["rejected"] == 4
+    assert counts["scored"] + counts["not_performing"] + counts["rejected"] == counts["loans_in_book"]
     assert counts["loans_in_book"] == len(g.loans)
     scores = pd.read_parquet(tmp_path / "out" / f"{as_of:%Y-%m}" / "scores.parquet")
     assert not set(scores["loan_id"]) & {a, b, c, d} and len(scores) == counts["scored"] > 100
@@ -149,14 +162,25 @@ def test_changes_since_the_previous_run_and_shadow_scoring(
         assert r.change == expect, (r.loan_id, before, r.tier, r.change)
     assert plain["watchlist"]["previous_run"] == "2025-11"
     assert plain["watchlist"]["new"] == (watch["change"] == "new").sum() > 0
-    # a shadow challenger is scored on the same loans, reported, and changes nothing else
-    _, _, result = demo_trained
-    other = copy.copy(result.bundle)  # the session's bundle stays as it was
+    # a shadow challenger (a weaker model on fewer features) is scored on the same loans, reported, and
+    # changes nothing else
+    from model.spec import resolve_windows
+    from training.fit import train_model
+
+    spec, panel, _ = demo_trained
+    weak = spec.model_copy(
+        update={
+            "features": ["dpd_now", "max_dpd_12m", "bureau_score", "product"],
+            "lightgbm": spec.lightgbm.model_copy(update={"n_estimators": 60}),
+        }
+    )
+    w = resolve_windows(weak, pd.Timestamp("2022-01-01"), pd.Timestamp("2025-12-01"))
+    other = train_model(weak, panel, w).bundle
     other.name, other.version = "loan-ews-pd-12m", "2"
     s = _run(demo_book_dir, "2025-12", tmp_path, champion_scorer, shadow=RiskScorer(other))
     sh = s["shadow"]
-    assert sh["challenger_version"] == "2" and 0.9 < sh["rank_correlation"] <= 1.0
-    assert 0 <= sh["red_overlap"] <= 1 and sh["red_champion"] == s["tiers"]["red"]
+    assert sh["challenger_version"] == "2" and 0.5 < sh["rank_correlation"] < 0.999
+    assert 0 <= sh["red_overlap"] < 1 and sh["red_champion"] == s["tiers"]["red"]
     assert (tmp_path / "2025-12" / "watchlist.csv").read_bytes() == plain_watch
 
 
@@ -228,13 +252,16 @@ def test_killed_run_leaves_previous_outputs_and_rerun_gives_identical_files(
 
 
 def test_batch_score_of_a_loan_equals_the_api_score(server, demo_book_dir, champion_scorer, tmp_path) -> None:
-    _run(demo_book_dir, "2025-12", tmp_path, champion_scorer)
+    s = _run(demo_book_dir, "2025-12", tmp_path, champion_scorer)
     scores = pd.read_parquet(tmp_path / "2025-12" / "scores.parquet")
+    capacity = s["tier_thresholds"]["capacity_at_as_of"]
     pick = pd.concat([scores.nlargest(5, "pd"), scores.sample(10, random_state=2)])
     for r in pick.itertuples():
         api = server.post("/score_by_id", json={"loan_id": r.loan_id, "as_of": "2025-12"}).json()
-        assert api["pd"] == pytest.approx(r.pd, abs=1e-9) and api["tier"] == r.tier
-        assert [x["feature"] for x in api["reasons"]] == [
-            f for f in (r.reason_1_feature, r.reason_2_feature, r.reason_3_feature) if f is not None
+        assert api["pd"] == pytest.approx(r.pd, abs=1e-9) and api["watch_list"] == r.watch_list
+        t = capacity[api["watch_list"]]  # the batch's capacity thresholds give the API's PD the batch's tier
+        assert ("red" if api["pd"] >= t["red"] else "amber" if api["pd"] >= t["amber"] else "green") == r.tier
+        assert [x["concept"] for x in api["reasons"]] == [
+            f for f in (r.reason_1_concept, r.reason_2_concept, r.reason_3_concept) if pd.notna(f)
         ]
     assert np.isfinite(scores["pd"]).all()

@@ -17,9 +17,9 @@ AS_OF = "2025-12"
 
 
 @pytest.fixture(scope="module")
-def book_wide(demo_generated, champion_scorer):
+def book_wide(demo_generated, demo_context, champion_scorer):
     """Every performing loan of the demo book at AS_OF, scored by the book-wide path (as the batch does)."""
-    rows = build_features(demo_generated.book, AS_OF)
+    rows = build_features(demo_generated.book, AS_OF, context=demo_context)
     return champion_scorer.score(rows).set_index("loan_id")
 
 
@@ -34,8 +34,9 @@ def _same(resp: dict, row: pd.Series) -> None:
     assert resp["pd"] == pytest.approx(row["pd"], abs=1e-9)
     assert resp["raw_score"] == pytest.approx(row["raw_score"], abs=1e-9)
     assert resp["grade"] == row["grade"] and resp["tier"] == row["tier"]
-    want = [row[f"reason_{k}_feature"] for k in (1, 2, 3) if row[f"reason_{k}_feature"] is not None]
-    assert [r["feature"] for r in resp["reasons"]] == want
+    assert resp["watch_list"] == row["watch_list"]
+    want = [row[f"reason_{k}_concept"] for k in (1, 2, 3) if row[f"reason_{k}_concept"] is not None]
+    assert [r["concept"] for r in resp["reasons"]] == want
     assert [r["text"] for r in resp["reasons"]] == [row[f"reason_{k}_text"] for k in range(1, len(want) + 1)]
 
 
@@ -47,7 +48,13 @@ def test_score_by_id_equals_the_book_wide_scorer(server, book_wide, loan_ids) ->
         assert body["model_name"] == "loan-ews-pd-12m" and body["model_version"] == "1"
         assert body["as_of"] == AS_OF and body["loan_id"] == lid
         _same(body, book_wide.loc[lid])
-    assert any(server.post("/score_by_id", json={"loan_id": x}).json()["tier"] == "red" for x in loan_ids[:3])
+    info = server.post("/model_info", json={}).json()
+    for x in loan_ids[:3]:  # the riskiest loans: tiered against their list's calibration-window thresholds
+        body = server.post("/score_by_id", json={"loan_id": x}).json()
+        t = info["tier_thresholds"][body["watch_list"]]
+        assert body["tier"] == (
+            "red" if body["pd"] >= t["red"] else "amber" if body["pd"] >= t["amber"] else "green"
+        )
 
 
 def test_score_with_the_loan_in_the_request_equals_the_book_wide_scorer(
@@ -80,15 +87,16 @@ def test_explain_returns_the_full_contribution_vector(server, book_wide, loan_id
     assert set(e["contributions"]) == set(champion_scorer.bundle.features)
     assert e["base_value"] + sum(e["contributions"].values()) == pytest.approx(e["raw_score"], abs=1e-9)
     assert e["pd"] == pytest.approx(book_wide.loc[loan_ids[0], "pd"], abs=1e-9)
-    top = max(e["contributions"], key=e["contributions"].get)
-    assert top == book_wide.loc[loan_ids[0], "reason_1_feature"]
+    top = max(e["concepts"], key=e["concepts"].get)
+    assert top == book_wide.loc[loan_ids[0], "reason_1_concept"]
 
 
 def test_model_info_and_readiness(server) -> None:
     info = server.post("/model_info", json={}).json()
     assert info["model_name"] == "loan-ews-pd-12m" and info["model_version"] == "1"
     assert info["model_ref"] == "champion" and info["windows"]["test"] == ["2024-07", "2024-12"]
-    assert 0 < info["tier_thresholds"]["amber"] < info["tier_thresholds"]["red"]
+    for name in ("early_warning", "in_arrears"):
+        assert 0 < info["tier_thresholds"][name]["amber"] < info["tier_thresholds"][name]["red"]
     assert "auc" in info["test_metrics"] and info["loaded_at"]
     assert server.get("/readyz").status_code == 200
     spec = server.get("/docs.json").json()
@@ -162,7 +170,7 @@ def test_bad_ids_lists_and_bodies_get_4xx_and_the_server_keeps_serving(server, b
 
 def test_missing_model_stops_startup_with_the_reason(champion_store) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "ews.cli", "serve", "--port", "1", "--ref", "99"],
+        [sys.executable, "-m", "ews.cli", "serve", "--port", "1", "--model", "loan-ews-pd-12m:99"],
         env=serve_env(champion_store),
         capture_output=True,
         text=True,
@@ -179,11 +187,11 @@ def test_bundle_with_unknown_schema_version_is_refused(champion_store, tmp_path)
     from model.bundle import ModelBundle
     from serving.model_loader import load_model
 
-    _, uri, _, _ = champion_store
+    _, uri, _ = champion_store
     mlflow.set_tracking_uri(uri)
     bundle = load_model("loan-ews-pd-12m", "1")
     bundle.schema_version = "0.1-unknown"
     bundle.save(tmp_path / "b")
     with pytest.raises(ValueError, match="schema version '0.1-unknown'"):
         ModelBundle.load(tmp_path / "b")
-    assert np.isfinite(bundle.tier_thresholds["red"])
+    assert np.isfinite(bundle.tier_thresholds["early_warning"]["red"])

@@ -32,3 +32,58 @@ def test_ece_is_zero_when_pd_matches_the_bin_rates() -> None:
     y = np.r_[np.zeros(90), np.ones(10)]
     assert metrics.ece(y, np.full(100, 0.1), n_bins=1) == pytest.approx(0.0)
     assert metrics.ece(y, np.full(100, 0.3), n_bins=1) == pytest.approx(0.2)
+
+
+def test_ks_does_not_split_ties_and_the_curve_gives_the_same_figure() -> None:
+    y = np.array([1, 0, 1, 0, 0, 1, 0, 0])
+    p = np.array([0.9, 0.9, 0.5, 0.5, 0.5, 0.2, 0.1, 0.1])
+    share, bad, good = metrics.ks_curve(y, p)
+    assert len(share) == 4  # one point per distinct score
+    assert metrics.ks(y, p) == pytest.approx(np.max(np.abs(bad - good)))
+    shuffled = np.random.default_rng(0).permutation(len(y))
+    assert metrics.ks(y[shuffled], p[shuffled]) == metrics.ks(y, p)
+
+
+def test_jeffreys_test_flags_a_grade_whose_pd_is_far_from_its_rate() -> None:
+    assert metrics.jeffreys_pvalue(10, 1000, 0.01) > 0.5  # 1.0% observed, 1.0% predicted
+    assert metrics.jeffreys_pvalue(30, 1000, 0.01) < 0.001  # 3% observed, 1% predicted: under-predicts
+    assert metrics.jeffreys_pvalue(2, 1000, 0.02) < 0.001  # over-predicts
+    y = np.r_[np.zeros(990), np.ones(10), np.zeros(900), np.ones(100)]
+    p = np.r_[np.full(1000, 0.01), np.full(1000, 0.3)]
+    g = metrics.calibration_by_grade(y, p, np.r_[np.full(1000, 3), np.full(1000, 9)])
+    assert list(g["grade"]) == list(range(1, 11)) and g["count"].sum() == 2000
+    row3, row9 = g.set_index("grade").loc[3], g.set_index("grade").loc[9]
+    assert row3["jeffreys_pvalue"] > 0.05 and row9["jeffreys_pvalue"] < 0.001  # 10% observed vs 30%
+    assert row3["rate_low"] < 0.01 < row3["rate_high"]
+
+
+def test_calibration_in_the_large_gives_o_e_with_an_interval_and_a_slope() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.01, 0.2, 50_000)
+    y = (rng.random(len(p)) < p).astype(float)
+    c = metrics.calibration_in_the_large(y, p)
+    assert c["oe_low"] < 1 < c["oe_high"] and abs(c["oe"] - 1) < 0.03
+    assert abs(c["calibration_slope"] - 1) < 0.1
+    spread = 1 / (1 + np.exp(-2 * np.log(p / (1 - p))))  # PDs pushed apart: the slope falls below 1
+    assert metrics.calibration_in_the_large(y, spread)["calibration_slope"] < 0.7
+
+
+def test_psi_of_a_sample_against_its_own_reference_is_near_zero_and_a_shift_is_large() -> None:
+    from features.stability import psi, psi_band, reference_bins
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, 20_000)
+    ref = reference_bins(x)
+    assert psi(ref, rng.normal(0, 1, 20_000)) < 0.01 and psi_band(0.05) == "stable"
+    assert psi(ref, rng.normal(1, 1, 20_000)) > 0.25 and psi_band(0.3) == "shifted"
+    cats = reference_bins(np.array(["a", "b", "a", None], dtype=object), categorical=True)
+    assert cats["missing"] == 0.25 and psi(cats, np.array(["c"] * 4, dtype=object)) > 1
+
+
+def test_decile_table_is_riskiest_first_and_captures_everything() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.random(1000)
+    y = (rng.random(1000) < p).astype(float)
+    d = metrics.decile_table(y, p)
+    assert len(d) == 10 and d["count"].sum() == 1000
+    assert d["mean_pd"].is_monotonic_decreasing and d["cum_capture"].iloc[-1] == pytest.approx(1.0)

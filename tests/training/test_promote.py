@@ -9,31 +9,54 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from model.spec import GateSpec
+from model.registry import CHALLENGER, CHAMPION, ModelRef, resolve
+from model.spec import GateSpec, resolve_windows
+from training.evaluate import Evaluation
 from training.fit import train_model
-from training.promote import Evaluation, decide
-from training.registry import CHALLENGER, CHAMPION, alias_version, history, promote
+from training.promote import decide
+from training.registry import history, promote
 from training.tracking import log_training
 
 NAME = "loan-ews-pd-12m"
 
 
-def _ev(version: str, auc: float, ece: float = 0.005, psi: float = 0.05, mono: bool = True) -> Evaluation:
-    return Evaluation(version, {"auc": auc, "ece": ece, "score_psi": psi}, {"ltv": mono, "dpd_now": True})
+def _ev(
+    version: str, auc: float, ece: float = 0.005, psi: float = 0.05, mono: bool = True, **m
+) -> Evaluation:
+    metrics = {"auc": auc, "ece": ece, "score_psi": psi, "distinct_pds": 5000.0, "flagged_over_capacity": 1.0}
+    return Evaluation(version, {**metrics, **m}, {"ltv": mono, "dpd_now": True})
+
+
+class _Bundle:  # the training facts a gate reads from a bundle
+    def __init__(self, best_iteration: int = 500, tuned_auc: float | None = None) -> None:
+        self.training = {"best_iteration": best_iteration, "tuned_auc": tuned_auc}
 
 
 def test_gates_compare_with_the_champion_and_name_every_failure() -> None:
     g = GateSpec()
-    ok, _, why = decide(g, _ev("2", 0.896), _ev("1", 0.900))
+    ok, _, why = decide(g, _Bundle(), _ev("2", 0.896), _ev("1", 0.900))
     assert ok and "champion v1" in why
-    ok, gates, why = decide(g, _ev("2", 0.890, mono=False), _ev("1", 0.900))
+    ok, gates, why = decide(g, _Bundle(), _ev("2", 0.890, mono=False), _ev("1", 0.900))
     assert not ok
     assert "0.0100 below champion v1" in why and "monotonicity fails for ltv" in why
     assert [x.name for x in gates if not x.passed] == ["auc", "monotonicity"]
-    ok, _, why = decide(g, _ev("1", 0.70), None)
+    ok, _, why = decide(g, _Bundle(), _ev("1", 0.70), None)
     assert not ok and "auc 0.7000 breaks auc >= 0.75" in why
-    ok, _, why = decide(g, _ev("1", 0.80, ece=0.02, psi=0.3), None)
+    ok, _, why = decide(g, _Bundle(), _ev("1", 0.80, ece=0.02, psi=0.3), None)
     assert not ok and "ece 0.0200" in why and "score_psi 0.3000" in why
+
+
+def test_a_degenerate_model_is_refused_whatever_its_auc() -> None:
+    g = GateSpec()
+    ok, gates, why = decide(
+        g,
+        _Bundle(best_iteration=1, tuned_auc=0.46),
+        _ev("1", 0.9, distinct_pds=6.0, flagged_over_capacity=20.0),
+        None,
+    )
+    assert not ok
+    assert {x.name for x in gates if not x.passed} == {"iterations", "distinct_pds", "watchlist", "tuned_auc"}
+    assert "iterations 1.0000 breaks iterations >= 10" in why and "watchlist 20.0000" in why
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +69,7 @@ def store(demo_trained, demo_book_dir, tmp_path_factory):
 
 
 def _window(panel: pd.DataFrame):
-    def window_panel(spec):
+    def window_panel(bundle):
         rows = panel[panel["as_of"].between("2024-07-01", "2024-12-01")]
         return rows, ("2024-07", "2024-12")
 
@@ -64,7 +87,14 @@ def test_first_model_becomes_champion_then_worse_and_non_monotone_ones_are_refus
 ) -> None:
     root, client = store
     spec, panel, result = demo_trained
-    last = demo_generated.book.last_month
+    book = demo_generated.book
+
+    def win(s):
+        return resolve_windows(s, book.performance["month"].min(), book.last_month)
+
+    def alias_version(client, name, alias):
+        return resolve(client, ModelRef(name, alias=alias))
+
     v1 = _register(result, spec, demo_book_dir, root)
     d1 = promote(client, NAME, v1, _window(panel), who="alice", artifact_root=root / "art")
     assert d1.promoted and d1.champion_before is None and d1.champion_after == v1
@@ -77,7 +107,7 @@ def test_first_model_becomes_champion_then_worse_and_non_monotone_ones_are_refus
             "lightgbm": spec.lightgbm.model_copy(update={"n_estimators": 100}),
         }
     )
-    v2 = _register(train_model(weak, panel, last), weak, demo_book_dir, root)
+    v2 = _register(train_model(weak, panel, win(weak)), weak, demo_book_dir, root)
     d2 = promote(client, NAME, v2, _window(panel), who="bob", artifact_root=root / "art")
     assert not d2.promoted and "below champion v" + v1 in d2.reason
     assert alias_version(client, NAME, CHAMPION) == v1 and alias_version(client, NAME, CHALLENGER) == v2
@@ -91,7 +121,7 @@ def test_first_model_becomes_champion_then_worse_and_non_monotone_ones_are_refus
             ),
         }
     )
-    v3 = _register(train_model(free, panel, last), free, demo_book_dir, root)
+    v3 = _register(train_model(free, panel, win(free)), free, demo_book_dir, root)
     d3 = promote(client, NAME, v3, _window(panel), who="carol", artifact_root=root / "art")
     assert not d3.promoted and "monotonicity fails for" in d3.reason
     assert alias_version(client, NAME, CHAMPION) == v1
@@ -102,7 +132,7 @@ def test_first_model_becomes_champion_then_worse_and_non_monotone_ones_are_refus
     assert [r["who"] for r in h] == ["alice", "bob", "carol"]
     assert [r["challenger_version"] for r in h] == [v1, v2, v3]
     assert h[1]["champion_before"] == v1 and h[1]["champion_after"] == v1
-    assert h[1]["champion_auc"] == pytest.approx(d1.challenger.metrics["auc"])
+    assert h[1]["champion_auc"] == pytest.approx(d1.challenger["auc"])
     assert h[2]["reason"] == d3.reason
     assert client.get_model_version(NAME, v2).tags["loan_ews.promotion"].startswith("refused")
     with pytest.raises(ValueError, match="already the champion"):

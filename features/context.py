@@ -1,0 +1,135 @@
+"""Portfolio context: the book's own arrears and roll rates at each month, overall and by industry.
+
+A borrower's risk moves with the cycle (macro stress, an industry's slump) that no loan-level field shows,
+but the book shows it: how many of its loans are behind now, and how many current loans fell behind in
+the last three months. These rates at month t use only rows dated at or before t, so they are point in
+time like every other feature. The table is computed once over the whole book (the batch and the panel
+pass it to every chunk; the service computes it from its book at startup) and joined by (month, segment).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.book import order_by_loan_month
+from features.months import month_index
+
+CONTEXT_FEATURES = (
+    "book_arrears_rate",
+    "book_arrears_change_6m",
+    "book_roll_rate_3m",
+    "book_roll_rate_change_3m",
+    "industry_arrears_rate",
+    "industry_roll_rate_3m",
+)
+NO_INDUSTRY = "(none)"
+MIN_LOANS = 30  # a segment-month with fewer open loans has no rate (too noisy to mean anything)
+
+
+def context_table(performance: pd.DataFrame, loans: pd.DataFrame, borrowers: pd.DataFrame) -> pd.DataFrame:
+    """One row per (month index, industry) with the book-wide and industry rates at that month.
+
+    `performance` needs loan_id, month, days_past_due and status; rows that do not parse are ignored.
+    """
+    industry_of = _industry_of_loans(loans, borrowers)
+    p = performance
+    codes, ids = pd.factorize(p["loan_id"])
+    m = month_index(pd.to_datetime(p["month"], errors="coerce")).astype(float)
+    dpd = pd.to_numeric(p["days_past_due"], errors="coerce").to_numpy(dtype=float)
+    is_open = (p["status"] == "open").to_numpy(dtype=bool, na_value=False)
+    ok = (codes >= 0) & ~np.isnan(m) & ~np.isnan(dpd) & is_open
+    order = order_by_loan_month(codes, m)
+    c, mo, d, o = codes[order], m[order], dpd[order], ok[order]
+    prev_same = np.r_[False, (c[1:] == c[:-1]) & (mo[1:] == mo[:-1] + 1)]
+    prev_current = np.r_[False, (d[:-1] == 0) & o[:-1]] & prev_same
+    seg = industry_of.reindex(pd.Index(ids)).fillna(NO_INDUSTRY).to_numpy(dtype=object)[np.maximum(c, 0)]
+    rows = pd.DataFrame(
+        {
+            "m": mo,
+            "industry": seg,
+            "open": o,
+            "behind": o & (d > 0),
+            "prev_current": prev_current & o,
+            "rolled": prev_current & o & (d > 0),
+        }
+    )[o]
+    if rows.empty:
+        return _empty()
+    rows["m"] = rows["m"].astype(np.int64)
+    agg = ["open", "behind", "prev_current", "rolled"]
+    book = rows.groupby("m")[agg].sum()
+    book = book.reindex(np.arange(book.index.min(), book.index.max() + 1), fill_value=0)
+    ind = rows.groupby(["industry", "m"])[agg].sum()
+    out = []
+    b = _rates(book)
+    for name, g in ind.groupby(level="industry"):
+        g = g.droplevel("industry").reindex(book.index, fill_value=0)
+        r = _rates(g)
+        out.append(
+            pd.DataFrame(
+                {
+                    "m": book.index,
+                    "industry": name,
+                    "book_arrears_rate": b["arrears"].to_numpy(),
+                    "book_arrears_change_6m": b["arrears_change_6m"].to_numpy(),
+                    "book_roll_rate_3m": b["roll_3m"].to_numpy(),
+                    "book_roll_rate_change_3m": b["roll_change_3m"].to_numpy(),
+                    "industry_arrears_rate": r["arrears"].to_numpy(),
+                    "industry_roll_rate_3m": r["roll_3m"].to_numpy(),
+                }
+            )
+        )
+    return pd.concat(out, ignore_index=True)
+
+
+def _rates(g: pd.DataFrame) -> pd.DataFrame:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        arrears = np.where(g["open"] >= MIN_LOANS, g["behind"] / g["open"], np.nan)
+        pc3 = g["prev_current"].rolling(3, min_periods=3).sum()
+        ro3 = g["rolled"].rolling(3, min_periods=3).sum()
+        roll = np.where(pc3 >= MIN_LOANS, ro3 / pc3, np.nan)
+    a = pd.Series(arrears, index=g.index)
+    r = pd.Series(roll, index=g.index)
+    return pd.DataFrame(
+        {"arrears": a, "arrears_change_6m": a - a.shift(6), "roll_3m": r, "roll_change_3m": r - r.shift(3)},
+        index=g.index,
+    )
+
+
+def _industry_of_loans(loans: pd.DataFrame, borrowers: pd.DataFrame) -> pd.Series:
+    ind = borrowers.drop_duplicates("borrower_id").set_index("borrower_id")["industry"]
+    lo = loans.drop_duplicates("loan_id")
+    return pd.Series(
+        ind.reindex(lo["borrower_id"].to_numpy()).to_numpy(dtype=object), index=lo["loan_id"].to_numpy()
+    )
+
+
+def _empty() -> pd.DataFrame:
+    cols = {"m": pd.Series(dtype=np.int64), "industry": pd.Series(dtype=object)}
+    cols.update({c: pd.Series(dtype=float) for c in CONTEXT_FEATURES})
+    return pd.DataFrame(cols)
+
+
+def join_context(
+    table: pd.DataFrame | None, months: np.ndarray, industry: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The context features of rows given by month index and industry (NaN where the table has none)."""
+    n = len(months)
+    if table is None or table.empty:
+        return {c: np.full(n, np.nan) for c in CONTEXT_FEATURES}
+    ind = pd.Series(industry, dtype=object).fillna(NO_INDUSTRY).to_numpy()
+    key = pd.MultiIndex.from_arrays([np.asarray(months, dtype=np.int64), ind])
+    t = table.set_index(["m", "industry"])
+    pos = t.index.get_indexer(key)
+    out = {}
+    for c in CONTEXT_FEATURES:
+        v = t[c].to_numpy(dtype=float)
+        out[c] = np.where(pos >= 0, v[np.maximum(pos, 0)], np.nan)
+    # an industry the table lacks still has the book-wide rates of its month
+    book = table.drop_duplicates("m").set_index("m")
+    bpos = book.index.get_indexer(np.asarray(months, dtype=np.int64))
+    for c in ("book_arrears_rate", "book_arrears_change_6m", "book_roll_rate_3m", "book_roll_rate_change_3m"):
+        v = book[c].to_numpy(dtype=float)
+        out[c] = np.where(bpos >= 0, v[np.maximum(bpos, 0)], np.nan)
+    return out

@@ -1,0 +1,44 @@
+"""The book-wide chunked reader: partitions tile every loan id, in Parquet and CSV books alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from features.book import write_book
+from features.chunks import book_context, iter_book_chunks
+from features.context import context_table
+
+
+def _rows_by_chunk(folder: Path, chunk: int) -> list[pd.DataFrame]:
+    return [r.book.performance for r in iter_book_chunks(folder, chunk)]
+
+
+def test_every_row_lands_in_one_partition_even_of_ids_outside_the_loans_table(
+    small_generated, tmp_path
+) -> None:
+    book = small_generated.book
+    perf = book.performance
+    orphans = perf.iloc[:3].assign(loan_id=["A-before-every-id", "L000700x-between", "ZZZ-after-every-id"])
+    bad = type(book)(
+        book.borrowers, book.loans, book.collateral, book.house_prices, pd.concat([perf, orphans])
+    )
+    for fmt in ("parquet", "csv"):
+        folder = write_book(bad, tmp_path / fmt, fmt=fmt)
+        reports = list(iter_book_chunks(folder, 400))
+        assert len(reports) == 4  # 1,500 loans in chunks of 400
+        seen = pd.concat([r.book.performance for r in reports])
+        assert len(seen) == len(perf) + 3, fmt
+        rejected = {}
+        for r in reports:
+            rejected.update(r.set_aside().rejected)
+        assert set(orphans["loan_id"]) <= set(rejected), fmt
+        assert all(rejected[x] == "performance.loan_id:foreign_key" for x in orphans["loan_id"])
+
+
+def test_the_context_of_a_folder_is_the_context_of_the_book(small_generated, small_book_dir) -> None:
+    b = small_generated.book
+    pd.testing.assert_frame_equal(
+        book_context(small_book_dir), context_table(b.performance, b.loans, b.borrowers)
+    )
