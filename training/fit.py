@@ -256,6 +256,7 @@ def train_model(spec: ModelSpec, panel: pd.DataFrame, last_month: pd.Timestamp) 
         spec=spec.model_dump(),
         windows={k: [f"{a:%Y-%m}", f"{b:%Y-%m}"] for k, (a, b) in windows.items()},
         name=spec.name,
+        reference_rows=enc.matrix(train.sample(min(2000, len(train)), random_state=spec.seed)),
     )
     sample = test.sample(min(400, len(test)), random_state=spec.seed)
     mono = check_monotonicity(shell, sample)
