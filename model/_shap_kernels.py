@@ -55,50 +55,53 @@ def fill_rows(
     nf = X.shape[1]
     gbin = np.zeros((nf, BLOCK), dtype=np.int32)
     acc = np.zeros((nf, BLOCK), dtype=np.float64)
+    cell = np.zeros(BLOCK, dtype=np.int64)
     for b0 in range(lo, hi, BLOCK):
         m = min(hi, b0 + BLOCK) - b0
-        for r in range(m):
-            for u in range(used.shape[0]):
-                f = used[u]
-                gbin[f, r] = _bin(X[b0 + r, f], kind[f], cuts, cut_ptr[f], cut_ptr[f + 1])
+        for u in range(used.shape[0]):
+            f = used[u]
+            c0, c1, row = cut_ptr[f], cut_ptr[f + 1], gbin[f]
+            if kind[f] == 0:
+                for r in range(m):
+                    row[r] = _numeric_bin(X[b0 + r, f], cuts, c0, c1)
+            else:
+                for r in range(m):
+                    row[r] = _categorical_bin(X[b0 + r, f], cuts, c0, c1)
         acc[:, :m] = 0.0
         for g in range(val_off.shape[0]):
             j0 = g_ptr[g]
             k = g_ptr[g + 1] - j0
             v0 = val_off[g]
-            if k == 3:  # the common case (trees of 4 leaves): unrolled
-                f0, f1, f2 = g_feat[j0], g_feat[j0 + 1], g_feat[j0 + 2]
-                l0, l1, l2 = lut_ptr[j0], lut_ptr[j0 + 1], lut_ptr[j0 + 2]
+            cell[:m] = 0
+            for j in range(j0, j0 + k):  # the cell of each row: the sum of its features' offsets
+                row, offset = gbin[g_feat[j]], lut[lut_ptr[j] :]
                 for r in range(m):
-                    base = v0 + 3 * (lut[l0 + gbin[f0, r]] + lut[l1 + gbin[f1, r]] + lut[l2 + gbin[f2, r]])
-                    acc[f0, r] += values[base]
-                    acc[f1, r] += values[base + 1]
-                    acc[f2, r] += values[base + 2]
-            else:
+                    cell[r] += offset[row[r]]
+            vals = values[v0:]
+            for j in range(k):  # add the cell's contribution to each of the group's features
+                a = acc[g_feat[j0 + j]]
                 for r in range(m):
-                    cell = 0
-                    for j in range(j0, j0 + k):
-                        cell += lut[lut_ptr[j] + gbin[g_feat[j], r]]
-                    base = v0 + cell * k
-                    for j in range(k):
-                        acc[g_feat[j0 + j], r] += values[base + j]
+                    a[r] += vals[cell[r] * k + j]
         for r in range(m):
             for f in range(nf):
                 out[b0 + r, f] = acc[f, r]
             out[b0 + r, nf] = bias
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _bin(x: float, kind: int, cuts: np.ndarray, c0: int, c1: int) -> int:
-    """The feature's global bin of x: numeric intervals 0..nc, zero nc+1, NaN nc+2; categorical listed
-    codes 0..nc-1, any other value nc, NaN nc+1 (nc = c1 - c0 cuts)."""
+@njit(cache=True, nogil=True)
+def _numeric_bin(x: float, cuts: np.ndarray, c0: int, c1: int) -> int:
+    """Intervals 0..nc (x <= cut goes to the lower one), then zero (|x| <= KZERO) nc+1, NaN nc+2."""
+    if np.isnan(x):
+        return c1 - c0 + 2
+    if abs(x) <= KZERO:
+        return c1 - c0 + 1
+    return _count_below(cuts, c0, c1, x)
+
+
+@njit(cache=True, nogil=True)
+def _categorical_bin(x: float, cuts: np.ndarray, c0: int, c1: int) -> int:
+    """The listed codes 0..nc-1 (the value truncated to an int), any other value nc, NaN nc+1."""
     nc = c1 - c0
-    if kind == 0:
-        if np.isnan(x):
-            return nc + 2
-        if abs(x) <= KZERO:
-            return nc + 1
-        return _count_below(cuts, c0, c1, x)
     if np.isnan(x):
         return nc + 1
     if x <= -1.0 or x >= INT_LIMIT:

@@ -23,9 +23,11 @@ LightGBM's reading of a value, matched here and checked against `pred_contrib` i
   representative is a point of its bin that LightGBM does not read as zero, never a bare threshold;
 - numeric split: NaN is read as 0 unless missing_type is NaN; a missing value (NaN for missing_type NaN,
   zero for missing_type Zero) goes the default_left way; otherwise x <= threshold goes left;
-- categorical split: the code is the value truncated to an int; NaN goes right when missing_type is NaN
-  (else it is code 0), a negative code or one not in the split's set goes right, a listed code left.
-Zero and NaN take their own bins, so every rule above is one cell, whatever a split's missing_type.
+- categorical split: the code is the value truncated to an int (-0.5 is code 0); a listed code goes left;
+  NaN (whatever the split's missing_type: LightGBM 4.7 does not read it as code 0), a negative code, a
+  code not in the split's set and a value beyond int range go right.
+Zero and NaN take their own bins, so each rule above is one cell whatever a split's missing_type, and a
+LightGBM that read NaN differently would still be matched: the cell's representative is NaN itself.
 
 Limits: single-output models only (binary; a multi-class booster is refused), no linear trees, no random
 forest averaging. `compile_tables` returns None (with a logged reason) when the tables would exceed
@@ -36,8 +38,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -49,7 +53,6 @@ KZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold: a value with |x| 
 INT_LIMIT = 2**31  # a category value at or above this is no int code: LightGBM sends it right
 DEFAULT_MAX_CELLS = 2_000_000  # about 16 MB of float64 per contribution a cell holds
 SERIAL_ROWS = 2048  # below this a call runs in the caller's thread: thread start-up would cost more
-BLOCK_ROWS = 512  # rows per parallel work item
 
 
 # ------------------------------------------------------------------------------------------ bins
@@ -248,14 +251,18 @@ class ShapTables:
     def n_groups(self) -> int:
         return len(self.val_off)
 
-    def contributions(self, X: np.ndarray, threads: int = 2) -> np.ndarray:
-        """`booster.predict(X, pred_contrib=True)`: n x (n_features + 1) float64, bias last, log-odds."""
-        from model import _shap_kernels as k
+    def contributions(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """`booster.predict(X, pred_contrib=True)`: n x (n_features + 1) float64, bias last, log-odds.
+
+        `threads` (default: the cores this process may use) run row blocks side by side; a call under
+        SERIAL_ROWS rows runs in the caller's thread."""
+        from model import _shap_kernels as kernels  # numba's import and compilation wait for the first call
 
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X must be a matrix of {self.n_features} feature columns, got shape {X.shape}")
-        out = np.empty((len(X), self.n_features + 1), dtype=np.float64)
+        n = len(X)
+        out = np.empty((n, self.n_features + 1), dtype=np.float64)
         args = (
             self.kind,
             self.cut_ptr,
@@ -269,10 +276,17 @@ class ShapTables:
             self.values,
             self.bias,
         )
-        if len(X) < SERIAL_ROWS or threads <= 1:
-            k.fill_rows(X, 0, len(X), out, *args)
-        else:
-            k.fill_parallel(X, out, BLOCK_ROWS, *args)
+        threads = threads or _cores()
+        if n < SERIAL_ROWS or threads <= 1:
+            kernels.fill_rows(X, 0, n, out, *args)
+            return out
+        step = max(SERIAL_ROWS // 2, -(-n // (4 * threads)))  # a few blocks per thread evens out the load
+
+        def rows(lo: int) -> None:
+            kernels.fill_rows(X, lo, min(n, lo + step), out, *args)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(rows, range(0, n, step)))  # list: a kernel's error is raised here
         return out
 
     def verify(self, booster: lgb.Booster, X_reference: np.ndarray, tol: float = 1e-9) -> float:
@@ -299,6 +313,13 @@ class ShapTables:
         for f, ax in self.axes.items():
             X[:, f] = rng.choice(_edge_values(ax), size=n)
         return X
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _edge_values(ax: Axis) -> np.ndarray:

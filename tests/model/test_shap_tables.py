@@ -179,13 +179,30 @@ def test_the_models_have_every_kind_of_split(four_leaves, zero_missing) -> None:
     assert max(len(str(s["threshold"]).split("||")) for s in splits if s["decision_type"] == "==") >= 2
 
 
-def test_lightgbm_reads_tiny_values_as_zero(four_leaves) -> None:
-    """The rule the tables copy, seen in LightGBM itself: 1e-35 scores as 0, the next double above 1e-35f
-    does not (the tiny feature has a split between them)."""
+def test_lightgbm_reads_tiny_values_and_unexpected_nan_as_zero(four_leaves) -> None:
+    """The rules the tables copy, seen in LightGBM itself: 1e-35 scores as 0 and the next double above
+    1e-35f does not (the tiny feature has a split between them); NaN on a feature whose splits have
+    missing_type None (no NaN in training) scores as 0."""
     X = np.zeros((3, four_leaves.num_feature()))
     X[:, 2] = [0.0, 1e-35, math.nextafter(KZERO, 1.0) * 3]
     raw = four_leaves.predict(X, raw_score=True)
     assert raw[0] == raw[1] != raw[2]
+    assert {s["missing_type"] for s in _splits(four_leaves) if s["split_feature"] == 4} == {"None"}
+    X = np.zeros((3, four_leaves.num_feature()))
+    X[:, 4] = [0.0, np.nan, 4.0]
+    raw = four_leaves.predict(X, raw_score=True)
+    assert raw[0] == raw[1] != raw[2]
+
+
+def test_lightgbm_sends_a_missing_category_right_even_without_a_missing_type(zero_missing) -> None:
+    """Seen in LightGBM 4.7: under zero_as_missing the categorical splits have missing_type None, and NaN
+    still scores like an unseen code, not like code 0 (the tables give NaN its own bin either way)."""
+    cat_splits = [s for s in _splits(zero_missing) if s["split_feature"] == 6]
+    assert cat_splits and all(s["missing_type"] == "None" for s in cat_splits)
+    X = np.ones((4, zero_missing.num_feature()))
+    X[:, 6] = [0.0, np.nan, 99.0, -1.0]
+    raw = zero_missing.predict(X, raw_score=True)
+    assert raw[0] != raw[1] == raw[2] == raw[3]
 
 
 @pytest.mark.parametrize("model", ["four_leaves", "zero_missing", "monotone"])
