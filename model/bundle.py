@@ -122,7 +122,8 @@ class ModelBundle:
     schema_version: str = SCHEMA_VERSION
     name: str = ""
     version: str = ""
-    reference_rows: np.ndarray | None = None  # training input rows (the float matrix) to verify SHAP tables
+    # a sample of training input rows (the model matrix) that the SHAP tables are verified on
+    reference_rows: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         mine = [self.encoder.categories[c] for c in self.features if c in self.encoder.categories]
