@@ -29,14 +29,17 @@ LightGBM's reading of a value, matched here and checked against `pred_contrib` i
 Zero and NaN take their own bins, so each rule above is one cell whatever a split's missing_type, and a
 LightGBM that read NaN differently would still be matched: the cell's representative is NaN itself.
 
-Speed (2-core machine, default model, performing loans of the generated book, binning included): a nogil
-numba kernel (`model/_shap_kernels.py`) over row ranges in threads, 300-400k rows/s per core, against
-LightGBM pred_contrib's 8-22k rows/s on both cores and its raw prediction's ~90k. Chosen by measurement,
-the variants interleaved in one process on the same rows (rows/s, best of 3):
-- numba nogil kernel in 2 threads 539k; the same loop as numba `prange` (parallel=True, omp layer) 536k;
-  one thread 315k (a quiet moment); with a neighbour's job holding one core, 411k / 409k / 414k;
-- numpy, vectorised over 8,192-row blocks in 2 threads (numpy releases the GIL): 70-86k, 2.5-6x slower:
-  ~1,000 small numpy calls per block cost more than the gathers they do.
+Speed (`python -m bench shap`: the default model trained on the 200,000-loan book, 537 trees, its 94,842
+performing rows, binning included, one run, best of 3): tables 412k rows/s, LightGBM pred_contrib 8.0k
+(51.7x; 44-52x per repetition), LightGBM raw prediction 95k, with other jobs holding about half the 2-core
+machine. The kernel is a nogil numba loop (`model/_shap_kernels.py`) over row ranges in threads, chosen by
+measurement, the variants interleaved in one process on the same rows (rows/s, best of 3):
+- the numba kernel in 2 threads 539k; the same loop under numba `prange` (parallel=True, omp layer) 536k;
+  one thread 315k (the 20,000-loan book's model, 998 trees, at a quiet moment); on the model above, with
+  a neighbour's job holding one core: threads 411k, prange 409k, one thread 414k;
+- numpy, vectorised over 8,192-row blocks in 2 threads (numpy releases the GIL): 70k against 411k there,
+  and 86k against 217k for an earlier, slower numba loop: ~1,000 small numpy calls per block cost more
+  than the gathers they do.
 Numba it is. Threads and prange are level, so threads: they need no numba threading layer (the
 workqueue fallback aborts on calls from two threads at once, and the service calls from many) and compile
 one function instead of two. What made the loop fast is data layout, not parallelism: rows go in blocks of
