@@ -2,7 +2,8 @@
 
 booster.txt (LightGBM) and bundle.json (features, dtypes and categorical vocabularies, calibrator, grade
 cut-offs, tier thresholds, the catalog entries that word the reasons, training reference distributions,
-spec, schema version, the booster's SHA-256). It is built once from fitted parts, logged to MLflow as one
+spec, schema version, the booster's SHA-256), and reference_rows.npy (a sample of training input rows, to
+verify the SHAP tables on). It is built once from fitted parts, logged to MLflow as one
 model, and loaded whole: a score is explained with the texts of the model that made it, not the current
 code's.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,13 +23,18 @@ import pandas as pd
 
 from features.catalog import BY_NAME, Feature
 from features.schema import SCHEMA_VERSION
+from model.shap_tables import ShapTables, compile_tables
 from model.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 KNOWN_SCHEMA_VERSIONS = (SCHEMA_VERSION,)
 # master scale: grade g covers PDs up to GRADE_BANDS[g-1]; grade 10 is everything above the last band
 GRADE_BANDS = (0.0025, 0.005, 0.01, 0.02, 0.035, 0.06, 0.10, 0.18, 0.30)
 # a flagged loan is on the early-warning list (not in arrears at t) or the in-arrears list
 LISTS = ("early_warning", "in_arrears")
+REFERENCE_ROWS_FILE = "reference_rows.npy"
+_SHAP_TABLES_LOCK = threading.Lock()  # concurrent first calls compile a bundle's tables once
 
 
 @dataclass
@@ -123,6 +131,8 @@ class ModelBundle:
     schema_version: str = SCHEMA_VERSION
     name: str = ""
     version: str = ""
+    # a sample of training input rows (the model matrix) that the SHAP tables are verified on
+    reference_rows: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         mine = [self.encoder.categories[c] for c in self.features if c in self.encoder.categories]
@@ -180,6 +190,43 @@ class ModelBundle:
     def reason_text(self, feature: str, value: object) -> str:
         return self.catalog[feature].reason_text(value)
 
+    # ------------------------------------------------------------------------------ SHAP contributions
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Exact TreeSHAP of the model matrix X in `pred_contrib`'s layout (n x (features + 1), log-odds,
+        bias last): from the SHAP tables when the model has them, else from LightGBM's pred_contrib."""
+        tables = self.shap_tables()
+        if tables is None:
+            return self.booster.predict(X, pred_contrib=True)
+        return tables.contributions(X)
+
+    def shap_tables(self) -> ShapTables | None:
+        """The booster's SHAP tables, compiled and verified on first use, then kept (None: the model is too
+        big for tables, contributions come from pred_contrib). Lazy, because most users of a bundle
+        (promotion, reports, the pyfunc face) never explain a score; a service calls it at start-up.
+
+        Verified against pred_contrib on the bundle's reference rows plus rows on the booster's own split
+        thresholds (the only rows an older bundle has); a difference over 1e-9 refuses the bundle with a
+        ValueError, never a silent fallback: it would mean the tables misread this model."""
+        if "_shap_tables" not in self.__dict__:
+            with _SHAP_TABLES_LOCK:
+                if "_shap_tables" not in self.__dict__:
+                    self.__dict__["_shap_tables"] = self._compile_shap_tables()
+        return self.__dict__["_shap_tables"]
+
+    def _compile_shap_tables(self) -> ShapTables | None:
+        tables = compile_tables(self.booster)
+        if tables is None:
+            return None
+        rows = [tables.edge_rows()]
+        if self.reference_rows is not None and len(self.reference_rows):
+            rows.append(self.reference_rows)
+        try:
+            diff = tables.verify(self.booster, np.vstack(rows))
+        except ValueError as e:
+            raise ValueError(f"model bundle {self.name!r} {self.version!r} refused: {e}") from e
+        log.info("SHAP tables verified on %d rows (max difference %.1e)", sum(map(len, rows)), diff)
+        return tables
+
     # ------------------------------------------------------------------------------------------- I/O
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -204,6 +251,9 @@ class ModelBundle:
             "booster_sha256": _sha256(booster_path),
         }
         (folder / "bundle.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=float))
+        (folder / REFERENCE_ROWS_FILE).unlink(missing_ok=True)
+        if self.reference_rows is not None:
+            np.save(folder / REFERENCE_ROWS_FILE, np.asarray(self.reference_rows, dtype=np.float64))
         return folder
 
     @classmethod
@@ -246,9 +296,27 @@ class ModelBundle:
                 schema_version=meta["schema_version"],
                 name=meta.get("name", ""),
                 version=meta.get("version", ""),
+                reference_rows=_reference_rows(folder, len(meta["features"])),
             )
         except (KeyError, TypeError, lgb.basic.LightGBMError) as e:
             raise ValueError(f"model bundle {str(folder)!r} is incomplete or corrupt: {e}") from e
+
+
+def _reference_rows(folder: Path, n_features: int) -> np.ndarray | None:
+    """The bundle's reference rows, or None for an older bundle saved without them."""
+    path = folder / REFERENCE_ROWS_FILE
+    if not path.exists():
+        return None
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"model bundle {str(folder)!r} has an unreadable {REFERENCE_ROWS_FILE}: {e}") from e
+    if rows.ndim != 2 or rows.shape[1] != n_features:
+        raise ValueError(
+            f"model bundle {str(folder)!r}: {REFERENCE_ROWS_FILE} has shape {rows.shape}, "
+            f"not rows of {n_features} features"
+        )
+    return rows.astype(np.float64, copy=False)
 
 
 def _feature(d: dict) -> Feature:

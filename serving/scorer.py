@@ -1,8 +1,9 @@
 """The one scorer: feature rows to PD, grade, list, tier and reason codes, for the API and the batch alike.
 
 Reasons are concepts (arrears now, payment history, collateral and LTV, ...; `features.catalog.CONCEPTS`),
-ranked by their contribution to the raw score: the exact sum of the SHAP values (LightGBM's exact
-TreeSHAP, log-odds) of the concept's features. Contributions plus the base value equal the raw score; the
+ranked by their contribution to the raw score: the exact sum of the SHAP values (exact TreeSHAP in
+log-odds, from the bundle's compiled SHAP tables, equal to LightGBM's `pred_contrib` to 1e-9) of the
+concept's features. Contributions plus the base value equal the raw score; the
 scorer checks it on every call, so a reason can never explain a score it did not produce.
 
 A concept is a reason only if it pushes the risk up and the loan has a telling value in it: a feature
@@ -121,7 +122,7 @@ class RiskScorer:
         """(raw score, contributions [rows x features], base value per row) of the model input matrix.
         The raw score is the sum of the contributions, checked against LightGBM's own raw score (every row
         of a small call, 10,000 evenly spaced rows of a large one)."""
-        contrib = self.bundle.booster.predict(X, pred_contrib=True)
+        contrib = self.bundle.contributions(X)  # SHAP tables when the model has them, else pred_contrib
         check = slice(None) if len(X) <= ADDITIVITY_SAMPLE else slice(None, None, len(X) // ADDITIVITY_SAMPLE)
         raw = self.bundle.booster.predict(X[check], raw_score=True)
         total = contrib.sum(axis=1)

@@ -335,6 +335,7 @@ def train_model(
         },
         name=spec.name,
         training={"best_iteration": best, "tuned_auc": tuned_auc, "dropped": dropped},
+        reference_rows=enc.matrix(train.sample(min(2000, len(train)), random_state=spec.seed)),
     )
     ev = evaluate(bundle, test, seed=spec.seed)
     bundle.test_metrics = dict(ev.metrics)
