@@ -667,7 +667,7 @@ def user_add(
         key = store.add(name, role)
     except ValueError as e:
         _fail(str(e))
-    console.print(f"added {name} ({role}) to {store.path}; the key is shown only now:")
+    console.print(f"added {name} ({role}) to {store.path}; the key is shown only now:", soft_wrap=True)
     out.print(key, markup=False, highlight=False)
 
 
@@ -675,7 +675,10 @@ def user_add(
 def user_list(ctx: typer.Context) -> None:
     """The users and their roles (never their keys)."""
     store = _users(ctx.obj)
-    users = store.users()
+    try:
+        users = store.users()
+    except ValueError as e:
+        _fail(str(e))
     if not users:
         out.print(f"no users in {store.path}")
         return
@@ -689,7 +692,11 @@ def user_list(ctx: typer.Context) -> None:
 def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name.")]) -> None:
     """Delete a user: its key stops working at the running server's next request."""
     store = _users(ctx.obj)
-    if not store.remove(name):
+    try:
+        removed = store.remove(name)
+    except ValueError as e:
+        _fail(str(e))
+    if not removed:
         _fail(f"no user {name!r} in {store.path}")
     console.print(f"removed {name}")
 

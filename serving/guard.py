@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
+from bentoml.exceptions import BentoMLException
+from pydantic import ValidationError
 
 from serving.audit import AuditLog, AuditRecord
 from serving.users import User, UserStore
@@ -194,9 +196,6 @@ class _ClientErrorsOneLine(logging.Filter):
     the caller's error, not the server's: rewrite it as one INFO line with the fields at fault."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from bentoml.exceptions import BentoMLException
-        from pydantic import ValidationError
-
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, ValidationError):
             locs = ", ".join(".".join(map(str, e["loc"])) or "body" for e in exc.errors()[:5])

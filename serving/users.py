@@ -59,9 +59,19 @@ class UserStore:
         self._verified: dict[bytes, User] = {}  # sha256 of a key already checked -> its user
 
     # ------------------------------------------------------------------------------------- reading
+    def _read(self) -> dict[str, dict]:
+        """The file's records by key id; no file means no users. ValueError for a file that does not
+        read as a users file."""
+        if not self.path.exists():
+            return {}
+        try:
+            return {r["key_id"]: r for r in json.loads(self.path.read_text())["users"]}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"users file {str(self.path)!r} is unreadable: {e!r}") from e
+
     def _load(self) -> dict[str, dict]:
-        """The records by key id, re-read when the file changes (a key added or removed while the server
-        runs takes effect on the next request); no file means no users."""
+        """The records, re-read when the file changes (a key added or removed while the server runs
+        takes effect on the next request). A file that no longer parses refuses every key (logged)."""
         try:
             st = self.path.stat()
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -69,21 +79,25 @@ class UserStore:
             stamp = None
         with self._lock:
             if stamp != self._stamp:
-                records = json.loads(self.path.read_text())["users"] if stamp is not None else []
-                self._records = {r["key_id"]: r for r in records}
+                try:
+                    self._records = self._read()
+                except ValueError as e:
+                    log.error(
+                        "users file %s is unreadable (%s): every key is refused until it is fixed",
+                        self.path,
+                        e,
+                    )
+                    self._records = {}
                 self._verified = {}
                 self._stamp = stamp
             return self._records
 
     def users(self) -> list[User]:
-        return [_user(r) for r in sorted(self._load().values(), key=lambda r: r["name"])]
+        return [_user(r) for r in sorted(self._read().values(), key=lambda r: r["name"])]
 
     def check(self) -> None:
         """Raise ValueError if the file exists but cannot be read as a users file (startup check)."""
-        try:
-            self._load()
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"users file {str(self.path)!r} is unreadable: {e}") from e
+        self._read()
 
     def cached(self, key: str) -> User | None:
         """The user of a key this server has already checked, without scrypt (None: not checked yet)."""
@@ -110,7 +124,7 @@ class UserStore:
             raise ValueError(f"user name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-'")
         if role not in ROLES:
             raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
-        records = list(self._load().values())
+        records = list(self._read().values())
         if any(r["name"] == name for r in records):
             raise ValueError(f"user {name!r} exists: remove it first (`ews user remove {name}`)")
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_bytes(16)
@@ -127,7 +141,7 @@ class UserStore:
 
     def remove(self, name: str) -> bool:
         """Delete a user (its key stops working at the server's next request); False if there is none."""
-        records = list(self._load().values())
+        records = list(self._read().values())
         kept = [r for r in records if r["name"] != name]
         if len(kept) == len(records):
             return False
@@ -143,7 +157,7 @@ class UserStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        log.info("wrote %d users to %s", len(records), self.path)
+        log.debug("wrote %d users to %s", len(records), self.path)
 
 
 def _user(r: dict) -> User:
