@@ -569,17 +569,11 @@ def _run_server(cmd: list[str], env: dict[str, str], url: str, startup_timeout: 
     }
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_with_parent)
     try:
-        ready = _wait_ready(proc, url, startup_timeout, stop)
+        not_ready = _wait_ready(proc, url, startup_timeout, stop)
         if stop:
             return 0
-        if not ready:
-            if proc.poll() is not None:
-                _error_line(f"the server exited with code {proc.returncode} before it was ready")
-            else:
-                _error_line(
-                    f"the service did not become ready within {startup_timeout:g} s "
-                    "(EWS_STARTUP_TIMEOUT); stopped it (its log is above)"
-                )
+        if not_ready:
+            _error_line(f"{not_ready}; stopped it (its log is above)")
             return 1
         console.print(f"ready on {url} (docs at {url}/); SIGTERM or Ctrl-C stops it")
         while not stop and proc.poll() is None:
@@ -595,19 +589,47 @@ def _run_server(cmd: list[str], env: dict[str, str], url: str, startup_timeout: 
             signal.signal(s, handler)
 
 
-def _wait_ready(proc, url: str, timeout: float, stop: list[int]) -> bool:
-    """Poll /readyz until a worker answers 200; False on a signal, the supervisor's exit or the deadline."""
+WORKER = "_bentoml_impl.worker.service"  # in the command line of each BentoML worker
+MAX_WORKER_EXITS = 3  # workers that exit before the server is ready: they are failing, not flaky
+
+
+def _wait_ready(proc, url: str, timeout: float, stop: list[int]) -> str | None:
+    """Poll /readyz until a worker answers 200 (None); otherwise why the server is not ready: the
+    supervisor exited, its workers keep exiting (BentoML restarts them forever), or the deadline passed.
+    A signal ends the wait too (`stop` is then non-empty)."""
     import httpx
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not stop and proc.poll() is None:
+    seen: set[int] = set()
+    while not stop:
+        if proc.poll() is not None:
+            return f"the server exited with code {proc.returncode} before it was ready"
+        live = _workers(proc.pid)
+        seen |= live
+        if len(seen - live) >= MAX_WORKER_EXITS:
+            return f"its workers keep failing to start ({len(seen - live)} exited before one was ready)"
+        if time.monotonic() > deadline:
+            return f"the service did not become ready within {timeout:g} s (EWS_STARTUP_TIMEOUT)"
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return True
+                return None
         except httpx.HTTPError:
             pass
         time.sleep(0.25)
-    return False
+    return None
+
+
+def _workers(pid: int) -> set[int]:
+    """The pids of the BentoML workers among the descendants of `pid`."""
+    import psutil
+
+    found = set()
+    with suppress(psutil.Error):
+        for p in psutil.Process(pid).children(recursive=True):
+            with suppress(psutil.Error):
+                if WORKER in p.cmdline():
+                    found.add(p.pid)
+    return found
 
 
 def _stop_with_parent() -> None:

@@ -18,8 +18,13 @@ import sqlite3
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from model.bundle import ModelBundle
+    from serving.loans import BookIndex
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +83,8 @@ def check_store(uri: str) -> None:
         raise StartupError(f"{path} is a SQLite file but not an MLflow store (no {sorted(MLFLOW_TABLES)})")
 
 
-def check_model(uri: str, name: str, ref: str) -> tuple[str, str]:
-    """Load the model the server will serve, bundle and booster included; (name, version)."""
+def check_model(uri: str, name: str, ref: str) -> ModelBundle:
+    """Load the model the server will serve, bundle and booster included."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
@@ -93,10 +98,10 @@ def check_model(uri: str, name: str, ref: str) -> tuple[str, str]:
         raise StartupError(one_line(e)) from e
     except (MlflowException, SQLAlchemyError, OSError) as e:
         raise StartupError(f"model {name}@{ref} cannot be loaded: {one_line(e)}") from e
-    return bundle.name, bundle.version
+    return bundle
 
 
-def check_book(folder: Path) -> None:
+def check_book(folder: Path) -> BookIndex:
     """The book must load as the service loads it (a book with a few bad loans is served without them;
     one that is unusable as a whole is refused)."""
     from serving.loans import BookIndex
@@ -104,7 +109,7 @@ def check_book(folder: Path) -> None:
     if not folder.is_dir():
         raise StartupError(f"book folder {str(folder)!r} does not exist")
     try:
-        BookIndex.load(folder)
+        return BookIndex.load(folder)
     except (ValueError, OSError) as e:
         raise StartupError(f"book {str(folder)!r} cannot be served: {one_line(e)}") from e
 
@@ -148,14 +153,19 @@ class Passed:
 
 def run_checks(settings: ServingSettings, host: str, port: int) -> Passed:
     """Every check, cheapest first; `StartupError` at the first fault."""
+    from serving.runtime import ScoringRuntime
+
     check_port(host, port)
     uri = settings.tracking_uri()
     check_store(uri)
     users = check_access(settings)
-    if settings.book is not None:
-        check_book(settings.book)
-    name, version = check_model(uri, settings.model_name, settings.model_ref)
-    return Passed(name, version, users)
+    book = check_book(settings.book) if settings.book is not None else None
+    bundle = check_model(uri, settings.model_name, settings.model_ref)
+    try:  # what a worker builds from them
+        ScoringRuntime(bundle, book, settings.model_ref, settings.top_k)
+    except ValueError as e:
+        raise StartupError(f"the service cannot be built: {one_line(e)}") from e
+    return Passed(bundle.name, bundle.version, users)
 
 
 def main(argv: list[str]) -> int:
