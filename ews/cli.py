@@ -482,9 +482,9 @@ def serve(
 ) -> None:
     """Run the BentoML scoring service (bentoml serve serving.service:LoanEWS) until stopped.
 
-    Checks the store, the model, the book, the users file and the port first and refuses with one line
-    (exit 1) on a fault; exits 1 if the workers do not become ready within EWS_STARTUP_TIMEOUT seconds;
-    SIGTERM or SIGINT stops the server and every process it started (exit 0)."""
+    Checks the port, the store, the users file, the book and the model first and refuses with one line
+    (exit 1) on a fault; exits 1 if the workers keep failing or are not ready within EWS_STARTUP_TIMEOUT
+    seconds; SIGTERM or SIGINT stops the server and every process it started (exit 0)."""
     import json
     import os
     import shutil
