@@ -561,12 +561,15 @@ def _run_server(cmd: list[str], env: dict[str, str], url: str, startup_timeout: 
     stopped before this returns (`_stop_server`): never a half-up server."""
     import signal
     import subprocess
+    import uuid
 
     stop: list[int] = []
     previous = {
         s: signal.signal(s, lambda signum, _frame: stop.append(signum))
         for s in (signal.SIGTERM, signal.SIGINT)
     }
+    server_id = uuid.uuid4().hex
+    env = {**env, SERVER_ID: server_id}  # inherited by everything the supervisor starts
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_with_parent)
     try:
         not_ready = _wait_ready(proc, url, startup_timeout, stop)
@@ -584,12 +587,13 @@ def _run_server(cmd: list[str], env: dict[str, str], url: str, startup_timeout: 
         _error_line(f"the server exited with code {proc.returncode}")
         return proc.returncode or 1
     finally:
-        _stop_server(proc)
+        _stop_server(proc, server_id)
         for s, handler in previous.items():
             signal.signal(s, handler)
 
 
 WORKER = "_bentoml_impl.worker.service"  # in the command line of each BentoML worker
+SERVER_ID = "EWS_SERVER_ID"  # in the environment of everything one `ews serve` starts
 MAX_WORKER_EXITS = 3  # workers that exit before the server is ready: they are failing, not flaky
 
 
@@ -641,25 +645,40 @@ def _stop_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def _stop_server(proc, grace: float = 20.0) -> None:
-    """Stop the supervisor and every process it started: SIGTERM to the supervisor, which stops its
-    workers; after `grace` seconds SIGKILL to whatever is left. BentoML's workers run in sessions of
-    their own, so they are found as the supervisor's descendants, not by process group."""
+def _started_by(server_id: str) -> list:
+    """Every live process carrying this server's SERVER_ID in its environment: the supervisor and its
+    workers, also those orphaned by a supervisor that died while starting them (BentoML's workers run
+    in sessions of their own, so neither the process group nor the tree finds them all)."""
     import psutil
 
-    try:
-        sup = psutil.Process(proc.pid)
-        procs = [sup, *sup.children(recursive=True)]
-        sup.terminate()
-    except psutil.NoSuchProcess:
-        procs = []
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    if alive:
-        console.print(f"stopping {len(alive)} process(es) that did not stop within {grace:g} s")
-        for p in alive:
+    found = []
+    for p in psutil.process_iter():
+        with suppress(psutil.Error):
+            if p.environ().get(SERVER_ID) == server_id:
+                found.append(p)
+    return found
+
+
+def _stop_server(proc, server_id: str, grace: float = 20.0) -> None:
+    """Stop the supervisor and every process it started: SIGTERM to the supervisor, which stops its
+    workers; after `grace` seconds SIGKILL to whatever still carries the server's id."""
+    import subprocess
+
+    import psutil
+
+    with suppress(psutil.NoSuchProcess):
+        psutil.Process(proc.pid).terminate()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _started_by(server_id):
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.2)  # reaps the supervisor once it exits
+    left = _started_by(server_id)
+    if left:
+        console.print(f"stopping {len(left)} process(es) that did not stop within {grace:g} s")
+        for p in left:
             with suppress(psutil.NoSuchProcess):
                 p.kill()
-        psutil.wait_procs(alive, timeout=5)
+        psutil.wait_procs(left, timeout=5)
     proc.wait()
 
 
