@@ -8,6 +8,7 @@ workers run in sessions of their own), so "nothing left running" is checked by t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -49,6 +50,15 @@ def _marked(marker: str) -> list[psutil.Process]:
     return found
 
 
+def _reap(marker: str) -> list[psutil.Process]:
+    """What carries the marker, killed so that a failing test leaves nothing running; the list."""
+    found = _marked(marker)
+    for p in found:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    return found
+
+
 def _start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen, int, str]:
     port, marker = free_port(), uuid.uuid4().hex
     proc = subprocess.Popen(
@@ -64,7 +74,12 @@ def _start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen, int, str]
 
 def serve(env: dict[str, str], *args: str, timeout: float = 120) -> Outcome:
     proc, port, marker = _start(env, *args)
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        left = _reap(marker)
+        raise AssertionError(f"ews serve did not exit within {timeout} s; left running: {left}") from None
     return Outcome(proc.returncode, out, port, marker)
 
 
@@ -76,8 +91,8 @@ def assert_refused(o: Outcome, *needles: str) -> None:
     assert errors == [o.last_line], o.out
     for needle in needles:
         assert needle in o.last_line, o.out
-    assert port_is_free(o.port)
-    assert _marked(o.marker) == []
+    free, left = port_is_free(o.port), _reap(o.marker)
+    assert free and left == [], (free, left)
 
 
 # ------------------------------------------------------------------------------------- copies of faults
@@ -222,7 +237,8 @@ def test_workers_not_ready_in_time_stop_everything(base_env) -> None:
     o = serve({**base_env, "EWS_STARTUP_TIMEOUT": "1"})
     assert o.rc == 1 and "Traceback" not in o.out, o.out
     assert "the service did not become ready within 1 s" in o.last_line, o.out
-    assert port_is_free(o.port) and _marked(o.marker) == []
+    free, left = port_is_free(o.port), _reap(o.marker)
+    assert free and left == [], (free, left)
 
 
 def _wait(cond, timeout: float) -> bool:
@@ -240,11 +256,13 @@ def test_sigint_while_starting_stops_everything(base_env) -> None:
         assert _wait(lambda: any("worker.service" in " ".join(p.cmdline()) for p in _marked(marker)), 60)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
+        free = port_is_free(port)
     finally:
         if proc.poll() is None:
             proc.kill()
+        left = _reap(marker)
     assert proc.returncode == 0, out
-    assert port_is_free(port) and _marked(marker) == []
+    assert free and left == [], (free, left)
 
 
 def test_sigterm_of_ews_serve_stops_the_server_and_its_workers(base_env) -> None:
@@ -260,9 +278,11 @@ def test_sigterm_of_ews_serve_stops_the_server_and_its_workers(base_env) -> None
         assert home.is_dir() and home.name.startswith("ews-serve-")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
+        free = port_is_free(port)
     finally:
         if proc.poll() is None:
             proc.kill()
+        left = _reap(marker)
     assert proc.returncode == 0 and "Traceback" not in out, out
-    assert port_is_free(port) and _marked(marker) == []
+    assert free and left == [], (free, left)
     assert not home.exists()  # its BENTOML_HOME (prometheus folder) is removed
