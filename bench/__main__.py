@@ -1,15 +1,19 @@
 """Run benchmarks, each in a child process so its wall time and peak memory are its own.
 
 python -m bench                 # all
-python -m bench generate        # one or several by name
+python -m bench generate        # one or several by name (generate, panel, train, serve, soak, batch)
+EWS_SOAK_SECONDS=30 python -m bench soak   # a shorter soak
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DATA = Path(os.environ.get("EWS_BENCH_DIR", "data/bench"))
@@ -133,47 +137,20 @@ def demo_champion(book: Path) -> dict[str, str]:
     return env
 
 
-def bench_serve() -> None:
-    """The BentoML server on loopback with the demo model: p50/p99 of a single-loan score with reasons
-    (loan in the request) at concurrency 1 and 16, throughput at 16, beside the in-process time."""
-    import json
+def bench_key(env: dict[str, str]) -> str:
+    """A fresh officer key in the benchmark store (`ews user add`), for the load processes."""
+    full = {**os.environ, **env}
+    subprocess.run([*EWS, "user", "remove", "bench"], env=full, capture_output=True)
+    res = subprocess.run([*EWS, "user", "add", "bench"], env=full, capture_output=True, text=True, check=True)
+    return res.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def running_server(book: Path, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`ews serve` on a free loopback port until ready; stopped (SIGTERM, which stops its workers) after."""
     import socket
 
     import httpx
-    import mlflow
-    import numpy as np
-
-    from features.build import build_features
-    from serving.api_models import LoanInput
-    from serving.loans import BookIndex
-    from serving.model_loader import load_model
-    from serving.runtime import ScoringRuntime
-
-    print("== serve (demo book 20,000 loans, champion, POST /score with the loan in the request)")
-    book = ensure_book(20_000)
-    env = demo_champion(book)
-    index = BookIndex.load(book)
-    last = index.last_month
-    ids = build_features(index.book, last)["loan_id"]
-    bodies = [index.request_json(lid, last) for lid in ids.sample(300, random_state=1)]
-    bodies_file = DATA / "serve-bodies.json"
-    bodies_file.write_text(json.dumps(bodies))
-
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    rt = ScoringRuntime(load_model("loan-ews-pd-12m", "champion"), index, "champion")
-    items = [LoanInput.model_validate(b) for b in bodies]
-    for it in items[:10]:
-        rt.score_input(it)
-    times = []
-    for it in items:
-        t = time.perf_counter()
-        rt.score_input(it)
-        times.append(time.perf_counter() - t)
-    inproc = np.array(times) * 1000
-    print(
-        f"in-process ScoringRuntime.score_input: p50 {np.percentile(inproc, 50):6.2f} ms   "
-        f"p99 {np.percentile(inproc, 99):6.2f} ms"
-    )
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -196,22 +173,130 @@ def bench_serve() -> None:
             time.sleep(0.5)
         else:
             raise SystemExit("server did not become ready")
+        yield base, proc
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def load(base: str, bodies_file: Path, key: str, concurrency: int, *args: str) -> dict:
+    """Run `bench.load` in its own process against /score; its JSON summary."""
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.load", f"{base}/score", str(bodies_file), str(concurrency), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "EWS_BENCH_KEY": key},
+    )
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def request_bodies(book: Path, n: int = 300) -> Path:
+    """`n` performing loans of the book as /score bodies, written once to a JSON file."""
+    from features.build import build_features
+    from serving.loans import BookIndex
+
+    index = BookIndex.load(book)
+    ids = build_features(index.book, index.last_month)["loan_id"]
+    bodies = [index.request_json(lid, index.last_month) for lid in ids.sample(n, random_state=1)]
+    path = DATA / "serve-bodies.json"
+    path.write_text(json.dumps(bodies))
+    return path
+
+
+def bench_serve() -> None:
+    """The BentoML server on loopback with the demo model: p50/p99 of a single-loan score with reasons
+    (loan in the request) at concurrency 1 and 16, throughput at 16, beside the in-process time."""
+    import mlflow
+    import numpy as np
+
+    from serving.api_models import LoanInput
+    from serving.loans import BookIndex
+    from serving.model_loader import load_model
+    from serving.runtime import ScoringRuntime
+
+    print("== serve (demo book 20,000 loans, champion, POST /score with the loan in the request)")
+    book = ensure_book(20_000)
+    env = demo_champion(book)
+    bodies_file = request_bodies(book)
+    bodies = json.loads(bodies_file.read_text())
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    rt = ScoringRuntime(load_model("loan-ews-pd-12m", "champion"), BookIndex.load(book), "champion")
+    items = [LoanInput.model_validate(b) for b in bodies]
+    for it in items[:10]:
+        rt.score_input(it)
+    times = []
+    for it in items:
+        t = time.perf_counter()
+        rt.score_input(it)
+        times.append(time.perf_counter() - t)
+    inproc = np.array(times) * 1000
+    print(
+        f"in-process ScoringRuntime.score_input: p50 {np.percentile(inproc, 50):6.2f} ms   "
+        f"p99 {np.percentile(inproc, 99):6.2f} ms"
+    )
+    key = bench_key(env)
+    with running_server(book, env) as (base, _):
         for conc, n in ((1, 300), (16, 1600)):
-            res = subprocess.run(
-                [sys.executable, "-m", "bench.load", f"{base}/score", str(bodies_file), str(conc), str(n)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            r = json.loads(res.stdout.strip().splitlines()[-1])
+            r = load(base, bodies_file, key, conc, str(n))
             print(
                 f"HTTP concurrency {conc:2d}: p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms   "
                 f"{r['rate']:7.1f} loans/s   errors {r['errors']}   "
                 f"p50 HTTP / in-process {r['p50_ms'] / np.percentile(inproc, 50):.2f}x"
             )
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
+
+
+def _worker_rss(proc: subprocess.Popen) -> dict[int, float]:
+    """MiB resident of each BentoML worker of an `ews serve` (its descendants), read from /proc."""
+    import psutil
+
+    out = {}
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "worker.service" not in " ".join(p.cmdline()):
+                continue
+            status = Path(f"/proc/{p.pid}/status").read_text()
+        except (psutil.NoSuchProcess, FileNotFoundError):
+            continue
+        kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        out[p.pid] = kib / 1024
+    return out
+
+
+def bench_soak() -> None:
+    """The server under load for minutes: the maximum rate at concurrency 16 (20 s, closed loop), then
+    70% of it held for EWS_SOAK_SECONDS (default 180) at a fixed rate from a second process. Prints the
+    requests, errors by status, p50/p99 and each worker's RSS at start-up, at the soak's start and end."""
+    print("== soak (demo book, champion, POST /score, concurrency 16)")
+    soak_s = float(os.environ.get("EWS_SOAK_SECONDS", "180"))
+    book = ensure_book(20_000)
+    env = demo_champion(book)
+    bodies_file = request_bodies(book)
+    key = bench_key(env)
+    with running_server(book, env) as (base, proc):
+        rss0 = _worker_rss(proc)
+        peak = load(base, bodies_file, key, 16, "--seconds", "20")
+        target = 0.7 * peak["rate"]
+        print(
+            f"maximum: {peak['rate']:.1f} requests/s over 20 s ({peak['requests']} requests, p50 "
+            f"{peak['p50_ms']:.1f} ms, p99 {peak['p99_ms']:.1f} ms, status {peak['status']})"
+        )
+        rss1 = _worker_rss(proc)
+        soak = load(base, bodies_file, key, 16, "--seconds", str(soak_s), "--rate", f"{target:.2f}")
+        rss2 = _worker_rss(proc)
+    print(
+        f"soak: {soak['requests']} requests in {soak_s:.0f} s at {target:.1f}/s (70% of the maximum), "
+        f"achieved {soak['rate']:.1f}/s; errors {soak['errors']} (status {soak['status']}); "
+        f"p50 {soak['p50_ms']:.1f} ms, p99 {soak['p99_ms']:.1f} ms"
+    )
+    for pid in sorted(rss2):
+        print(
+            f"worker {pid}: RSS {rss0.get(pid, float('nan')):.0f} MiB after start-up, "
+            f"{rss1.get(pid, float('nan')):.0f} MiB at the soak's start, {rss2[pid]:.0f} MiB at its end"
+        )
+    if soak["errors"]:
+        raise SystemExit(f"soak: {soak['errors']} requests failed")
 
 
 def bench_batch() -> None:
@@ -356,6 +441,7 @@ BENCHES = {
     "panel": bench_panel,
     "train": bench_train,
     "serve": bench_serve,
+    "soak": bench_soak,
     "batch": bench_batch,
     "shap": bench_shap,
 }

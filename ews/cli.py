@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ews.settings import Settings
 
@@ -85,8 +86,13 @@ def progress_bar():
         yield cb
 
 
+def _error_line(msg: str) -> None:
+    """`msg` as one line on stderr: never wrapped, never read as markup."""
+    console.print(Text.assemble(("error:", "red"), " ", msg), soft_wrap=True)
+
+
 def _fail(msg: str, code: int = EXIT_FAILED) -> None:
-    console.print(f"[red]error:[/red] {msg}", markup=True, highlight=False)
+    _error_line(msg)
     raise typer.Exit(code)
 
 
@@ -582,37 +588,58 @@ def serve(
     ] = None,
     model: ModelOpt = None,
 ) -> None:
-    """Run the BentoML scoring service (bentoml serve serving.service:LoanEWS) until stopped."""
+    """Run the BentoML scoring service (bentoml serve serving.service:LoanEWS) until stopped.
+
+    Checks the port, the store, the users file, the book and the model first and refuses with one line
+    (exit 1) on a fault; exits 1 if the workers keep failing or are not ready within EWS_STARTUP_TIMEOUT
+    seconds; SIGTERM or SIGINT stops the server and every process it started (exit 0)."""
+    import json
     import os
+    import shutil
     import subprocess
+    import tempfile
 
     settings: Settings = ctx.obj
     ref = _model(settings, model)
     book = book_dir or (settings.demo_book if (settings.demo_book / "loans.parquet").exists() else None)
-    if book is not None and not Path(book).is_dir():
-        _fail(f"book folder {str(book)!r} does not exist")
+    # the workers read their settings from this environment; the checks run with the same one
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": settings.tracking_uri(),
         "EWS_MODELS_DIR": str(settings.models_dir.resolve()),
         "EWS_MODEL_NAME": ref.name,
         "EWS_MODEL_REF": ref.ref,
+        "EWS_USERS_FILE": str(settings.users_path.resolve()),
+        "EWS_AUDIT_LOG": str(settings.audit_path.resolve()),
+        "BENTOML_DO_NOT_TRACK": "True",
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
     }
     if book is not None:
         env["EWS_BOOK"] = str(Path(book).resolve())
     else:
         env.pop("EWS_BOOK", None)
-    # check the model here: BentoML keeps its supervisor running when every worker fails to start
-    import mlflow
-
-    from serving.model_loader import load_model
-
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    check = subprocess.run(
+        [sys.executable, "-m", "serving.preflight", host, str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        load_model(env["EWS_MODEL_NAME"], env["EWS_MODEL_REF"])
-    except (ValueError, OSError) as e:
-        _fail(f"cannot start the service: {e}")
+        verdict = json.loads(check.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        verdict = {"ok": False, "error": f"the startup checks crashed (exit code {check.returncode})"}
+    if not verdict["ok"]:
+        _fail(f"cannot start the service: {verdict['error']}")
+    if verdict["users"] == 0:
+        console.print(
+            "[yellow]warning:[/yellow] no API keys yet, so every request but /livez and /readyz gets 401: "
+            "add one with `ews user add NAME --role officer`",
+            soft_wrap=True,
+        )
+    # BentoML keeps its prometheus multiprocess folder under BENTOML_HOME, shared by every server on the
+    # host (and wiped by each one that starts): this server gets a home of its own, removed on exit
+    home = tempfile.mkdtemp(prefix="ews-serve-")
+    env["BENTOML_HOME"] = home
     cmd = [
         sys.executable,
         "-m",
@@ -624,12 +651,204 @@ def serve(
         "--port",
         str(port),
     ]
-    console.print(f"serving {ref} on http://{host}:{port}")
+    console.print(
+        f"starting {verdict['model_name']} version {verdict['model_version']} ({env['EWS_MODEL_REF']}) "
+        f"on http://{host}:{port}"
+    )
     try:
-        rc = subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        rc = 0
+        rc = _run_server(cmd, env, f"http://{host}:{port}", settings.startup_timeout)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     raise typer.Exit(rc)
+
+
+def _run_server(cmd: list[str], env: dict[str, str], url: str, startup_timeout: float) -> int:
+    """Run the BentoML supervisor until it exits or SIGTERM/SIGINT arrives; the exit code of `ews serve`.
+
+    The supervisor runs in a session of its own (so a terminal's Ctrl-C reaches only this process, which
+    forwards it) and is told to stop if this process dies. Whatever happens, everything it started is
+    stopped before this returns (`_stop_server`): never a half-up server."""
+    import signal
+    import subprocess
+    import uuid
+
+    stop: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, _frame: stop.append(signum))
+        for s in (signal.SIGTERM, signal.SIGINT)
+    }
+    server_id = uuid.uuid4().hex
+    env = {**env, SERVER_ID: server_id}  # inherited by everything the supervisor starts
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_with_parent)
+    try:
+        not_ready = _wait_ready(proc, url, startup_timeout, stop)
+        if stop:
+            return 0
+        if not_ready:
+            _error_line(f"{not_ready}; stopped it (its log is above)")
+            return 1
+        console.print(f"ready on {url} (docs at {url}/); SIGTERM or Ctrl-C stops it")
+        while not stop and proc.poll() is None:
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+        if stop:
+            return 0
+        _error_line(f"the server exited with code {proc.returncode}")
+        return proc.returncode or 1
+    finally:
+        _stop_server(proc, server_id)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+WORKER = "_bentoml_impl.worker.service"  # in the command line of each BentoML worker
+SERVER_ID = "EWS_SERVER_ID"  # in the environment of everything one `ews serve` starts
+MAX_WORKER_EXITS = 3  # workers that exit before the server is ready: they are failing, not flaky
+
+
+def _wait_ready(proc, url: str, timeout: float, stop: list[int]) -> str | None:
+    """Poll /readyz until a worker answers 200 (None); otherwise why the server is not ready: the
+    supervisor exited, its workers keep exiting (BentoML restarts them forever), or the deadline passed.
+    A signal ends the wait too (`stop` is then non-empty)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    seen: set[int] = set()
+    while not stop:
+        if proc.poll() is not None:
+            return f"the server exited with code {proc.returncode} before it was ready"
+        live = _workers(proc.pid)
+        seen |= live
+        if len(seen - live) >= MAX_WORKER_EXITS:
+            return f"its workers keep failing to start ({len(seen - live)} exited before one was ready)"
+        if time.monotonic() > deadline:
+            return f"the service did not become ready within {timeout:g} s (EWS_STARTUP_TIMEOUT)"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return None
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    return None
+
+
+def _workers(pid: int) -> set[int]:
+    """The pids of the BentoML workers among the descendants of `pid`."""
+    import psutil
+
+    found = set()
+    with suppress(psutil.Error):
+        for p in psutil.Process(pid).children(recursive=True):
+            with suppress(psutil.Error):
+                if WORKER in p.cmdline():
+                    found.add(p.pid)
+    return found
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM it if `ews serve` dies (even by SIGKILL), Linux only."""
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _started_by(server_id: str) -> list:
+    """Every live process carrying this server's SERVER_ID in its environment: the supervisor and its
+    workers, also those orphaned by a supervisor that died while starting them (BentoML's workers run
+    in sessions of their own, so neither the process group nor the tree finds them all)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        with suppress(psutil.Error):
+            if p.environ().get(SERVER_ID) == server_id:
+                found.append(p)
+    return found
+
+
+def _stop_server(proc, server_id: str, grace: float = 20.0) -> None:
+    """Stop the supervisor and every process it started: SIGTERM to the supervisor, which stops its
+    workers; after `grace` seconds SIGKILL to whatever still carries the server's id."""
+    import subprocess
+
+    import psutil
+
+    with suppress(psutil.NoSuchProcess):
+        psutil.Process(proc.pid).terminate()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _started_by(server_id):
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.2)  # reaps the supervisor once it exits
+    left = _started_by(server_id)
+    if left:
+        console.print(f"stopping {len(left)} process(es) that did not stop within {grace:g} s")
+        for p in left:
+            with suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(left, timeout=5)
+    proc.wait()
+
+
+# ----------------------------------------------------------------------------------------------- users
+
+user_app = typer.Typer(help="API keys of the scoring service and their roles.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+def _users(settings: Settings):
+    from serving.users import UserStore
+
+    return UserStore(settings.users_path)
+
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name (letters, digits, . _ @ -).")],
+    role: Annotated[
+        str, typer.Option(help="officer (score and read loans) or admin (also model info and metrics).")
+    ] = "officer",
+) -> None:
+    """Create a user and print its API key, once (only a salted hash is stored, in EWS_USERS_FILE)."""
+    store = _users(ctx.obj)
+    try:
+        key = store.add(name, role)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"added {name} ({role}) to {store.path}; the key is shown only now:", soft_wrap=True)
+    out.print(key, markup=False, highlight=False)
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context) -> None:
+    """The users and their roles (never their keys)."""
+    store = _users(ctx.obj)
+    try:
+        users = store.users()
+    except ValueError as e:
+        _fail(str(e))
+    if not users:
+        out.print(f"no users in {store.path}")
+        return
+    for u in users:
+        out.print(
+            f"{u.name}\t{u.role}\tkey ews_{u.key_id}_…\tcreated {u.created}", markup=False, highlight=False
+        )
+
+
+@user_app.command("remove")
+def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Delete a user: its key stops working at the running server's next request."""
+    store = _users(ctx.obj)
+    try:
+        removed = store.remove(name)
+    except ValueError as e:
+        _fail(str(e))
+    if not removed:
+        _fail(f"no user {name!r} in {store.path}")
+    console.print(f"removed {name}")
 
 
 @app.command("score-book")

@@ -37,10 +37,18 @@ class InputError(Exception):
         return "; ".join(f"{loc}: {msg}" for loc, msg in self.problems)
 
     def body(self) -> dict:
+        """The JSON error body (`serving.api_models.ErrorBody`): field paths as lists, indexes as ints."""
         return {
             "error": str(self),
-            "detail": [{"loc": loc.split("."), "msg": msg} for loc, msg in self.problems],
+            "detail": [
+                {"loc": [int(p) if p.isdigit() else p for p in loc.split(".")], "msg": msg}
+                for loc, msg in self.problems
+            ],
         }
+
+    def under(self, prefix: str) -> InputError:
+        """The same error with every field path under `prefix` (the request field holding the loan)."""
+        return InputError(self.status, [(f"{prefix}.{loc}", msg) for loc, msg in self.problems])
 
 
 def _window(perf: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -195,7 +203,7 @@ class BookIndex:
     def loan_book(self, loan_id: str, as_of: str | pd.Timestamp | None = None) -> tuple[Book, pd.Timestamp]:
         """One loan with its rows; 404 for an unknown id, 422 for a month the loan has no row for."""
         if loan_id not in self._loans.index:
-            raise InputError(404, [("loan_id", f"unknown loan id {loan_id!r} in book {self.source}")])
+            raise InputError(404, [("loan_id", f"unknown loan id {loan_id!r}")])
         i = np.searchsorted(self._ids, loan_id)
         if i >= len(self._ids) or self._ids[i] != loan_id:
             raise InputError(422, [("loan_id", f"loan {loan_id!r} has no performance rows")])

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MiB = 2**20
+
 
 class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EWS_")
@@ -20,6 +22,11 @@ class ServingSettings(BaseSettings):
     book: Path | None = None  # the book the service scores by loan id (none: request data only)
     top_k: int = 3  # reasons per loan
     max_reject_share: float = 0.2  # more of a book's loans breaking the contract than this stops a command
+    users_file: Path | None = None  # API keys (salted hashes) and roles; default models_dir/users.json
+    audit_log: Path | None = None  # every read of a loan, JSON lines; default models_dir/audit.jsonl
+    max_body_bytes: int = 2 * MiB  # request bodies above this get 413 unread...
+    max_batch_body_bytes: int = 16 * MiB  # ...except /score_batch (1,000 full loans are about 7 MB)
+    startup_timeout: float = 180.0  # seconds `ews serve` waits for its workers before it gives up
 
     @property
     def default_tracking_uri(self) -> str:
@@ -28,3 +35,11 @@ class ServingSettings(BaseSettings):
     def tracking_uri(self) -> str:
         """MLFLOW_TRACKING_URI when set, else the SQLite store under models/."""
         return os.environ.get("MLFLOW_TRACKING_URI") or self.default_tracking_uri
+
+    @property
+    def users_path(self) -> Path:
+        return self.users_file or self.models_dir / "users.json"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit_log or self.models_dir / "audit.jsonl"

@@ -1,4 +1,5 @@
-"""A real `ews serve` (BentoML) on a free loopback port, scoring with the champion of a temp MLflow store."""
+"""A real `ews serve` (BentoML) on a free loopback port, scoring with the champion of a temp MLflow store,
+with API keys made by the real `ews user add`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import mlflow
@@ -17,11 +20,23 @@ from serving.loans import BookIndex
 from serving.model_loader import load_model
 from serving.scorer import RiskScorer
 
+EWS = [sys.executable, "-m", "ews.cli"]
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def serve_env(champion_store) -> dict[str, str]:
@@ -30,41 +45,82 @@ def serve_env(champion_store) -> dict[str, str]:
     return {**os.environ, "MLFLOW_TRACKING_URI": uri, "EWS_MODELS_DIR": str(root / "models")}
 
 
+def add_user(env: dict[str, str], name: str, role: str) -> str:
+    """`ews user add NAME --role ROLE` against the store of `env`; the key it prints."""
+    res = subprocess.run([*EWS, "user", "add", name, "--role", role], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="session")
-def server(champion_store, demo_book_dir):
+def api_keys(champion_store) -> dict[str, str]:
+    """One key per role, made with the real command line in the temp store's users file."""
+    env = serve_env(champion_store)
+    return {role: add_user(env, f"pytest-{role}", role) for role in ("officer", "admin")}
+
+
+@dataclass
+class Served:
+    """The running server: its address, clients per role, its process and files."""
+
+    url: str
+    officer: httpx.Client
+    admin: httpx.Client
+    anonymous: httpx.Client
+    proc: subprocess.Popen
+    log: Path
+    audit_log: Path
+
+
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 120) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+@pytest.fixture(scope="session")
+def served(champion_store, demo_book_dir, api_keys):
     port = free_port()
-    log = open(demo_book_dir.parent / "serve.log", "w")  # noqa: SIM115
+    log_path = demo_book_dir.parent / "serve.log"
+    log = open(log_path, "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ews.cli", "serve", "--port", str(port), "--book", str(demo_book_dir)],
+        [*EWS, "serve", "--port", str(port), "--book", str(demo_book_dir)],
         env=serve_env(champion_store),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    ready = False
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                ready = True
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    if not ready:
-        os.killpg(proc.pid, signal.SIGTERM)
-        raise RuntimeError(
-            "server did not become ready:\n" + (demo_book_dir.parent / "serve.log").read_text()
-        )
-    with httpx.Client(base_url=base, timeout=30) as client:
-        yield client
-    os.killpg(proc.pid, signal.SIGTERM)
+    url = f"http://127.0.0.1:{port}"
+    if not wait_ready(proc, url):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        raise RuntimeError("server did not become ready:\n" + log_path.read_text())
+
+    def client(key: str | None) -> httpx.Client:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=url, timeout=30, headers=headers)
+
+    root = champion_store[0]
+    with client(api_keys["officer"]) as off, client(api_keys["admin"]) as adm, client(None) as anon:
+        yield Served(url, off, adm, anon, proc, log_path, root / "models" / "audit.jsonl")
+    proc.send_signal(signal.SIGTERM)  # ews serve stops the supervisor and its workers
     try:
-        proc.wait(20)
+        proc.wait(40)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def server(served) -> httpx.Client:
+    """An HTTP client of the running server holding an officer's key."""
+    return served.officer
 
 
 @pytest.fixture(scope="session")

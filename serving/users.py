@@ -1,0 +1,164 @@
+"""API keys and roles: who may call the scoring service.
+
+`ews user add NAME --role ROLE` creates a key, prints it once and stores only its salted scrypt hash in
+one JSON file (the `EWS_USERS_FILE` setting, by default `models/users.json`, git-ignored). A key reads
+`ews_<key id>_<secret>`: the key id finds the user without trying every hash, the secret is checked
+against the hash in constant time. An unknown key id costs the same scrypt as a wrong secret, so neither
+the answer nor its timing tells a caller which key ids exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROLES = ("officer", "admin")  # officer: score and read loans; admin: also model info and metrics
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_KEY = re.compile(r"ews_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+# A key's secret is 256 random bits, so the work factor only slows an attacker who has the file; kept
+# modest (~4 MB, ~13 ms here) because an unauthenticated request costs one check too.
+_SCRYPT = {"n": 2**12, "r": 8, "p": 1, "dklen": 32}
+_DUMMY = ("x" * 43, bytes(16))  # checked for an unknown key id, so it costs a real scrypt too
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    key_id: str
+    created: str  # UTC, ISO 8601
+
+    def may(self, role: str) -> bool:
+        """Whether this user holds `role` (admin holds officer's rights too)."""
+        return self.role == role or self.role == "admin"
+
+
+def _hash(secret: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(secret.encode(), salt=salt, **_SCRYPT)
+
+
+class UserStore:
+    """The users file: read by the server on each change, written whole (atomically) by `ews user`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._records: dict[str, dict] = {}  # key id -> stored record
+        self._verified: dict[bytes, User] = {}  # sha256 of a key already checked -> its user
+
+    # ------------------------------------------------------------------------------------- reading
+    def _read(self) -> dict[str, dict]:
+        """The file's records by key id; no file means no users. ValueError for a file that does not
+        read as a users file."""
+        if not self.path.exists():
+            return {}
+        try:
+            return {r["key_id"]: r for r in json.loads(self.path.read_text())["users"]}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"users file {str(self.path)!r} is unreadable: {e!r}") from e
+
+    def _load(self) -> dict[str, dict]:
+        """The records, re-read when the file changes (a key added or removed while the server runs
+        takes effect on the next request). A file that no longer parses refuses every key (logged)."""
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if stamp != self._stamp:
+                try:
+                    self._records = self._read()
+                except ValueError as e:
+                    log.error(
+                        "users file %s is unreadable (%s): every key is refused until it is fixed",
+                        self.path,
+                        e,
+                    )
+                    self._records = {}
+                self._verified = {}
+                self._stamp = stamp
+            return self._records
+
+    def users(self) -> list[User]:
+        return [_user(r) for r in sorted(self._read().values(), key=lambda r: r["name"])]
+
+    def check(self) -> None:
+        """Raise ValueError if the file exists but cannot be read as a users file (startup check)."""
+        self._read()
+
+    def cached(self, key: str) -> User | None:
+        """The user of a key this server has already checked, without scrypt (None: not checked yet)."""
+        self._load()
+        return self._verified.get(hashlib.sha256(key.encode()).digest())
+
+    def verify(self, key: str) -> User | None:
+        """The user whose key this is, or None. Costs one scrypt whatever the key."""
+        records = self._load()
+        m = _KEY.fullmatch(key)
+        rec = records.get(m.group(1)) if m else None
+        secret, salt = (m.group(2), bytes.fromhex(rec["salt"])) if rec else _DUMMY
+        digest = _hash(secret, salt)
+        if rec is None or not hmac.compare_digest(digest, bytes.fromhex(rec["hash"])):
+            return None
+        user = _user(rec)
+        self._verified[hashlib.sha256(key.encode()).digest()] = user
+        return user
+
+    # ------------------------------------------------------------------------------------- writing
+    def add(self, name: str, role: str) -> str:
+        """Create a user and return its key (shown once; only its hash is stored)."""
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"user name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-'")
+        if role not in ROLES:
+            raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        records = list(self._read().values())
+        if any(r["name"] == name for r in records):
+            raise ValueError(f"user {name!r} exists: remove it first (`ews user remove {name}`)")
+        key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_bytes(16)
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        records.append(
+            {
+                **asdict(User(name, role, key_id, created)),
+                "salt": salt.hex(),
+                "hash": _hash(secret, salt).hex(),
+            }
+        )
+        self._write(records)
+        return f"ews_{key_id}_{secret}"
+
+    def remove(self, name: str) -> bool:
+        """Delete a user (its key stops working at the server's next request); False if there is none."""
+        records = list(self._read().values())
+        kept = [r for r in records if r["name"] != name]
+        if len(kept) == len(records):
+            return False
+        self._write(kept)
+        return True
+
+    def _write(self, records: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"users": sorted(records, key=lambda r: r["name"])}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        log.debug("wrote %d users to %s", len(records), self.path)
+
+
+def _user(r: dict) -> User:
+    return User(r["name"], r["role"], r["key_id"], r["created"])
