@@ -19,7 +19,7 @@ LOANS ?= 20000
 MONTHS ?= 48
 SEED ?= 7
 
-.PHONY: help install demo test bench lint format book validate summary features train promote report serve score clean
+.PHONY: help install demo test test-fast bench lint format book validate summary features train promote report serve score clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -40,11 +40,14 @@ demo: $(STAMP) ## Generate the demo book, validate it, train, promote and report
 	$(EWS) book summary $(BOOK)
 	$(EWS) train --spec models/pd_90d_12m.yaml --book $(BOOK)
 	$(EWS) promote --model loan-ews-pd-12m --book $(BOOK)
-	$(EWS) report loan-ews-pd-12m
+	$(EWS) report --model loan-ews-pd-12m
 	$(EWS) score-book --book $(BOOK) --as-of $(or $(AS_OF),2025-12) --out data/scores
 
 test: $(STAMP) ## Run the test suite
 	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP) ## The fast loop: every test that trains no model and starts no server (under a minute)
+	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: $(STAMP) ## Run the benchmarks (large books; prints time and memory)
 	$(VENV)/bin/python -m bench
@@ -57,8 +60,8 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-book: $(STAMP) ## Generate a book: make book BOOK=dir LOANS=n MONTHS=m SEED=s
-	$(EWS) book generate --loans $(LOANS) --months $(MONTHS) --seed $(SEED) --out $(BOOK)
+book: $(STAMP) ## Generate a book: make book BOOK=dir LOANS=n MONTHS=m SEED=s PROFILE=clean|card|mixed
+	$(EWS) book generate --loans $(LOANS) --months $(MONTHS) --seed $(SEED) --profile $(or $(PROFILE),clean) --out $(BOOK)
 
 validate: $(STAMP) ## Validate a book: make validate BOOK=dir
 	$(EWS) book validate $(BOOK)
@@ -75,8 +78,8 @@ train: $(STAMP) ## Train and register a model: make train SPEC=models/pd_90d_12m
 promote: $(STAMP) ## Gate the newest model version against the champion: make promote BOOK=dir
 	$(EWS) promote --model $(or $(MODEL),loan-ews-pd-12m) --book $(BOOK)
 
-report: $(STAMP) ## Validation summary of the champion: make report MODEL=name
-	$(EWS) report $(or $(MODEL),loan-ews-pd-12m)
+report: $(STAMP) ## Validation summary of the champion: make report MODEL=name[@alias|:version]
+	$(EWS) report --model $(or $(MODEL),loan-ews-pd-12m)
 
 serve: $(STAMP) ## Run the scoring service on 127.0.0.1:3000 with the champion and the demo book
 	$(EWS) serve --book $(BOOK) --port $(or $(PORT),3000)

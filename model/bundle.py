@@ -29,8 +29,10 @@ from model.spec import ModelSpec
 log = logging.getLogger(__name__)
 
 KNOWN_SCHEMA_VERSIONS = (SCHEMA_VERSION,)
-# master scale: grade g covers PDs up to GRADE_BANDS[g-1]; grade 10 is everything above the last band
-GRADE_BANDS = (0.0025, 0.005, 0.01, 0.02, 0.035, 0.06, 0.10, 0.18, 0.30)
+# master scale: grade g covers PDs up to GRADE_BANDS[g-1]; grade 10 is everything above the last band.
+# Fixed, geometric (each band doubles the last, as bank master scales do), from just above the PD floor:
+# a book of performing loans populates every grade from its best borrowers to those in arrears.
+GRADE_BANDS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256)
 # a flagged loan is on the early-warning list (not in arrears at t) or the in-arrears list
 LISTS = ("early_warning", "in_arrears")
 REFERENCE_ROWS_FILE = "reference_rows.npy"
