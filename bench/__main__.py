@@ -436,6 +436,13 @@ def bench_shap() -> None:
     print(f"max |tables - pred_contrib| over all rows and columns: {diff:.2e} (target <= 1e-9)")
 
 
+def bench_quality() -> None:
+    """Model/oracle AUC on a panel of generated books and the card spec beside a plain LightGBM."""
+    from bench.quality import main as quality
+
+    quality()
+
+
 BENCHES = {
     "generate": bench_generate,
     "panel": bench_panel,
@@ -443,6 +450,7 @@ BENCHES = {
     "serve": bench_serve,
     "soak": bench_soak,
     "batch": bench_batch,
+    "quality": bench_quality,
     "shap": bench_shap,
 }
 

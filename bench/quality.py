@@ -1,0 +1,139 @@
+"""Model quality on books the pipeline was never tuned on: a panel of generated books (seeds, sizes, clean
+and messy profiles), the default spec trained and tested out of time on each, model AUC over the oracle's
+AUC on the same test snapshots; and a short card book with the card spec beside a plain LightGBM on the
+raw history of the same accounts.
+
+python -m bench quality            # the whole panel (about 15 minutes on 2 cores)
+EWS_QUALITY_QUICK=1 python -m bench quality   # one seed per cell, for a quick look
+
+The panel's seeds (3, 4, 5) are not the seeds any parameter was chosen on (101-103); the figures are
+printed per book and as min / median / max, never as one number.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pandas as pd
+
+PANEL_SEEDS = (3, 4, 5)
+SIZES = ((6_000, 40), (20_000, 48))
+PROFILES = ("clean", "mixed")
+CARD = {"loans": 30_000, "months": 9, "seed": 8}
+
+
+def trained_on(n_loans: int, months: int, seed: int, profile_name: str, spec_path: str):
+    """Generate a book, build its panel with the book's own context, train the spec out of time."""
+    from features.context import context_table
+    from features.generate import generate_book, profile
+    from model.spec import load_spec, resolve_windows
+    from training.fit import train_model
+    from training.panel import build_panel, month_range
+
+    g = generate_book(n_loans, months, seed, profile(profile_name))
+    book = g.book
+    spec = load_spec(spec_path)
+    w = resolve_windows(spec, book.performance["month"].min(), book.last_month)
+    ctx = context_table(book.performance, book.loans, book.borrowers)
+    months_ = month_range(w["train"][0], w["test"][1])
+    panel = build_panel(book, months_, spec.label.rule, spec.label.horizon_months, g.oracle, ctx)
+    return g, spec, w, panel, train_model(spec, panel, w)
+
+
+def panel() -> None:
+    quick = bool(os.environ.get("EWS_QUALITY_QUICK"))
+    seeds = PANEL_SEEDS[:1] if quick else PANEL_SEEDS
+    print(f"== quality panel: default spec (90+ DPD in 12 months), out of time; seeds {seeds}")
+    print(f"{'book':<28s} {'AUC':>7s} {'oracle':>7s} {'ratio':>7s} {'O/E':>6s} {'rounds':>6s} {'secs':>5s}")
+    rows = []
+    for profile_name in PROFILES:
+        for n, m in SIZES:
+            for seed in seeds:
+                t0 = time.perf_counter()
+                *_, res = trained_on(n, m, seed, profile_name, "models/pd_90d_12m.yaml")
+                mm = res.test_metrics
+                label = f"{profile_name} {n:,} x {m} seed {seed}"
+                rows.append({"book": label, "profile": profile_name, "size": f"{n}x{m}", **mm})
+                print(
+                    f"{label:<28s} {mm['auc']:7.4f} {mm['oracle_auc']:7.4f} {mm['model_over_oracle']:7.4f} "
+                    f"{mm['oe']:6.2f} {res.best_iteration:6d} {time.perf_counter() - t0:5.0f}",
+                    flush=True,
+                )
+    df = pd.DataFrame(rows)
+    for key, g in [("all books", df), *df.groupby(["profile", "size"])]:
+        r = g["model_over_oracle"]
+        name = key if isinstance(key, str) else f"{key[0]} {key[1]}"
+        print(
+            f"model/oracle {name:<22s} min {r.min():.4f}  median {r.median():.4f}  max {r.max():.4f}  "
+            f"({(r >= 0.97).sum()} of {len(r)} at 0.97 or more)"
+        )
+
+
+def raw_history_frame(book, as_of: pd.Timestamp, lags: int = 6) -> pd.DataFrame:
+    """A plain model's inputs: the account's last `lags` months of raw servicing fields side by side, and
+    its static fields, for accounts with a row at `as_of`: no feature engineering at all."""
+    perf = book.performance
+    months = pd.date_range(end=as_of, periods=lags, freq="MS")
+    p = perf[perf["month"].isin(months)]
+    wide = p.pivot_table(
+        index="loan_id",
+        columns="month",
+        values=["days_past_due", "balance", "scheduled_payment", "paid_amount"],
+        aggfunc="first",
+    )
+    wide.columns = [f"{v}_{(as_of.year - m.year) * 12 + as_of.month - m.month}" for v, m in wide.columns]
+    loans = book.loans.set_index("loan_id")[["principal", "interest_rate", "term_months", "borrower_id"]]
+    b = book.borrowers.set_index("borrower_id")[["annual_income", "bureau_score", "birth_year"]]
+    static = loans.join(b, on="borrower_id").drop(columns="borrower_id")
+    now = p[p["month"] == as_of].set_index("loan_id")
+    return wide.join(static).loc[now.index]
+
+
+def card() -> None:
+    """The card spec (30+ DPD next month, last labelled month as test, held-out calibration) against a
+    plain LightGBM on six months of raw history trained on the month before the test month."""
+    import lightgbm as lgb
+
+    from training import metrics
+
+    print(
+        f"== card book: {CARD['loans']:,} accounts x {CARD['months']} months "
+        f"(card profile, seed {CARD['seed']}), 30+ DPD in 1 month"
+    )
+    g, spec, w, panel_, res = trained_on(
+        CARD["loans"], CARD["months"], CARD["seed"], "card", "models/card_30d_1m.yaml"
+    )
+    test = res.evaluation.scores
+    t = w["test"][0]
+    y_test = test.set_index("loan_id")["label"]
+    ours = test.set_index("loan_id")["pd"]
+    prev = t - pd.DateOffset(months=1)
+    train = panel_[(panel_["as_of"] == prev) & (panel_["label"] >= 0)].set_index("loan_id")["label"]
+    X_tr = raw_history_frame(g.book, prev).reindex(train.index)
+    X_te = raw_history_frame(g.book, t).reindex(y_test.index)
+    plain = lgb.LGBMClassifier(n_estimators=200, learning_rate=0.05, verbose=-1, random_state=7)
+    plain.fit(X_tr, train.to_numpy())
+    p_plain = plain.predict_proba(X_te[X_tr.columns])[:, 1]
+    oracle = metrics.auc(y_test.to_numpy(), test.set_index("loan_id")["oracle"].to_numpy())
+    a_ours = metrics.auc(y_test.to_numpy(), ours.to_numpy())
+    a_plain = metrics.auc(y_test.to_numpy(), p_plain)
+    print(f"test month {t:%Y-%m}: {len(y_test):,} accounts, {int(y_test.sum()):,} reach 30+ DPD next month")
+    print(
+        f"loan-ews card spec     AUC {a_ours:.4f}  ({res.best_iteration} rounds; "
+        f"left out {len(res.dropped)} features)"
+    )
+    print(f"plain LightGBM (raw)   AUC {a_plain:.4f}  (trained on {prev:%Y-%m}, {len(train):,} accounts)")
+    print(
+        f"oracle                 AUC {oracle:.4f}; loan-ews / oracle {a_ours / oracle:.4f}, "
+        f"plain / oracle {a_plain / oracle:.4f}"
+    )
+
+
+def main() -> None:
+    card()
+    panel()
+
+
+if __name__ == "__main__":
+    main()
