@@ -123,6 +123,7 @@ def test_registered_model_loads_back_into_an_identical_bundle(
     _, uri, _ = champion_store
     import mlflow
 
+    prev = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
         bundle = bundle_from_model_uri("models:/loan-ews-pd-12m/1")
@@ -136,7 +137,7 @@ def test_registered_model_loads_back_into_an_identical_bundle(
         pd1 = bundle.pd_from_raw(bundle.raw_score(panel))
         pf = mlflow.pyfunc.load_model("models:/loan-ews-pd-12m/1")
     finally:
-        mlflow.set_tracking_uri("")
+        mlflow.set_tracking_uri(prev)
     X = panel[bundle.features].copy()
     for c in bundle.categories:
         X[c] = X[c].astype(object).where(X[c].notna(), "missing")

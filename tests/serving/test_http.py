@@ -212,8 +212,12 @@ def test_bundle_with_unknown_schema_version_is_refused(champion_store, tmp_path)
     from serving.model_loader import load_model
 
     _, uri, _ = champion_store
+    prev = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    bundle = load_model("loan-ews-pd-12m", "1")
+    try:
+        bundle = load_model("loan-ews-pd-12m", "1")
+    finally:
+        mlflow.set_tracking_uri(prev)
     bundle.schema_version = "0.1-unknown"
     bundle.save(tmp_path / "b")
     with pytest.raises(ValueError, match="schema version '0.1-unknown'"):
