@@ -101,6 +101,9 @@ class LightGBMSpec(_Strict):
     n_estimators: int = 2000
     early_stopping_rounds: int = 100
     early_stopping_metric: Literal["auc", "binary_logloss"] = "auc"  # AUC: blind to a level shift out of time
+    # cross-fitting (training.ensemble): K boosters, each early-stopped on loans it never trained on,
+    # merged into one; 1 fits a single booster stopped on the calibration data
+    folds: int = Field(3, ge=1, le=10)
     monotone: bool = True  # enforce each feature's declared risk direction (off only for research)
 
 

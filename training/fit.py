@@ -24,7 +24,7 @@ from features.catalog import BY_NAME
 from features.stability import reference_bins
 from model.bundle import LISTS, Calibrator, FeatureEncoder, ModelBundle
 from model.spec import CalibrationSpec, ModelSpec, TierSpec, Windows
-from training import metrics
+from training import ensemble, metrics
 from training.evaluate import Evaluation, evaluate, population
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,35 @@ def fit_booster(
     )
 
 
+def fit_model(
+    spec: ModelSpec,
+    names: list[str],
+    X_tr: pd.DataFrame,
+    y_tr: np.ndarray,
+    X_cal: pd.DataFrame,
+    y_cal: np.ndarray,
+    train_loans: pd.Series,
+    cal_loans: pd.Series,
+) -> tuple[lgb.Booster, np.ndarray, list[int]]:
+    """The model's booster, each calibration row's out-of-fold raw score (for the calibrator), and the
+    boosting rounds of each member: cross-fitted over `spec.lightgbm.folds` folds of loans (merged into
+    one booster), or a single booster early-stopped on the calibration data."""
+    k = spec.lightgbm.folds
+    if k == 1:
+        b = fit_booster(spec, names, X_tr, y_tr, X_cal, y_cal)
+        return b, b.predict(X_cal, raw_score=True), [int(b.best_iteration or b.current_iteration())]
+
+    def fit(tr: np.ndarray, cal: np.ndarray) -> lgb.Booster:
+        return fit_booster(spec, names, X_tr[tr], y_tr[tr], X_cal[cal], y_cal[cal])
+
+    members, fold = ensemble.cross_fit(fit, train_loans, cal_loans, k, spec.seed)
+    oof = np.empty(len(y_cal))
+    for j, m in enumerate(members):
+        oof[fold == j] = m.predict(X_cal[fold == j], raw_score=True, num_iteration=m.best_iteration or None)
+    rounds = [int(m.best_iteration or m.current_iteration()) for m in members]
+    return ensemble.merge(members), oof, rounds
+
+
 def loan_folds(loan_id: pd.Series, seed: int, k: int = 2) -> np.ndarray:
     """A fold per loan (all of a loan's snapshots in one fold), seeded."""
     codes, uniques = pd.factorize(loan_id, sort=True)
@@ -313,10 +342,12 @@ def train_model(
     enc = FeatureEncoder.fit(train, names)
     X_tr, X_cal, X_te = enc.frame(train), enc.frame(cal), enc.frame(test)
     y_tr, y_cal = train["label"].to_numpy(), cal["label"].to_numpy()
-    booster = fit_booster(spec, names, X_tr, y_tr, X_cal, y_cal)
-    best = int(booster.best_iteration or booster.current_iteration())
+    booster, oof_cal, rounds = fit_model(
+        spec, names, X_tr, y_tr, X_cal, y_cal, train["loan_id"], cal["loan_id"]
+    )
+    best = int(round(np.mean(rounds)))
+    calibrator, cal_scores = fit_calibrator(oof_cal, y_cal, cal["loan_id"], spec.calibration, spec.seed)
     raw_cal = booster.predict(X_cal, raw_score=True)
-    calibrator, cal_scores = fit_calibrator(raw_cal, y_cal, cal["loan_id"], spec.calibration, spec.seed)
     pd_cal = calibrator(raw_cal)
     thresholds = capacity_thresholds(pd_cal, ModelBundle.list_of(cal["dpd_now"]), spec.tiers)
     pd_tr = calibrator(booster.predict(X_tr, raw_score=True))
@@ -334,7 +365,12 @@ def train_model(
             k: [f"{a:%Y-%m}", f"{b:%Y-%m}"] for k, v in windows.items() if v is not None for a, b in [v]
         },
         name=spec.name,
-        training={"best_iteration": best, "tuned_auc": tuned_auc, "dropped": dropped},
+        training={
+            "best_iteration": best,
+            "member_rounds": rounds,
+            "tuned_auc": tuned_auc,
+            "dropped": dropped,
+        },
         reference_rows=enc.matrix(train.sample(min(2000, len(train)), random_state=spec.seed)),
     )
     ev = evaluate(bundle, test, seed=spec.seed)

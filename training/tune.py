@@ -11,7 +11,7 @@ import pandas as pd
 from model.bundle import FeatureEncoder
 from model.spec import ModelSpec, Windows
 from training import metrics
-from training.fit import fit_booster, screen_features, split_windows
+from training.fit import fit_model, screen_features, split_windows
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ def tune(
     n_trials: int,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[ModelSpec, list[dict], float]:
-    """Search tree shape, learning rate and regularisation by calibration-window AUC (early stopping on the
-    same window, as in training). Returns the spec with the best parameters, every trial's record and the
+    """Search tree shape, learning rate and regularisation by the calibration data's out-of-fold AUC (fitted
+    and early-stopped as in training). Returns the spec with the best parameters, every trial's record and the
     best calibration AUC (a value at or below 0.5 means tuning found nothing, and training says so)."""
     if n_trials < 1:
         raise ValueError(f"--tune needs at least 1 trial, got {n_trials}")
@@ -44,9 +44,11 @@ def tune(
             "reg_lambda": trial.suggest_float("reg_lambda", 0.5, 50.0, log=True),
         }
         s = spec.model_copy(update={"lightgbm": spec.lightgbm.model_copy(update=params)})
-        booster = fit_booster(s, names, X_tr, y_tr, X_cal, y_cal)
-        value = metrics.auc(y_cal, booster.predict(X_cal, raw_score=True))
-        trials.append({"params": params, "value": value, "iterations": booster.best_iteration})
+        _, oof, rounds = fit_model(
+            s, names, X_tr, y_tr, X_cal, y_cal, parts["train"]["loan_id"], parts["calibration"]["loan_id"]
+        )
+        value = metrics.auc(y_cal, oof)  # out of fold: loans the scoring booster never trained on
+        trials.append({"params": params, "value": value, "iterations": int(round(sum(rounds) / len(rounds)))})
         if progress:
             progress("tuning (trials)", len(trials), n_trials)
         return value

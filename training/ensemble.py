@@ -1,0 +1,84 @@
+"""Cross-fitted boosting: K boosters, each early-stopped on loans it never trained on, merged into one.
+
+Early stopping on the calibration window alone is misled: a loan's snapshot next month is a near-duplicate
+of this month's (the same static fields, one more month of history, overlapping label windows), so the
+calibration AUC keeps rising while the booster memorises the training loans and the out-of-time AUC
+falls (seen on generated books: 2,000 rounds where ~100 were best). Here the loans are split into K
+folds; booster k trains on the other folds' training rows and stops on fold k's calibration rows, which
+it has never seen. The K boosters are averaged (less variance than one) and merged into a single LightGBM
+booster whose raw score is their mean, so everything downstream (SHAP tables, pred_contrib, the bundle)
+sees one ordinary model. Each calibration row also gets an out-of-fold raw score, for the calibrator.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+_TREE = re.compile(r"^Tree=\d+$", re.M)
+
+
+def loan_folds(loan_id: pd.Series, loans: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The fold (0..k-1) of each row: every snapshot of a loan in the same fold, seeded."""
+    fold_of = pd.Series(np.random.default_rng(seed).integers(0, k, len(loans)), index=loans)
+    return fold_of.reindex(loan_id.to_numpy()).to_numpy()
+
+
+def cross_fit(
+    fit: Callable[[np.ndarray, np.ndarray], lgb.Booster],
+    train_loans: pd.Series,
+    cal_loans: pd.Series,
+    k: int,
+    seed: int,
+) -> tuple[list[lgb.Booster], np.ndarray]:
+    """K boosters from `fit(train_mask, cal_mask)`, and each calibration row's fold."""
+    loans = np.sort(pd.concat([train_loans, cal_loans]).unique())
+    f_tr, f_cal = loan_folds(train_loans, loans, k, seed), loan_folds(cal_loans, loans, k, seed)
+    boosters = []
+    for j in range(k):
+        if not (f_cal == j).any() or (f_tr != j).sum() == 0:
+            raise ValueError(
+                f"fold {j} of {k} has no calibration or no training rows: too few loans for {k} folds"
+            )
+        boosters.append(fit(f_tr != j, f_cal == j))
+    return boosters, f_cal
+
+
+def merge(boosters: list[lgb.Booster]) -> lgb.Booster:
+    """One booster whose raw score is the mean of the boosters' raw scores (each at its best iteration):
+    all their trees, every leaf value divided by K. Exact, since a raw score is a sum over trees."""
+    if len(boosters) == 1:
+        return boosters[0]
+    k = len(boosters)
+    texts = [b.model_to_string(num_iteration=b.best_iteration or None) for b in boosters]
+    head, _ = _split(texts[0])
+    tail = texts[0][texts[0].index("end of trees") :]
+    blocks = [block for text in texts for block in _split(text)[1]]
+    trees = []
+    for i, block in enumerate(blocks):
+        lines = block.splitlines()
+        lines[0] = f"Tree={i}"
+        lines = [_scaled(line, 1.0 / k) for line in lines]
+        trees.append("\n".join(lines))
+    header = "\n".join(line for line in head.splitlines() if not line.startswith("tree_sizes="))
+    return lgb.Booster(model_str=header + "\n\n" + "\n\n\n".join(trees) + "\n\n\n" + tail)
+
+
+def _split(text: str) -> tuple[str, list[str]]:
+    """(header, tree blocks) of a LightGBM model string."""
+    body = text[: text.index("end of trees")]
+    starts = [m.start() for m in _TREE.finditer(body)]
+    blocks = [body[a:b].strip("\n") for a, b in zip(starts, [*starts[1:], len(body)], strict=True)]
+    return body[: starts[0]] if starts else body, blocks
+
+
+def _scaled(line: str, factor: float) -> str:
+    for key in ("leaf_value=", "internal_value="):
+        if line.startswith(key):
+            vals = [float(v) * factor for v in line[len(key) :].split()]
+            return key + " ".join(repr(v) for v in vals)
+    return line
