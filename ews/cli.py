@@ -934,9 +934,9 @@ def score_book_cmd(
     if summary["rejects"]["lines"]:
         rules = ", ".join(f"{r} {n}" for r, n in summary["rejects"]["by_rule"].items())
         out.print(
-            f"rejects: {summary['rejects']['lines']:,} lines ({c['rejected']:,} loans, "
-            f"{c['orphan_ids_rejected']:,} loan ids not in the loans table with "
-            f"{c['orphan_rows_rejected']:,} performance rows): {rules}",
+            f"rejects: {summary['rejects']['lines']:,} lines: {c['rejected']:,} loans, "
+            f"{c['orphan_ids_rejected']:,} loan ids not in the loans table; "
+            f"{c['orphan_rows_rejected']:,} performance rows of no loan; {rules}",
             markup=False,
             highlight=False,
         )

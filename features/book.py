@@ -167,7 +167,7 @@ def read_csv_table(
     frame = _read_csv_fast(path, names, keep)
     if frame is not None:
         return frame
-    log.warning("%s has lines that are not CSV records of its header: reading it line by line", path)
+    log.info("%s has lines that are not CSV records of its header: reading it line by line", path)
     return _read_csv_lines(path, names, keep, owner, header_bytes)
 
 

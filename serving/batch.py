@@ -166,7 +166,7 @@ def _rejects(report, ids: pd.Series) -> pd.DataFrame:
     one per error of loans or performance rows that have no loan id at all (`loan_id` empty)."""
     lines = [(lid, p.rule_name, p.details.get(lid, p.message)) for lid, p in report.first_errors().items()]
     lines += [
-        (None, p.rule_name, f"{p.rows_of_no_loan} rows with no loan id: {p.details.get('', p.message)}")
+        (None, p.rule_name, f"{_rows(p.rows_of_no_loan)} with no loan id: {p.details.get('', p.message)}")
         for p in report.errors
         if p.rows_of_no_loan
     ]
@@ -489,6 +489,10 @@ def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow,
             "challenger_mean_pd": round(float(c.mean()), 6),
         }
     return s
+
+
+def _rows(n: int) -> str:
+    return f"{n} row{'' if n == 1 else 's'}"
 
 
 def _reject_summary(rejects: pd.DataFrame) -> dict:

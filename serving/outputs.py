@@ -9,11 +9,14 @@ the complete old set or the complete new set, never a mix and never nothing. (Tw
 swapped atomically on POSIX; a link can.)
 
 A kill leaves only things `recover` knows, and every run calls it before anything else, whether it then
-succeeds or fails: it deletes a partial folder, a version that was never linked, a link that was never
-renamed, and the version the month no longer points to; a month name that is missing (a run killed while
-it turned a plain folder into a link) points again to its newest complete version. Months that earlier
-code wrote as plain folders are read as they are and become links when they are next written; the
-`.2025-12.old-PID` folder such code could leave between its two renames is put back.
+succeeds or fails. The month is what its link says: recovery deletes a partial folder, a version that
+was never linked, a link that was never renamed, and the version the month no longer points to.
+
+Months that earlier code wrote as plain folders are read as they are and become links when next written.
+That one-time step is the only one with an instant where the month's name is missing (POSIX cannot swap
+a folder for a link): the plain folder is moved into `versions/` as `MONTH.<time>.legacy` just before the
+link is renamed into place; a run killed in between is undone by recovery, which moves that folder back.
+The `.2025-12.old-PID` folder that earlier code could leave between its own two renames is put back too.
 
 Runs that share an output folder take turns: `recover` and `publish` hold an exclusive `flock` on the
 folder itself, so one run's recovery never removes another's unfinished version (a kill frees the lock).
@@ -116,18 +119,17 @@ def _recover_month(out_dir: Path, name: str) -> list[str]:
         done.append(f"removed the unfinished {p.relative_to(out_dir)}")
     olds = sorted(out_dir.glob(f".{name}.old-*"))  # the earlier writer's previous outputs, moved aside
     complete = sorted(v for v in versions.glob(f"{name}.*") if v.is_dir() and not v.name.endswith(".partial"))
-    if not os.path.lexists(target) or (target.is_symlink() and not target.exists()):
-        if complete:  # killed while a plain folder became a link: both complete, the newest wins
-            if target.is_symlink():
-                target.unlink()
-            os.replace(_new_link(out_dir, name, complete[-1]), target)
-            _fsync(out_dir)
-            done.append(f"pointed {name} at {complete[-1].name}")
+    if not os.path.lexists(target):
+        legacy = [v for v in complete if v.name.endswith(".legacy")]
+        if legacy:  # killed while a plain month folder became a link: undo that step
+            complete.remove(legacy[-1])
+            os.rename(legacy[-1], target)
+            done.append(f"put {name} back from {legacy[-1].relative_to(out_dir)}")
         elif olds:  # killed between the earlier writer's two renames: put the old outputs back
-            if target.is_symlink():
-                target.unlink()
-            os.rename(olds.pop(), target)
-            done.append(f"restored {name} from the folder a killed run had moved aside")
+            os.rename(olds[-1], target)
+            done.append(f"put {name} back from {olds.pop().name}")
+        if done:
+            _fsync(out_dir)
     current = target.resolve() if target.is_symlink() else None
     for v in [*complete, *olds]:
         if v.resolve() != current:
