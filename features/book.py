@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -205,12 +206,14 @@ def _split_line(text: str) -> tuple[list[str], bool]:
     return fields, reader.line_num > 1
 
 
-def _read_csv_fast(path: Path, names: list[str], keep: list[str]) -> pd.DataFrame | None:
+def _read_csv_fast(
+    source: Path | io.BytesIO, names: list[str], keep: list[str], skip_rows: int = 1
+) -> pd.DataFrame | None:
     """Arrow's reader, strict: None when some line is not a record, else the frame."""
     try:
         table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+            source,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip_rows),
             parse_options=pacsv.ParseOptions(newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in keep},
@@ -231,39 +234,69 @@ def _read_csv_fast(path: Path, names: list[str], keep: list[str]) -> pd.DataFram
 def _read_csv_lines(
     path: Path, names: list[str], keep: list[str], owner: str | None, header_bytes: int
 ) -> pd.DataFrame:
-    """The careful reader: each physical line on its own; a malformed line is kept as a marked row."""
+    """The careful reader: each physical line on its own. The lines that are records are parsed again by
+    Arrow, all at once; each malformed line becomes a row (after them) holding only its `owner` field."""
     width = len(names)
-    at = [(c, names.index(c)) for c in keep]
     owner_at = names.index(owner) if owner in names else None
-    cols: dict[str, list[str | None]] = {c: [] for c in keep}
-    notes: list[str | None] = []
+    records: list[bytes] = []
+    owners: list[str | None] = []
+    notes: list[str] = []
     with path.open("rb") as f:
         f.seek(header_bytes)
         for number, raw in enumerate(f, start=2):
             line = raw.rstrip(b"\r\n")
             if not line:
                 continue  # a blank line is no record (Arrow and pandas skip it too)
-            try:
-                text, problem = line.decode("utf-8"), None
-            except UnicodeDecodeError:
-                text, problem = line.decode("utf-8", errors="replace"), "is not UTF-8 text"
-            fields, open_quote = _split_line(text)
-            if problem is None and open_quote:
-                problem = "has a quote that is never closed"
-            elif problem is None and len(fields) != width:
-                n = len(fields)
-                problem = f"has {n} field{'' if n == 1 else 's'} where the header has {width}"
+            if b'"' not in line and line.count(b",") + 1 == width and _is_utf8(line):
+                records.append(line)  # the common line, told apart without splitting it
+                continue
+            fields, problem = _line_problem(line, width)
             if problem is None:
-                for c, i in at:
-                    cols[c].append(fields[i] or None)
-            else:
-                value = fields[owner_at] if owner_at is not None and owner_at < len(fields) else None
-                for c, _ in at:
-                    cols[c].append((value or None) if c == owner else None)
-            notes.append(None if problem is None else f"line {number} {problem}")
-    frame = pa.table({c: pa.array(v, type=pa.string()) for c, v in cols.items()}).to_pandas()
-    frame[CSV_LINE] = pd.Series(notes, dtype="str")
-    return frame
+                records.append(line)
+                continue
+            notes.append(f"line {number} {problem}")
+            owners.append(
+                fields[owner_at] or None if owner_at is not None and owner_at < len(fields) else None
+            )
+    good = _read_csv_fast(io.BytesIO(b"\n".join(records)), names, keep, skip_rows=0) if records else None
+    if good is None:  # no records, or a line Arrow reads otherwise than Python's csv module: read in Python
+        good = _records_in_python(records, names, keep)
+    bad = pd.DataFrame(
+        {c: pd.Series(owners if c == owner else [None] * len(notes), dtype="str") for c in keep}
+    )
+    good[CSV_LINE] = pd.Series([None] * len(good), dtype="str")
+    bad[CSV_LINE] = pd.Series(notes, dtype="str")
+    return pd.concat([good, bad], ignore_index=True)
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _line_problem(line: bytes, width: int) -> tuple[list[str], str | None]:
+    """The fields of one line and what keeps it from being a record of `width` fields (None: nothing)."""
+    if not _is_utf8(line):
+        return _split_line(line.decode("utf-8", errors="replace"))[0], "is not UTF-8 text"
+    fields, open_quote = _split_line(line.decode("utf-8"))
+    if open_quote:
+        return fields, "has a quote that is never closed"
+    if len(fields) != width:
+        n = len(fields)
+        return fields, f"has {n} field{'' if n == 1 else 's'} where the header has {width}"
+    return fields, None
+
+
+def _records_in_python(records: list[bytes], names: list[str], keep: list[str]) -> pd.DataFrame:
+    """Lines known to be records, split by Python's csv module (empty fields missing)."""
+    rows = [_split_line(line.decode("utf-8"))[0] for line in records]
+    cols = {c: [r[names.index(c)] or None for r in rows] for c in keep}
+    return pd.DataFrame(
+        {c: pd.Series(v, dtype="str") for c, v in cols.items()}, index=pd.RangeIndex(len(rows))
+    )
 
 
 def read_parquet(path: Path, filters: list | None = None) -> pd.DataFrame:

@@ -76,7 +76,14 @@ def test_malformed_lines_are_csv_line_errors_and_every_other_line_is_read(csv_bo
     assert notes["no-commas-at-all"].endswith("has 1 field where the header has 8")
     assert bad.drop(columns=["loan_id", CSV_LINE]).isna().all().all()  # nothing but the loan id is kept
     good = perf[perf[CSV_LINE].isna()].drop(columns=CSV_LINE)
-    assert after_quote.split(",")[:3] == good.loc[quote - 1, ["loan_id", "month", "balance"]].tolist()
+    lid, month, balance = after_quote.split(",")[:3]
+    assert good.loc[(good["loan_id"] == lid) & (good["month"] == month), "balance"].tolist() == [balance]
+    clean = pd.read_csv(csv_book / "performance.csv", dtype=str, keep_default_na=False, na_values=[""])
+    untouched = ~clean["loan_id"].isin(ids.values())
+    pd.testing.assert_frame_equal(  # every other line read as a clean file reads
+        good[good["loan_id"].isin(clean["loan_id"][untouched])].reset_index(drop=True),
+        clean[untouched].reset_index(drop=True),
+    )
 
     report = validate_folder(book)
     csv_errors = [p for p in report.errors if p.rule == "csv_line"]
