@@ -170,9 +170,9 @@ def _rejects(report, ids: pd.Series) -> pd.DataFrame:
         for p in report.errors
         if p.rows_of_no_loan
     ]
-    rej = pd.DataFrame(lines, columns=REJECT_COLUMNS[:2] + REJECT_COLUMNS[3:])
-    rej.insert(2, "in_loans_table", isin(rej["loan_id"], ids) if len(rej) else np.zeros(0, dtype=bool))
-    return rej
+    rej = pd.DataFrame(lines, columns=["loan_id", "rule", "detail"])
+    rej["in_loans_table"] = isin(rej["loan_id"], ids) if len(rej) else np.zeros(0, dtype=bool)
+    return rej[REJECT_COLUMNS]
 
 
 def _in_background(items: Iterator[T], depth: int = 1) -> Iterator[T]:

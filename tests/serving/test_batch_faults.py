@@ -413,3 +413,10 @@ def test_exit_codes_say_what_happened(
         errors = [x for x in failed.output.splitlines() if x.startswith("error:")]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in failed.output
         assert not (tmp_path / "failed").exists()
+
+
+def test_the_exit_codes_are_documented_in_the_help() -> None:
+    res = runner.invoke(app, ["score-book", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert "Exit codes: 0 done" in text and "3 done with rejects" in text and "1 failed" in text
