@@ -336,17 +336,14 @@ def _book_months(book_dir: Path):
     """The book's first and last reporting months, from the performance table's month column alone."""
     import pandas as pd
 
-    from features.book import find_table_file, read_parquet_columns
+    from features.book import find_table_file, read_table_columns
     from features.months import as_month
 
     path = find_table_file(book_dir, "performance")
     if path is None:
         raise ValueError(f"book {str(book_dir)!r} has no performance table")
-    if path.suffix == ".parquet":
-        months = read_parquet_columns(path, ["month"])["month"]
-    else:
-        months = pd.read_csv(path, usecols=["month"], dtype=str)["month"]
-    months = pd.to_datetime(months, errors="coerce").dropna()
+    perf = read_table_columns(path, ["month"])  # a malformed CSV line: a missing month
+    months = pd.to_datetime(perf.get("month", pd.Series(dtype=str)), errors="coerce").dropna()
     if months.empty:
         raise ValueError(f"book {str(book_dir)!r} has no readable performance months")
     return as_month(months.min()), as_month(months.max())
@@ -864,8 +861,12 @@ def score_book_cmd(
     chunk_loans: Annotated[int, typer.Option(help="Loans per chunk (bounds memory).")] = 50_000,
 ) -> None:
     """Nightly batch: score every performing loan at an as-of month; write scores, watchlist, rejects and
-    summary (all or nothing); shadow-score the challenger; log the run to MLflow. Exit 0 when every loan
-    was scored or not performing, 3 when some were set aside (see rejects.csv), 1 when nothing was written."""
+    summary (all or nothing); shadow-score the challenger; log the run to MLflow.
+
+    Exit codes: 0 done, every loan scored or not performing; 3 done with rejects (rows that break the
+    contract, loan ids not in the loans table, malformed CSV lines: see OUT/YYYY-MM/rejects.csv); 1 failed
+    with a one-line message (unusable book, no rows at the as-of month, too many rejects, no model, a
+    write error): nothing written, the previous outputs stay."""
     from features.book import book_fingerprint
     from model.registry import CHALLENGER, ModelRef, load_bundle, require, resolve
     from serving.batch import BatchConfig, log_batch_run, parse_as_of, run_key, score_book
@@ -901,7 +902,7 @@ def score_book_cmd(
         with progress_bar() as bar:
             summary = score_book(cfg, scorer, key, shadow, cb, settings.max_reject_share)
         pipeline = time.perf_counter() - start  # validation to outputs, without start-up and MLflow
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         _fail(str(e))
     took = time.perf_counter() - t0
     log_batch_run(cfg, summary, sha, key, took, pipeline, artifact_root)
@@ -930,8 +931,17 @@ def score_book_cmd(
             f"shadow challenger v{sh['challenger_version']}: rank correlation "
             f"{sh['rank_correlation']:.4f}, red overlap {sh['red_overlap']:.2%}"
         )
+    if summary["rejects"]["lines"]:
+        rules = ", ".join(f"{r} {n}" for r, n in summary["rejects"]["by_rule"].items())
+        out.print(
+            f"rejects: {summary['rejects']['lines']:,} lines: {c['rejected']:,} loans, "
+            f"{c['orphan_ids_rejected']:,} loan ids not in the loans table; "
+            f"{c['orphan_rows_rejected']:,} performance rows of no loan; {rules}",
+            markup=False,
+            highlight=False,
+        )
     out.print(f"outputs in {cfg.target}")
-    if c["rejected"] or c.get("orphan_rows_rejected"):
+    if summary["rejects"]["lines"]:
         raise typer.Exit(EXIT_REJECTS)
 
 

@@ -2,15 +2,24 @@
 
 Reading keeps values as stored (CSV columns stay text); `features.validation` decides what parses and
 turns the raw tables into a typed `Book`. Nothing here coerces a bad value silently.
+
+A CSV file is one record per line. A line that is not a record of the header's fields (too many or too
+few, an unterminated quote, not UTF-8) does not stop the read: it becomes a row that holds only the table's
+first key (the loan id of a performance or loans line, the borrower id of a borrowers line, ...) when that
+field can be read, with the line number and what is wrong in the `CSV_LINE` column; validation reports it
+as a `csv_line` error, so the loan it belongs to is set aside and every other line is used.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from features.schema import TABLES, arrow_schema
@@ -25,6 +35,7 @@ from features.schema import TABLES, arrow_schema
 log = logging.getLogger(__name__)
 
 TABLE_NAMES = tuple(TABLES)
+CSV_LINE = "__csv_line__"  # column of a raw CSV frame: what is wrong with a line that is not a record
 
 
 @dataclass
@@ -107,7 +118,8 @@ def read_raw_tables(
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Read every table file present; return the frames and the names of the missing tables.
 
-    Parquet keeps its stored types; CSV is read as text so that validation sees exactly what was written.
+    Parquet keeps its stored types; CSV is read as text so that validation sees exactly what was written,
+    and its malformed lines come as rows marked in `CSV_LINE` (see the module docstring).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -122,8 +134,169 @@ def read_raw_tables(
         if path.suffix == ".parquet":
             frames[name] = read_parquet(path)
         else:
-            frames[name] = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            frames[name] = read_csv_table(path, owner=TABLES[name].key[0])
     return frames, missing
+
+
+def read_table_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """The columns of a table file that it has (Parquet: stored types; CSV: text, malformed lines as
+    missing values): for the passes that need a few columns of the whole table (months, context)."""
+    if path.suffix == ".parquet":
+        names = pq.ParquetFile(path).schema_arrow.names
+        return read_parquet_columns(path, [c for c in columns if c in names])
+    df = read_csv_table(path, columns=columns)
+    return df.drop(columns=CSV_LINE, errors="ignore")
+
+
+def read_csv_table(
+    path: Path, owner: str | None = None, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """A CSV table file as text (an empty field is missing), one record per line, never aborted by a bad
+    line: each line that is not a record of the header's fields becomes a row holding only its `owner`
+    field (if the line has one) and, in `CSV_LINE`, `line N ...what is wrong` (the header is line 1).
+
+    The fast path is Arrow's multithreaded reader; only a file it refuses (a line with the wrong number
+    of fields, a quote left open, bytes that are not UTF-8) is read again line by line in Python.
+    `columns`: only these columns, where the header has them."""
+    head = _csv_header(path)
+    if head is None:  # an empty file: no columns (validation reports them missing)
+        return pd.DataFrame()
+    names, header_bytes = head
+    keep = list(names) if columns is None else [c for c in names if c in set(columns)]
+    if not keep:  # none of the columns asked for (Arrow would read them all)
+        return pd.DataFrame()
+    frame = _read_csv_fast(path, names, keep)
+    if frame is not None:
+        return frame
+    log.info("%s has lines that are not CSV records of its header: reading it line by line", path)
+    return _read_csv_lines(path, names, keep, owner, header_bytes)
+
+
+def _csv_header(path: Path) -> tuple[list[str], int] | None:
+    """The header's column names (a repeated name renamed `a.1`, `a.2`, as pandas does) and its length in
+    bytes; None for an empty file."""
+    with path.open("rb") as f:
+        first = f.readline()
+    if not first:
+        return None
+    try:
+        text = first.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"the header line of {str(path)!r} is not UTF-8 text") from e
+    fields, open_quote = _split_line(text)
+    if open_quote:
+        raise ValueError(f"the header line of {str(path)!r} has a quote that is never closed")
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for name in fields:
+        n = seen.get(name, 0)
+        seen[name] = n + 1
+        names.append(name if n == 0 else f"{name}.{n}")
+    return names, len(first)
+
+
+def _split_line(text: str) -> tuple[list[str], bool]:
+    """The fields of one line, read as pandas and Arrow read them, and whether it leaves a quote open.
+
+    The reader gets an empty second line: a record that runs on into it had a quote left open."""
+    if '"' not in text:  # the common line: no quoting to read
+        return text.split(","), False
+    reader = csv.reader((text, ""))
+    fields = next(reader)
+    return fields, reader.line_num > 1
+
+
+def _read_csv_fast(
+    source: Path | io.BytesIO, names: list[str], keep: list[str], skip_rows: int = 1
+) -> pd.DataFrame | None:
+    """Arrow's reader, strict: None when some line is not a record, else the frame."""
+    try:
+        table = pacsv.read_csv(
+            source,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip_rows),
+            parse_options=pacsv.ParseOptions(newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in keep},
+                include_columns=keep,
+                strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    # Arrow lets a quote run on over line ends into one value; here a line is a record, so refuse it
+    for col in table.columns:
+        if pc.any(pc.match_substring_regex(col, "[\r\n]")).as_py():
+            return None
+    return table.to_pandas()
+
+
+def _read_csv_lines(
+    path: Path, names: list[str], keep: list[str], owner: str | None, header_bytes: int
+) -> pd.DataFrame:
+    """The careful reader: each physical line on its own. The lines that are records are parsed again by
+    Arrow, all at once; each malformed line becomes a row (after them) holding only its `owner` field."""
+    width = len(names)
+    owner_at = names.index(owner) if owner in names else None
+    records: list[bytes] = []
+    owners: list[str | None] = []
+    notes: list[str] = []
+    with path.open("rb") as f:
+        f.seek(header_bytes)
+        for number, raw in enumerate(f, start=2):
+            line = raw.rstrip(b"\r\n")
+            if not line:
+                continue  # a blank line is no record (Arrow and pandas skip it too)
+            if b'"' not in line and line.count(b",") + 1 == width and _is_utf8(line):
+                records.append(line)  # the common line, told apart without splitting it
+                continue
+            fields, problem = _line_problem(line, width)
+            if problem is None:
+                records.append(line)
+                continue
+            notes.append(f"line {number} {problem}")
+            owners.append(
+                fields[owner_at] or None if owner_at is not None and owner_at < len(fields) else None
+            )
+    good = _read_csv_fast(io.BytesIO(b"\n".join(records)), names, keep, skip_rows=0) if records else None
+    if good is None:  # no records, or a line Arrow reads otherwise than Python's csv module: read in Python
+        good = _records_in_python(records, names, keep)
+    bad = pd.DataFrame(
+        {c: pd.Series(owners if c == owner else [None] * len(notes), dtype="str") for c in keep}
+    )
+    good[CSV_LINE] = pd.Series([None] * len(good), dtype="str")
+    bad[CSV_LINE] = pd.Series(notes, dtype="str")
+    return pd.concat([good, bad], ignore_index=True)
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _line_problem(line: bytes, width: int) -> tuple[list[str], str | None]:
+    """The fields of one line and what keeps it from being a record of `width` fields (None: nothing)."""
+    if not _is_utf8(line):
+        return _split_line(line.decode("utf-8", errors="replace"))[0], "is not UTF-8 text"
+    fields, open_quote = _split_line(line.decode("utf-8"))
+    if open_quote:
+        return fields, "has a quote that is never closed"
+    if len(fields) != width:
+        n = len(fields)
+        return fields, f"has {n} field{'' if n == 1 else 's'} where the header has {width}"
+    return fields, None
+
+
+def _records_in_python(records: list[bytes], names: list[str], keep: list[str]) -> pd.DataFrame:
+    """Lines known to be records, split by Python's csv module (empty fields missing)."""
+    rows = [_split_line(line.decode("utf-8"))[0] for line in records]
+    cols = {c: [r[names.index(c)] or None for r in rows] for c in keep}
+    return pd.DataFrame(
+        {c: pd.Series(v, dtype="str") for c, v in cols.items()}, index=pd.RangeIndex(len(rows))
+    )
 
 
 def read_parquet(path: Path, filters: list | None = None) -> pd.DataFrame:

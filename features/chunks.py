@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from features.book import find_table_file, isin, read_parquet, read_parquet_columns, read_raw_tables
+from features.book import find_table_file, isin, read_parquet, read_raw_tables, read_table_columns
 from features.validation import ValidationReport, validate_tables
 
 log = logging.getLogger(__name__)
@@ -104,19 +104,7 @@ def book_context(folder: str | Path) -> pd.DataFrame:
             pd.DataFrame(columns=["loan_id", "borrower_id"]),
             pd.DataFrame(columns=["borrower_id", "industry"]),
         )
-    if perf_path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        names = pq.ParquetFile(perf_path).schema_arrow.names
-        perf = read_parquet_columns(perf_path, [c for c in CONTEXT_COLUMNS if c in names])
-    else:
-        perf = pd.read_csv(
-            perf_path,
-            dtype=str,
-            usecols=lambda c: c in CONTEXT_COLUMNS,
-            keep_default_na=False,
-            na_values=[""],
-        )
+    perf = read_table_columns(perf_path, CONTEXT_COLUMNS)  # a malformed CSV line: missing values
     for c in CONTEXT_COLUMNS:
         if c not in perf.columns:
             perf[c] = pd.NA

@@ -10,6 +10,9 @@ and every command goes on with the rest. A warning is a plausibility rule that c
 data breaks all the time (arrears rising faster than the calendar, rows reported after a loan closed):
 counted and shown, nothing set aside. Only a whole-book problem, or more loans set aside than the
 settings allow (`max_reject_share`), stops a command.
+
+A CSV line that is not a record (`features.book.read_csv_table`) is a `csv_line` error of its table that
+names the line; the loan it belongs to is set aside, and no other rule looks at that row.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.book import TABLE_NAMES, Book, isin, order_by_loan_month, read_raw_tables
+from features.book import CSV_LINE, TABLE_NAMES, Book, isin, order_by_loan_month, read_raw_tables
 from features.months import month_index
 from features.schema import TABLES, Column, Table
 
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_EXAMPLES = 5
 REQUIRED_NONEMPTY = ("borrowers", "loans", "performance")
 NS_RANGE = (pd.Timestamp("1677-09-22"), pd.Timestamp("2262-04-11"))  # dates the typed book can hold
+LOAN_ROW_TABLES = ("loans", "performance")  # tables whose rows belong to a loan by their own loan_id
 
 
 @dataclass
@@ -43,6 +47,14 @@ class Problem:
     examples: list[str] = field(default_factory=list)
     loan_ids: frozenset[str] = frozenset()
     whole_book: bool = False  # the book cannot be used at all (missing or empty table)
+    rows_of_no_loan: int = 0  # loans or performance rows among `count` that have no loan id at all
+    details: dict[str, str] = field(default_factory=dict)  # loan id -> what exactly (the CSV line)
+
+    @property
+    def rule_name(self) -> str:
+        """`table.column:rule` (`table:rule` for a problem of whole rows): how rejects name it."""
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        return f"{where}:{self.rule}"
 
     def describe(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
@@ -71,13 +83,18 @@ class ValidationReport:
     def unusable(self) -> bool:
         return any(p.whole_book for p in self.errors)
 
-    def rejected_loans(self) -> dict[str, str]:
-        """Loan id → the first rule it broke, for every loan touched by an error (rows of no loan too)."""
-        out: dict[str, str] = {}
+    def first_errors(self) -> dict[str, Problem]:
+        """Loan id → the first error that touches it, for every loan id an error touches (ids that are
+        not in the loans table too)."""
+        out: dict[str, Problem] = {}
         for p in self.errors:
             for lid in sorted(p.loan_ids):
-                out.setdefault(lid, f"{p.table}.{p.column or '*'}:{p.rule}")
+                out.setdefault(lid, p)
         return out
+
+    def rejected_loans(self) -> dict[str, str]:
+        """Loan id → the first rule it broke, for every loan touched by an error (rows of no loan too)."""
+        return {lid: p.rule_name for lid, p in self.first_errors().items()}
 
     def set_aside(self) -> SetAside:
         """The book without the loans an error touches (and without rows of no loan), and what went."""
@@ -90,7 +107,7 @@ class ValidationReport:
         bad = isin(ids, list(rejected)) if rejected else np.zeros(len(ids), dtype=bool)
         in_table = set(ids[bad])
         good = book.subset_loans(ids[~bad]) if self.errors else book
-        return SetAside(good, rejected, len(ids), len(in_table))
+        return SetAside(good, rejected, ids.nunique(), len(in_table))
 
 
 @dataclass
@@ -99,7 +116,7 @@ class SetAside:
 
     book: Book
     rejected: dict[str, str]  # loan id -> first rule broken (ids not in the loans table included)
-    loans_in_book: int
+    loans_in_book: int  # distinct loan ids of the loans table
     loans_rejected: int  # of the loans table's loans
 
     @property
@@ -146,6 +163,17 @@ class _Checker:
     def __init__(self, raw: dict[str, pd.DataFrame]):
         self.raw = raw
         self.problems: list[Problem] = []
+        # rows that are malformed CSV lines: one csv_line error each, and no other rule looks at them
+        self.csv_lines = {
+            name: df[CSV_LINE].notna().to_numpy(dtype=bool) for name, df in raw.items() if CSV_LINE in df
+        }
+
+    def no_loan(self, table: str, mask: pd.Series) -> int:
+        """How many rows of `mask` are rows of a loan-level table with no loan id."""
+        df = self.raw[table]
+        if table not in LOAN_ROW_TABLES or "loan_id" not in df.columns:
+            return 0
+        return int((mask & df["loan_id"].isna()).sum())
 
     def loans_of_rows(self, table: str, mask: pd.Series) -> frozenset[str]:
         df = self.raw[table]
@@ -181,10 +209,13 @@ class _Checker:
         severity: str = "error",
     ) -> None:
         mask = mask.fillna(False).astype(bool)
+        if table in self.csv_lines:
+            mask = mask & ~self.csv_lines[table]
         n = int(mask.sum())
         if n == 0:
             return
         examples = _row_ids(table, self.raw[table][mask].head(MAX_EXAMPLES)).tolist()
+        error = severity == "error"
         self.problems.append(
             Problem(
                 severity,
@@ -194,7 +225,41 @@ class _Checker:
                 message,
                 n,
                 examples,
-                self.loans_of_rows(table, mask) if severity == "error" else frozenset(),
+                self.loans_of_rows(table, mask) if error else frozenset(),
+                rows_of_no_loan=self.no_loan(table, mask) if error else 0,
+            )
+        )
+
+    def add_csv_lines(self, table: str) -> None:
+        """One error for the table's lines that are not CSV records, naming each line: the loans they
+        belong to (by the key field, where the line has it) are set aside."""
+        if table not in self.csv_lines or not self.csv_lines[table].any():
+            return
+        df = self.raw[table]
+        mask = pd.Series(self.csv_lines[table], index=df.index)
+        rows = df[mask]
+        notes = rows[CSV_LINE].astype(str)
+        n = len(rows)
+        shown = "; ".join(notes.head(3))
+        more = f"; and {n - 3} more" if n > 3 else ""
+        details: dict[str, str] = {}
+        if table in LOAN_ROW_TABLES and "loan_id" in df.columns:
+            for lid, note in zip(rows["loan_id"], notes, strict=True):
+                key = "" if pd.isna(lid) else str(lid)
+                details[key] = f"{details[key]}; {note}" if key in details else note
+        self.problems.append(
+            Problem(
+                "error",
+                table,
+                None,
+                "csv_line",
+                f"{n} line{'s' if n > 1 else ''} of the file {'are' if n > 1 else 'is'} not a record of "
+                f"its header: {shown}{more}",
+                n,
+                [" ".join(note.split(" ", 2)[:2]) for note in notes.head(MAX_EXAMPLES)],  # "line 57"
+                self.loans_of_rows(table, mask),
+                rows_of_no_loan=self.no_loan(table, mask),
+                details=details,
             )
         )
 
@@ -272,7 +337,7 @@ def typed_records(name: str, records: list[dict]) -> pd.DataFrame:
 def _check_table(ck: _Checker, spec: Table, df: pd.DataFrame) -> pd.DataFrame:
     """Column-level checks of one table; returns the typed frame."""
     name = spec.name
-    extra = [c for c in df.columns if c not in spec.column_names]
+    extra = [c for c in df.columns if c not in spec.column_names and c != CSV_LINE]
     if extra:
         ck.add_table(name, "extra_column", f"columns not in the contract are ignored: {extra}", "warning")
     typed = pd.DataFrame(index=df.index)
@@ -472,6 +537,7 @@ def validate_tables(
             continue
         if df.empty and not spec.may_be_empty:
             ck.add_table(name, "empty_table", "table has no rows", whole_book=True)
+        ck.add_csv_lines(name)
         typed[name] = _check_table(ck, spec, df)
     _check_foreign_keys(ck, typed)
     _check_performance(ck, typed["performance"], typed["loans"])

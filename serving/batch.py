@@ -1,9 +1,23 @@
 """The nightly batch: score every performing loan of a book at one as-of month and write the watchlist.
 
-Loans whose rows break the contract go to `rejects` with the rule they broke; the rest is scored in
-chunks of loans (bounded memory) with the shared feature builder and the shared `RiskScorer`. Outputs for
-an as-of month appear together or not at all: they are written to a hidden temp folder and moved into
-place at the end, so a crashed or killed run leaves the previous outputs untouched.
+Nothing is lost: every loan of the loans table is scored, not performing at the as-of month, or in
+`rejects.csv` with the first contract rule its rows broke (`loans in the book = scored + not performing
++ rejected`, checked on every run). Rows that belong to no loan of the loans table are in rejects too:
+one line per unknown loan id (`in_loans_table` false; its performance rows counted in
+`counts.orphan_rows_rejected`) and one line per rule for rows with no loan id at all. A CSV line that is
+not a record is a `TABLE:csv_line` reject naming the line, found by the book reader, so `ews book
+validate` reports the same. The rest is scored in partitions of loan ids (bounded memory) with the shared
+feature builder and the shared `RiskScorer`.
+
+The four outputs of an as-of month (`scores.parquet`, `watchlist.csv`, `rejects.csv`, `summary.json`) are
+replaced as a set at one instant (`serving.outputs`: the month is a link to a complete version folder, and
+every run first recovers what a killed one left), so a reader or a kill at any point sees the complete old
+set or the complete new set.
+
+`ews score-book` exits 0 when every loan was scored or is not performing, 3 when the run completed with
+rejects (`rejects.csv` has lines), and 1 when it failed: the book is unusable as a whole (no loans or
+performance table, no rows at the as-of month, a whole-book contract error, more rejects than
+`max_reject_share`) or anything else stopped it; then nothing is written and the previous outputs stay.
 """
 
 from __future__ import annotations
@@ -14,7 +28,6 @@ import json
 import logging
 import queue
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from features.book import find_table_file, isin, replace_dir
+from features.book import find_table_file, isin, read_table_columns
 from features.build import build_features
 from features.chunks import book_context, iter_book_chunks
 from features.labels import LabelRule
@@ -34,6 +47,7 @@ from features.months import as_month
 from features.stability import psi
 from features.validation import check_reject_share
 from model.bundle import LISTS
+from serving.outputs import publish, recover
 from serving.scorer import RiskScorer
 
 log = logging.getLogger(__name__)
@@ -42,6 +56,8 @@ PSI_SHIFTED = 0.25
 FLAGGED = ("red", "amber")
 TIER_RANK = {"green": 0, "amber": 1, "red": 2}
 T = TypeVar("T")
+REJECT_COLUMNS = ["loan_id", "rule", "in_loans_table", "detail"]
+MAX_LISTED_ORPHANS = 100  # orphan ids listed in summary.json (rejects.csv has them all)
 
 
 @dataclass(frozen=True)
@@ -70,11 +86,10 @@ def check_usable(cfg: BatchConfig) -> None:
             raise ValueError(f"book {str(cfg.book_dir)!r} has no {table} table: nothing can be scored")
     perf_path = find_table_file(cfg.book_dir, "performance")
     assert perf_path is not None
-    if perf_path.suffix == ".parquet":
-        months = pq.read_table(perf_path, columns=["month"])["month"].to_pandas(date_as_object=False)
-    else:
-        months = pd.read_csv(perf_path, usecols=["month"])["month"]
-    months = pd.to_datetime(months, errors="coerce")
+    perf = read_table_columns(perf_path, ["month"])
+    if "month" not in perf.columns:
+        raise ValueError(f"book {str(cfg.book_dir)!r} has no performance.month column: nothing can be scored")
+    months = pd.to_datetime(perf["month"], errors="coerce")
     if not (months == cfg.as_of).any():
         last = months.max()
         raise ValueError(
@@ -117,8 +132,9 @@ class _Chunk:
     """One partition of loans, validated and featurised, ready to score."""
 
     loans: int  # loans in this partition of the loans table
-    rejects: pd.DataFrame  # loan_id, rule, in_loans_table
+    rejects: pd.DataFrame  # REJECT_COLUMNS
     rejected_in_book: int
+    orphan_rows: int  # performance rows of no loan in the loans table (unknown or missing loan id)
     features: pd.DataFrame
     info: pd.DataFrame  # what a credit officer needs beside the score: who, what, where, how much
 
@@ -129,12 +145,9 @@ def _prepare(report, as_of: pd.Timestamp, rule: LabelRule, book_dir: Path, conte
         kept = report.set_aside()
     except ValueError as e:
         raise ValueError(f"book {str(book_dir)!r} cannot be scored: {e}") from e
-    rejected = kept.rejected
-    rej = pd.DataFrame(
-        {"loan_id": list(rejected), "rule": list(rejected.values())}, columns=["loan_id", "rule"]
-    )
     ids = report.book.loans["loan_id"].dropna().astype(str)
-    rej["in_loans_table"] = isin(rej["loan_id"], ids) if len(rej) else pd.Series(dtype=bool)
+    rej = _rejects(report, ids)
+    orphan_rows = int((~isin(report.book.performance["loan_id"], ids)).sum())
     good = kept.book
     feats = build_features(good, as_of, rule, context)
     info = good.loans[["loan_id", "borrower_id", "product", "city"]]
@@ -145,7 +158,21 @@ def _prepare(report, as_of: pd.Timestamp, rule: LabelRule, book_dir: Path, conte
     info["dpd"] = feats["dpd_now"].to_numpy() if "dpd_now" in feats else np.nan
     if len(info) != len(feats):  # the loans and rows kept are unique per loan: a bug, never bad data
         raise AssertionError(f"{len(info)} info rows for {len(feats)} scored loans")
-    return _Chunk(kept.loans_in_book, rej, kept.loans_rejected, feats, info)
+    return _Chunk(kept.loans_in_book, rej, kept.loans_rejected, orphan_rows, feats, info)
+
+
+def _rejects(report, ids: pd.Series) -> pd.DataFrame:
+    """One line per loan id an error touches (its first rule; `detail` says what, e.g. the CSV line), and
+    one per error of loans or performance rows that have no loan id at all (`loan_id` empty)."""
+    lines = [(lid, p.rule_name, p.details.get(lid, p.message)) for lid, p in report.first_errors().items()]
+    lines += [
+        (None, p.rule_name, f"{_rows(p.rows_of_no_loan)} with no loan id: {p.details.get('', p.message)}")
+        for p in report.errors
+        if p.rows_of_no_loan
+    ]
+    rej = pd.DataFrame(lines, columns=["loan_id", "rule", "detail"])
+    rej["in_loans_table"] = isin(rej["loan_id"], ids) if len(rej) else np.zeros(0, dtype=bool)
+    return rej[REJECT_COLUMNS]
 
 
 def _in_background(items: Iterator[T], depth: int = 1) -> Iterator[T]:
@@ -201,17 +228,25 @@ def score_book(
 ) -> dict:
     """Score the book at cfg.as_of and write scores, watchlist, rejects and summary atomically.
     Returns the summary. Raises ValueError (and writes nothing) for a book unusable as a whole, or one with
-    more than `max_reject_share` of its loans breaking the contract."""
+    more than `max_reject_share` of its loans breaking the contract. First, whatever happens next, it
+    recovers the output folder from a run that was killed (`serving.outputs.recover`)."""
+    recover(cfg.out_dir)
     if cfg.reasons not in ("all", "flagged"):
         raise ValueError(f"reasons must be 'all' or 'flagged', got {cfg.reasons!r}")
     check_usable(cfg)
-    clean_partial(cfg.out_dir)
     t0 = time.perf_counter()
     rule = scorer.bundle.model_spec.label.rule
     context = book_context(cfg.book_dir)
     n_loans = _count_loans(cfg.book_dir)
     scored_parts, feature_parts, reject_parts, shadow_parts = [], [], [], []
-    counts = {"loans_in_book": 0, "scored": 0, "not_performing": 0, "rejected": 0, "orphan_rows_rejected": 0}
+    counts = {
+        "loans_in_book": 0,
+        "scored": 0,
+        "not_performing": 0,
+        "rejected": 0,
+        "orphan_rows_rejected": 0,
+        "orphan_ids_rejected": 0,
+    }
     chunks = (
         _prepare(report, cfg.as_of, rule, cfg.book_dir, context)
         for report in iter_book_chunks(cfg.book_dir, cfg.chunk_loans)
@@ -232,7 +267,10 @@ def score_book(
             counts["loans_in_book"] += chunk.loans
             counts["scored"] += len(scored)
             counts["rejected"] += chunk.rejected_in_book
-            counts["orphan_rows_rejected"] += int((~chunk.rejects["in_loans_table"].astype(bool)).sum())
+            counts["orphan_rows_rejected"] += chunk.orphan_rows
+            counts["orphan_ids_rejected"] += int(
+                (chunk.rejects["loan_id"].notna() & ~chunk.rejects["in_loans_table"]).sum()
+            )
             counts["not_performing"] += chunk.loans - chunk.rejected_in_book - len(scored)
             done = counts["loans_in_book"]
             log.info("chunk done: %d of %s loans, %d scored so far", done, n_loans, counts["scored"])
@@ -243,7 +281,9 @@ def score_book(
     thresholds = capacity_tiers(scores, scorer.bundle.model_spec.tiers)
     if cfg.reasons == "flagged":  # loans the capacity tiers flag and the model's thresholds did not
         _add_reasons(scores, features, scorer)
-    rejects = pd.concat(reject_parts, ignore_index=True).sort_values("loan_id", ignore_index=True)
+    rejects = pd.concat(reject_parts, ignore_index=True).sort_values(
+        ["loan_id", "rule"], ignore_index=True, na_position="last"
+    )
     if counts["loans_in_book"] != counts["scored"] + counts["not_performing"] + counts["rejected"]:
         raise AssertionError(f"counts do not reconcile: {counts}")  # a bug, never bad data
     check_reject_share(
@@ -257,6 +297,7 @@ def score_book(
     prev = previous_run(cfg)
     watch = _watchlist(scores, scorer.top_k, prev)
     summary = _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow, shadow_parts)
+    summary["rejects"] = _reject_summary(rejects)
     summary["tier_thresholds"] = {
         "capacity_at_as_of": thresholds,
         "calibration_window": scorer.bundle.tier_thresholds,
@@ -450,30 +491,31 @@ def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow,
     return s
 
 
+def _rows(n: int) -> str:
+    return f"{n} row{'' if n == 1 else 's'}"
+
+
+def _reject_summary(rejects: pd.DataFrame) -> dict:
+    """What rejects.csv holds, by rule, and the loan ids that are not in the loans table."""
+    orphans = rejects.loc[rejects["loan_id"].notna() & ~rejects["in_loans_table"], "loan_id"]
+    return {
+        "lines": len(rejects),
+        "by_rule": {str(r): int(n) for r, n in rejects["rule"].value_counts().sort_index().items()},
+        "orphan_ids": orphans.head(MAX_LISTED_ORPHANS).tolist(),
+        "orphan_ids_listed_all": len(orphans) <= MAX_LISTED_ORPHANS,
+    }
+
+
 def _write(cfg: BatchConfig, scores, watch, rejects, summary) -> None:
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.out_dir / f".{cfg.as_of:%Y-%m}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        scores.to_parquet(tmp / "scores.parquet", index=False)
-        watch.to_csv(tmp / "watchlist.csv", index=False)
-        rejects.to_csv(tmp / "rejects.csv", index=False)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
-        replace_dir(tmp, cfg.target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def clean_partial(out_dir: Path) -> list[Path]:
-    """Remove temp folders a killed run left behind (never finished outputs)."""
-    if not out_dir.exists():
-        return []
-    stale = [p for p in out_dir.iterdir() if p.name.endswith(".partial") or ".old-" in p.name]
-    for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
-    return stale
+    """The four files as one new version of the month folder, swapped in at one instant."""
+    text = json.dumps(summary, indent=1, sort_keys=True, default=str)
+    writers: dict[str, Callable[[Path], None]] = {
+        "scores.parquet": lambda p: scores.to_parquet(p, index=False),
+        "watchlist.csv": lambda p: watch.to_csv(p, index=False),
+        "rejects.csv": lambda p: rejects.to_csv(p, index=False),
+        "summary.json": lambda p: p.write_text(text),
+    }
+    publish(cfg.out_dir, f"{cfg.as_of:%Y-%m}", writers)
 
 
 def parse_as_of(value: str) -> pd.Timestamp:

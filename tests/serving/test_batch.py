@@ -230,7 +230,7 @@ def test_killed_run_leaves_previous_outputs_and_rerun_gives_identical_files(
     run.wait(30)
     assert run.returncode == -signal.SIGKILL
     assert {f: (target / f).read_bytes() for f in FILES} == before
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["2025-12"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["2025-12", "versions"]
     # the rerun completes and, same as-of and model, writes byte-identical files
     again = _cli(champion_store, demo_book_dir, out, "--chunk-loans", "2000")
     _, e = again.communicate(timeout=300)

@@ -1,0 +1,422 @@
+"""Nothing lost in the nightly batch (issue 14): every row that cannot be scored is in rejects with its rule
+(orphan rows, malformed CSV lines, a book broken in many ways at once), the month's four outputs are a
+complete set at every instant (kill -9 at each step of the swap, then a rerun), and `ews score-book` says
+what happened in its exit code."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ews.cli import app
+from features.book import write_book
+from features.validation import validate_folder
+from serving import outputs
+from serving.batch import BatchConfig, score_book
+from serving.scorer import RiskScorer
+from tests.serving.conftest import serve_env
+
+FILES = ("scores.parquet", "watchlist.csv", "rejects.csv", "summary.json")
+REPO = Path(__file__).resolve().parents[2]
+CHUNK = 400  # the small book's 1,500 loans in four partitions
+runner = CliRunner()
+
+
+def _run(book: Path, as_of: str, out: Path, scorer: RiskScorer, reasons: str = "all") -> dict:
+    cfg = BatchConfig(book, pd.Timestamp(f"{as_of}-01"), out, reasons, CHUNK)
+    return score_book(cfg, scorer, "test-run")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {f: (folder / f).read_bytes() for f in FILES if (folder / f).exists()}
+
+
+def _hidden(out: Path) -> list[str]:
+    """Everything a finished run must not leave: hidden entries in the output folder or its versions."""
+    return [
+        str(p.relative_to(out))
+        for d in (out, out / "versions")
+        if d.is_dir()
+        for p in d.iterdir()
+        if p.name.startswith(".")
+    ]
+
+
+@pytest.fixture(scope="module")
+def as_of(small_generated) -> str:
+    return f"{small_generated.book.last_month:%Y-%m}"
+
+
+@pytest.fixture(scope="module")
+def clean(small_book_dir, as_of, champion_scorer, tmp_path_factory) -> tuple[dict, dict[str, bytes]]:
+    """The clean small book scored once: its summary and its four files."""
+    out = tmp_path_factory.mktemp("clean")
+    summary = _run(small_book_dir, as_of, out, champion_scorer)
+    return summary, _files(out / as_of)
+
+
+# ---------------------------------------------------------------------------------------------- rejects
+
+
+def _orphan_rows(perf: pd.DataFrame) -> pd.DataFrame:
+    """Rows of loan ids the loans table does not have: below, between and above its ids (L000001..)."""
+    ids = {"A-below-every-id": 3, "L000700x-between": 2, "ZZZ-above-every-id": 1}
+    return pd.concat([perf.iloc[:n].assign(loan_id=lid) for lid, n in ids.items()], ignore_index=True)
+
+
+def test_orphan_rows_are_rejects_one_line_per_id_counted_as_rows(
+    small_generated, as_of, champion_scorer, clean, tmp_path
+) -> None:
+    b = small_generated.book
+    orphans = _orphan_rows(b.performance)
+    book = write_book(
+        type(b)(b.borrowers, b.loans, b.collateral, b.house_prices, pd.concat([b.performance, orphans])),
+        tmp_path / "book",
+    )
+    s = _run(book, as_of, tmp_path / "out", champion_scorer)
+    rejects = pd.read_csv(tmp_path / "out" / as_of / "rejects.csv", keep_default_na=False)
+    assert sorted(rejects["loan_id"]) == sorted(orphans["loan_id"].unique())  # one line per id
+    assert set(rejects["rule"]) == {"performance.loan_id:foreign_key"}
+    assert not rejects["in_loans_table"].astype(bool).any()
+    c = s["counts"]
+    assert c["orphan_rows_rejected"] == len(orphans) == 6 and c["orphan_ids_rejected"] == 3
+    assert sorted(s["rejects"]["orphan_ids"]) == sorted(orphans["loan_id"].unique())
+    assert s["rejects"]["lines"] == 3 and c["rejected"] == 0
+    assert c["scored"] == clean[0]["counts"]["scored"]  # orphans take nothing from the loans
+
+
+@dataclass
+class Broken:
+    folder: Path
+    rules: dict[str, str]  # loan id (of the loans table) -> the rule it must be rejected with
+    orphans: dict[str, int]  # loan id not in the loans table -> its performance rows
+    rows_of_no_loan: int  # performance rows with no loan id
+
+
+def _broken_book(small_book_dir: Path, as_of: str, folder: Path) -> Broken:
+    """The small book as CSV, broken in many ways at once, each on loans of its own that are open and
+    current at the as-of month (so each would have been scored)."""
+    shutil.copytree(small_book_dir, folder)
+    tables = {}
+    for name in ("borrowers", "loans", "collateral", "house_prices", "performance"):
+        p = folder / f"{name}.parquet"
+        tables[name] = pd.read_parquet(p)
+        p.unlink()
+        for c in tables[name].columns:  # as the text a CSV holds, so any value can be written
+            col = tables[name][c]
+            text = (
+                col.dt.strftime("%Y-%m-%d") if pd.api.types.is_datetime64_any_dtype(col) else col.astype(str)
+            )
+            tables[name][c] = text.where(col.notna(), "").astype(object)
+    perf, loans, borrowers = tables["performance"], tables["loans"], tables["borrowers"]
+    now = perf[(perf["month"] == f"{as_of}-01") & (perf["status"] == "open") & (perf["days_past_due"] == "0")]
+    pick = iter(now["loan_id"].iloc[::37])  # spread over the id range and the partitions
+    rules: dict[str, str] = {}
+
+    def row_of(lid: str, last: bool = True) -> int:
+        rows = perf.index[perf["loan_id"] == lid]
+        return rows[-1] if last else rows[2]
+
+    a = next(pick)  # a wrong type
+    perf.loc[row_of(a), "days_past_due"] = "ten"
+    rules[a] = "performance.days_past_due:type"
+    b = next(pick)  # a value outside the allowed ones
+    loans.loc[loans["loan_id"] == b, "product"] = "payday"
+    rules[b] = "loans.product:allowed"
+    c = next(pick)  # broken foreign keys, one with a NUL in the id
+    loans.loc[loans["loan_id"] == c, "borrower_id"] = "B-missing\x00"
+    rules[c] = "loans.borrower_id:foreign_key"
+    c2 = next(pick)
+    loans.loc[loans["loan_id"] == c2, "collateral_id"] = "C-missing"
+    rules[c2] = "loans.collateral_id:foreign_key"
+    d = next(pick)  # duplicate rows: of performance and of the loans table
+    perf = pd.concat([perf, perf.loc[[row_of(d)]]], ignore_index=True)
+    rules[d] = "performance.loan_id+month:unique"
+    d2 = next(pick)
+    loans = pd.concat([loans, loans[loans["loan_id"] == d2]], ignore_index=True)
+    rules[d2] = "loans.loan_id:unique"
+    e = next(pick)  # a missing month
+    perf.loc[row_of(e, last=False), "month"] = ""
+    rules[e] = "performance.month:not_null"
+    j = next(pick)  # a borrower outside the allowed types
+    bid = loans.loc[loans["loan_id"] == j, "borrower_id"].iloc[0]
+    borrowers.loc[borrowers["borrower_id"] == bid, "borrower_type"] = "alien"
+    rules[j] = "borrowers.borrower_type:allowed"
+    k = next(pick)  # a negative balance
+    perf.loc[row_of(k), "balance"] = "-10"
+    rules[k] = "performance.balance:range"
+    f = next(pick)  # a NUL in the loan id of one early row: that row is an orphan, the loan is fine
+    nul_id = f + "\x00"
+    perf.loc[row_of(f, last=False), "loan_id"] = nul_id
+    no_id = perf.loc[[row_of(next(pick), last=False)]].assign(loan_id="")  # a row with no loan id
+    perf = pd.concat([perf, _orphan_rows(perf), no_id], ignore_index=True)
+    orphans = {"A-below-every-id": 3, "L000700x-between": 2, "ZZZ-above-every-id": 1, nul_id: 1}
+    tables.update(performance=perf, loans=loans, borrowers=borrowers)
+    for name, df in tables.items():
+        df.to_csv(folder / f"{name}.csv", index=False)
+    # malformed lines: too many fields, too few, a quote never closed, and one of no known loan
+    path = folder / "performance.csv"
+    lines = path.read_bytes().split(b"\n")
+    for rule_loan, edit in (
+        (next(pick), lambda x: x + b",surplus"),
+        (next(pick), lambda x: b",".join(x.split(b",")[:3])),
+        (next(pick), lambda x: x.replace(b",open,", b',"open,')),
+    ):
+        at = max(i for i, x in enumerate(lines) if x.startswith(rule_loan.encode() + b","))
+        lines[at] = edit(lines[at])  # its as-of line, the last of the loan: the next loan's line follows
+        rules[rule_loan] = "performance:csv_line"
+    lines.insert(-1, b"garbage line,with,three fields")
+    orphans["garbage line"] = 1
+    path.write_bytes(b"\n".join(lines))
+    lines = (folder / "loans.csv").read_bytes().split(b"\n")
+    g = next(pick)
+    at = next(i for i, x in enumerate(lines) if x.startswith(g.encode() + b","))
+    lines[at] += b",surplus"
+    rules[g] = "loans:csv_line"
+    (folder / "loans.csv").write_bytes(b"\n".join(lines))
+    return Broken(folder, rules, orphans, rows_of_no_loan=1)
+
+
+def test_a_book_broken_in_many_ways_at_once_loses_nothing(
+    small_book_dir, as_of, champion_scorer, clean, tmp_path
+) -> None:
+    broken = _broken_book(small_book_dir, as_of, tmp_path / "book")
+    out = tmp_path / "out"
+    s = _run(broken.folder, as_of, out, champion_scorer)
+    rejects = pd.read_csv(out / as_of / "rejects.csv", keep_default_na=False, dtype=str)
+    in_table = rejects[rejects["in_loans_table"] == "True"].set_index("loan_id")
+    assert in_table["rule"].to_dict() == broken.rules
+    csv_lines = in_table.loc[in_table["rule"] == "performance:csv_line", "detail"]
+    assert csv_lines.str.fullmatch(r"line \d+ (has \d+ fields where the header has 8|has a quote .*)").all()
+    orphan = rejects[(rejects["in_loans_table"] == "False") & (rejects["loan_id"] != "")]
+    assert sorted(orphan["loan_id"]) == sorted(broken.orphans)  # one line per id, the NUL id included
+    assert orphan.set_index("loan_id").loc["garbage line", "rule"] == "performance:csv_line"
+    no_id = rejects[rejects["loan_id"] == ""]
+    assert no_id["rule"].tolist() == ["performance.loan_id:not_null"]
+    c = s["counts"]
+    assert c["orphan_rows_rejected"] == sum(broken.orphans.values()) + broken.rows_of_no_loan
+    assert c["orphan_ids_rejected"] == len(broken.orphans)
+    assert s["rejects"]["lines"] == len(rejects) == len(broken.rules) + len(broken.orphans) + 1
+    # every loan an ERROR of `ews book validate` touches is in rejects
+    report = validate_folder(broken.folder)
+    assert {lid for p in report.errors for lid in p.loan_ids} == set(rejects["loan_id"]) - {""}
+    # reconciled against the clean book: every loan is scored, not performing or rejected, and only the
+    # broken ones moved
+    clean_summary, clean_files = clean
+    scores = pd.read_parquet(out / as_of / "scores.parquet")
+    clean_scores = pd.read_parquet(io.BytesIO(clean_files["scores.parquet"]))
+    rejected = set(broken.rules)
+    assert set(scores["loan_id"]) == set(clean_scores["loan_id"]) - rejected
+    assert c["loans_in_book"] == clean_summary["counts"]["loans_in_book"] == 1500
+    assert c["rejected"] == len(rejected)
+    assert c["not_performing"] == clean_summary["counts"]["not_performing"]
+    assert c["loans_in_book"] == c["scored"] + c["not_performing"] + c["rejected"] and s["reconciles"]
+
+
+# --------------------------------------------------------------------------------- the swap under kill -9
+
+CRASH = """
+import os, signal, sys
+from pathlib import Path
+from serving import outputs
+
+out, month, source, point = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+
+
+def die(at):
+    if at == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def writer(name):
+    data = (source / name).read_bytes()
+
+    def write(path):
+        if point == "in_first_write":
+            path.write_bytes(data[: len(data) // 2])
+            die(point)
+        path.write_bytes(data)
+
+    return write
+
+
+outputs._checkpoint = die
+outputs.publish(out, month, {name: writer(name) for name in sys.argv[5:]})
+"""
+
+KILL_POINTS = {  # where the run dies -> which set the month shows right after
+    "in_first_write": "old",  # half of scores.parquet written into the partial folder
+    "write:rejects.csv": "old",  # between writes: two files written, two to go
+    "complete": "old",  # the new version is complete, nothing points to it yet
+    "linked": "old",  # during the swap: the new link is made, not yet renamed over the month
+    "swapped": "new",  # after the swap, before the old version is deleted
+}
+
+
+@pytest.fixture(scope="module")
+def old_and_new(small_book_dir, as_of, champion_scorer, clean, tmp_path_factory) -> dict[str, Path]:
+    """Two complete sets of the same month from real runs: reasons for flagged loans only (old) and for
+    all loans (new, the clean run)."""
+    out = tmp_path_factory.mktemp("sets")
+    _run(small_book_dir, as_of, out / "old", champion_scorer, reasons="flagged")
+    (out / "new").mkdir()
+    for f, data in clean[1].items():
+        (out / "new" / f).write_bytes(data)
+    return {"old": out / "old" / as_of, "new": out / "new"}
+
+
+def _crash(out: Path, month: str, source: Path, point: str) -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", CRASH, str(out), month, str(source), point, *FILES],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == -signal.SIGKILL, res.stderr
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_kill_at_any_point_of_the_swap_leaves_a_complete_set_and_the_next_run_recovers(
+    point, small_book_dir, as_of, champion_scorer, old_and_new, tmp_path
+) -> None:
+    sets = {k: _files(v) for k, v in old_and_new.items()}
+    assert sets["old"] != sets["new"] and all(len(x) == 4 for x in sets.values())
+    out = tmp_path / "scores"
+    outputs.publish(out, as_of, {f: (lambda p, d=d: p.write_bytes(d)) for f, d in sets["old"].items()})
+    _crash(out, as_of, old_and_new["new"], point)
+    assert _files(out / as_of) == sets[KILL_POINTS[point]]  # complete, the old set or the new
+    versions = list((out / "versions").iterdir())
+    assert len(_hidden(out)) + len(versions) > 1  # the kill left something behind ...
+    s = _run(small_book_dir, as_of, out, champion_scorer)  # ... that the next run clears away
+    assert _files(out / as_of) == sets["new"] and s["counts"]["scored"] > 100
+    assert _hidden(out) == [] and sorted(p.name.split(".")[0] for p in (out / "versions").iterdir()) == [
+        as_of
+    ]
+
+
+def test_a_failing_run_recovers_too_and_writes_nothing(
+    small_book_dir, as_of, champion_scorer, old_and_new, tmp_path
+) -> None:
+    sets = {k: _files(v) for k, v in old_and_new.items()}
+    out = tmp_path / "scores"
+    outputs.publish(out, as_of, {f: (lambda p, d=d: p.write_bytes(d)) for f, d in sets["old"].items()})
+    _crash(out, as_of, old_and_new["new"], "swapped")
+    _crash(out, "2031-01", old_and_new["new"], "linked")  # another month, killed before it ever existed
+    with pytest.raises(ValueError, match="no performance rows for 2031-01"):
+        _run(small_book_dir, "2031-01", out, champion_scorer)
+    assert _files(out / as_of) == sets["new"] and _hidden(out) == []
+    assert sorted(p.name for p in out.iterdir()) == [as_of, "versions"]  # no 2031-01: never swapped in
+    assert len(list((out / "versions").iterdir())) == 1
+
+
+def test_months_of_the_earlier_writer_are_kept_restored_and_then_linked(old_and_new, as_of, tmp_path) -> None:
+    """Plain month folders (the earlier code's) are read as they are; its `.MONTH.old-PID` left between
+    its two renames is put back; the first new run turns the folder into a link; a kill in that one-time
+    step (the one instant a month's name is missing) is undone by the next run."""
+    sets = {k: _files(v) for k, v in old_and_new.items()}
+    out = tmp_path / "scores"
+    shutil.copytree(old_and_new["old"], out / f".{as_of}.old-4242")  # killed between the renames
+    shutil.copytree(old_and_new["new"], out / f".{as_of}.partial")  # killed while writing
+    outputs.recover(out)
+    assert (out / as_of).is_dir() and not (out / as_of).is_symlink()
+    assert _files(out / as_of) == sets["old"] and _hidden(out) == []
+    _crash(out, as_of, old_and_new["new"], "moved_legacy")
+    assert not os.path.lexists(out / as_of)
+    outputs.recover(out)
+    assert _files(out / as_of) == sets["old"] and not (out / as_of).is_symlink()  # as it was
+    assert _hidden(out) == [] and list((out / "versions").iterdir()) == []
+    outputs.publish(out, as_of, {f: (lambda p, d=d: p.write_bytes(d)) for f, d in sets["new"].items()})
+    assert _files(out / as_of) == sets["new"] and len(list((out / "versions").iterdir())) == 1
+
+
+def test_the_previous_month_is_found_through_its_link(
+    small_book_dir, as_of, champion_scorer, tmp_path
+) -> None:
+    earlier = f"{pd.Timestamp(f'{as_of}-01') - pd.DateOffset(months=1):%Y-%m}"
+    _run(small_book_dir, earlier, tmp_path, champion_scorer)
+    s = _run(small_book_dir, as_of, tmp_path, champion_scorer)
+    assert (tmp_path / earlier).is_symlink() and s["watchlist"]["previous_run"] == earlier
+    watch = pd.read_csv(tmp_path / as_of / "watchlist.csv")
+    assert "first run" not in set(watch["change"])
+
+
+# ----------------------------------------------------------------------------------------- exit codes
+
+
+def _score_book(champion_store, book: Path, as_of: str, out: Path):
+    mp = pytest.MonkeyPatch()
+    for k, v in serve_env(champion_store).items():
+        if k.startswith(("MLFLOW_", "EWS_")):
+            mp.setenv(k, v)
+    try:
+        args = [
+            "score-book",
+            "--book",
+            str(book),
+            "--as-of",
+            as_of,
+            "--out",
+            str(out),
+            "--chunk-loans",
+            "400",
+        ]
+        return runner.invoke(app, args)
+    finally:
+        mp.undo()
+
+
+def test_exit_codes_say_what_happened(
+    champion_store, small_book_dir, small_generated, as_of, tmp_path
+) -> None:
+    clean = _score_book(champion_store, small_book_dir, as_of, tmp_path / "clean")
+    assert clean.exit_code == 0, clean.output
+    assert "rejects:" not in clean.output
+    b = small_generated.book
+    orphan_book = write_book(
+        type(b)(
+            b.borrowers,
+            b.loans,
+            b.collateral,
+            b.house_prices,
+            pd.concat([b.performance, _orphan_rows(b.performance)]),
+        ),
+        tmp_path / "orphans",
+    )
+    orphans = _score_book(champion_store, orphan_book, as_of, tmp_path / "orphans-out")
+    assert orphans.exit_code == 3, orphans.output  # rows of no loan are rejects too
+    assert (
+        "rejects: 3 lines: 0 loans, 3 loan ids not in the loans table; 6 performance rows" in orphans.output
+    )
+    broken = _broken_book(small_book_dir, as_of, tmp_path / "broken")
+    res = _score_book(champion_store, broken.folder, as_of, tmp_path / "broken-out")
+    assert res.exit_code == 3, res.output
+    summary = json.loads((tmp_path / "broken-out" / as_of / "summary.json").read_text())
+    assert summary["counts"]["rejected"] == len(broken.rules)
+    for book, month, message in (
+        (small_book_dir, "2031-01", "has no performance rows for 2031-01"),
+        (tmp_path / "no-such-book", as_of, "does not exist"),
+    ):
+        failed = _score_book(champion_store, book, month, tmp_path / "failed")
+        assert failed.exit_code == 1, failed.output
+        errors = [x for x in failed.output.splitlines() if x.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0] and "Traceback" not in failed.output
+        assert not (tmp_path / "failed").exists()
+
+
+def test_the_exit_codes_are_documented_in_the_help() -> None:
+    res = runner.invoke(app, ["score-book", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert "Exit codes: 0 done" in text and "3 done with rejects" in text and "1 failed" in text
