@@ -23,6 +23,7 @@ CONTEXT_FEATURES = (
     "industry_arrears_rate",
     "industry_roll_rate_3m",
 )
+BOOK_FEATURES = CONTEXT_FEATURES[:4]  # the book-wide rates (the rest are the borrower's industry's)
 NO_INDUSTRY = "(none)"
 MIN_LOANS = 30  # a segment-month with fewer open loans has no rate (too noisy to mean anything)
 
@@ -143,7 +144,7 @@ class ContextIndex:
             out[c] = np.where(pos >= 0, v[np.maximum(pos, 0)], np.nan)
         # an industry the table lacks still has the book-wide rates of its month
         bpos = np.fromiter((self._book_pos.get(m, -1) for m in ms), np.int64, n)
-        for c in ("book_arrears_rate", "book_arrears_change_6m", "book_roll_rate_3m", "book_roll_rate_change_3m"):
+        for c in BOOK_FEATURES:
             v = self._values[c]
             out[c] = np.where(bpos >= 0, v[np.maximum(bpos, 0)], np.nan)
         return out

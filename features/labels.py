@@ -64,7 +64,9 @@ def grid_states(performance: pd.DataFrame, rule: LabelRule, grid: MonthGrid | No
     return states_on_grid(g, dpd, status, rule)
 
 
-def states_on_grid(g: MonthGrid, days_past_due: np.ndarray, status: np.ndarray, rule: LabelRule) -> GridStates:
+def states_on_grid(
+    g: MonthGrid, days_past_due: np.ndarray, status: np.ndarray, rule: LabelRule
+) -> GridStates:
     """`grid_states` from row arrays (days past due as floats, status as text, in the grid's row order):
     the one definition of the default event, a close and the performing population."""
     dpd = g.put(days_past_due)
