@@ -23,6 +23,7 @@ CONTEXT_FEATURES = (
     "industry_arrears_rate",
     "industry_roll_rate_3m",
 )
+BOOK_FEATURES = CONTEXT_FEATURES[:4]  # the book-wide rates (the rest are the borrower's industry's)
 NO_INDUSTRY = "(none)"
 MIN_LOANS = 30  # a segment-month with fewer open loans has no rate (too noisy to mean anything)
 
@@ -111,25 +112,53 @@ def _empty() -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+class ContextIndex:
+    """A context table indexed once for joins by (month index, industry): built once per book (the
+    service at start-up, the batch and the panel per call), joined for any number of rows."""
+
+    def __init__(self, table: pd.DataFrame | None) -> None:
+        self.empty = table is None or table.empty
+        if self.empty:
+            return
+        months = table["m"].to_numpy(dtype=np.int64).tolist()
+        self._pos = {key: i for i, key in enumerate(zip(months, table["industry"].tolist(), strict=True))}
+        if len(self._pos) != len(table):
+            raise ValueError("the context table has more than one row for a (month, industry)")
+        self._book_pos: dict[int, int] = {}
+        for i, m in enumerate(months):  # the book-wide rates of a month: its first row
+            self._book_pos.setdefault(m, i)
+        self._values = {c: table[c].to_numpy(dtype=float) for c in CONTEXT_FEATURES}
+
+    def join(self, months: np.ndarray, industry: np.ndarray) -> dict[str, np.ndarray]:
+        """The context features of rows given by month index and industry (NaN where the table has none)."""
+        n = len(months)
+        if self.empty:
+            return {c: np.full(n, np.nan) for c in CONTEXT_FEATURES}
+        ms = np.asarray(months, dtype=np.int64).tolist()
+        pos = np.fromiter(
+            (self._pos.get((m, _segment(i)), -1) for m, i in zip(ms, industry, strict=True)), np.int64, n
+        )
+        out = {}
+        for c in CONTEXT_FEATURES:
+            v = self._values[c]
+            out[c] = np.where(pos >= 0, v[np.maximum(pos, 0)], np.nan)
+        # an industry the table lacks still has the book-wide rates of its month
+        bpos = np.fromiter((self._book_pos.get(m, -1) for m in ms), np.int64, n)
+        for c in BOOK_FEATURES:
+            v = self._values[c]
+            out[c] = np.where(bpos >= 0, v[np.maximum(bpos, 0)], np.nan)
+        return out
+
+
+def _segment(industry: object) -> object:
+    """The context segment of a borrower's industry: its own, or NO_INDUSTRY when it has none."""
+    if industry is None or industry is pd.NA or (isinstance(industry, float) and industry != industry):
+        return NO_INDUSTRY
+    return industry
+
+
 def join_context(
     table: pd.DataFrame | None, months: np.ndarray, industry: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The context features of rows given by month index and industry (NaN where the table has none)."""
-    n = len(months)
-    if table is None or table.empty:
-        return {c: np.full(n, np.nan) for c in CONTEXT_FEATURES}
-    ind = pd.Series(industry, dtype=object).fillna(NO_INDUSTRY).to_numpy()
-    key = pd.MultiIndex.from_arrays([np.asarray(months, dtype=np.int64), ind])
-    t = table.set_index(["m", "industry"])
-    pos = t.index.get_indexer(key)
-    out = {}
-    for c in CONTEXT_FEATURES:
-        v = t[c].to_numpy(dtype=float)
-        out[c] = np.where(pos >= 0, v[np.maximum(pos, 0)], np.nan)
-    # an industry the table lacks still has the book-wide rates of its month
-    book = table.drop_duplicates("m").set_index("m")
-    bpos = book.index.get_indexer(np.asarray(months, dtype=np.int64))
-    for c in ("book_arrears_rate", "book_arrears_change_6m", "book_roll_rate_3m", "book_roll_rate_change_3m"):
-        v = book[c].to_numpy(dtype=float)
-        out[c] = np.where(bpos >= 0, v[np.maximum(bpos, 0)], np.nan)
-    return out
+    return ContextIndex(table).join(months, industry)

@@ -19,14 +19,17 @@ class MonthGrid:
 
     `pos[r]` is the cell of the r-th row in `order` (rows sorted by loan and month); `gloan` and `gm` give
     each cell's loan code and month index; `start[k]` is loan k's first cell.
+
+    Built from arrays (`loan_codes[r]` in 0..len(loan_index)-1, every code with at least one row), so the
+    book-wide path and the service's one-loan path share it; `of_rows` builds it from a performance frame.
     """
 
-    def __init__(self, performance: pd.DataFrame) -> None:
-        codes, self.loan_index = pd.factorize(performance["loan_id"], sort=True)
-        m = month_index(performance["month"])
-        self.order = order_by_loan_month(codes, m)
-        lc, m = codes[self.order], np.asarray(m)[self.order].astype(np.int64)
-        self.n_loans = len(self.loan_index)
+    def __init__(self, loan_codes: np.ndarray, months: np.ndarray, loan_index: pd.Index | np.ndarray) -> None:
+        codes = np.asarray(loan_codes, dtype=np.int64)
+        self.loan_index = loan_index
+        self.order = order_by_loan_month(codes, months)
+        lc, m = codes[self.order], np.asarray(months)[self.order].astype(np.int64)
+        self.n_loans = len(loan_index)
         self.first = np.full(self.n_loans, np.iinfo(np.int64).max)
         self.last = np.full(self.n_loans, np.iinfo(np.int64).min)
         np.minimum.at(self.first, lc, m)
@@ -40,19 +43,22 @@ class MonthGrid:
         self.gm = self.offset + self.first[self.gloan]  # month index of every cell
         self.present = np.zeros(self.size, dtype=bool)
         self.present[self.pos] = True
-        self._rows = performance
 
-    def put(self, column: str | np.ndarray, fill=np.nan, dtype=float) -> np.ndarray:
-        """A column of the performance rows laid on the grid (`fill` in the holes)."""
-        vals = self._rows[column].to_numpy() if isinstance(column, str) else np.asarray(column)
+    @classmethod
+    def of_rows(cls, performance: pd.DataFrame) -> MonthGrid:
+        """The grid of a performance frame's rows; loans coded in sorted loan id order."""
+        codes, loan_index = pd.factorize(performance["loan_id"], sort=True)
+        return cls(codes, month_index(performance["month"]), loan_index)
+
+    def put(self, values: np.ndarray, fill=np.nan, dtype=float) -> np.ndarray:
+        """A column of the rows (in their given order) laid on the grid (`fill` in the holes)."""
         g = np.full(self.size, fill, dtype=dtype)
-        g[self.pos] = vals[self.order]
+        g[self.pos] = np.asarray(values)[self.order]
         return g
 
-    def flag(self, mask: pd.Series | np.ndarray) -> np.ndarray:
+    def flag(self, mask: np.ndarray) -> np.ndarray:
         """A boolean row mask laid on the grid (False in the holes)."""
-        m = mask.to_numpy(dtype=bool, na_value=False) if isinstance(mask, pd.Series) else np.asarray(mask)
-        return self.put(m, False, bool)
+        return self.put(mask, False, bool)
 
     def months_since(self, flag: np.ndarray, strictly_before: bool = False) -> np.ndarray:
         """Per cell, months since the latest flagged cell of the same loan at (or strictly before) it;

@@ -58,12 +58,21 @@ class GridStates:
 
 def grid_states(performance: pd.DataFrame, rule: LabelRule, grid: MonthGrid | None = None) -> GridStates:
     """Events, closes and the performing population on the book's month grid."""
-    g = grid or MonthGrid(performance)
-    status = performance["status"]
-    dpd = g.put("days_past_due")
+    g = grid or MonthGrid.of_rows(performance)
+    dpd = performance["days_past_due"].to_numpy(dtype=float, na_value=np.nan)
+    status = performance["status"].to_numpy(dtype=object, na_value=None)
+    return states_on_grid(g, dpd, status, rule)
+
+
+def states_on_grid(
+    g: MonthGrid, days_past_due: np.ndarray, status: np.ndarray, rule: LabelRule
+) -> GridStates:
+    """`grid_states` from row arrays (days past due as floats, status as text, in the grid's row order):
+    the one definition of the default event, a close and the performing population."""
+    dpd = g.put(days_past_due)
     is_open = g.flag(status == "open")
     charged_off = g.flag(status == "charged_off")
-    closed = g.flag(status.isin(["paid_off", "charged_off"]))
+    closed = g.flag((status == "paid_off") | (status == "charged_off"))
     with np.errstate(invalid="ignore"):
         event = g.present & ((dpd >= rule.dpd_threshold) | charged_off)
         below = dpd < rule.dpd_threshold
@@ -97,6 +106,11 @@ def cells_of(grid: MonthGrid, loan_id: pd.Series | np.ndarray, as_of) -> np.ndar
         if not np.isscalar(as_of)
         else np.full(len(code), month_index([as_month(as_of)])[0])
     )
+    return cells_of_codes(grid, code, t)
+
+
+def cells_of_codes(grid: MonthGrid, code: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Grid cell of each (loan code, month index); -1 where the code is -1 or the loan has no cell then."""
     c = np.maximum(code, 0)
     ok = (code >= 0) & (t >= grid.first[c]) & (t <= grid.last[c])
     return np.where(ok, grid.start[c] + (t - grid.first[c]), -1)

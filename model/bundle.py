@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,8 +79,10 @@ class FeatureEncoder:
         cats = {c: sorted(rows[c].dropna().astype(str).unique()) for c in names if BY_NAME[c].dtype == "cat"}
         return cls(tuple(names), cats)
 
-    def _check_columns(self, rows: pd.DataFrame) -> None:
-        missing = [c for c in self.features if c not in rows.columns]
+    def _check_columns(self, rows: pd.DataFrame | Mapping[str, np.ndarray]) -> None:
+        missing = [
+            c for c in self.features if c not in (rows.columns if isinstance(rows, pd.DataFrame) else rows)
+        ]
         if missing:
             raise ValueError(f"feature rows lack columns {missing}")
 
@@ -94,20 +97,26 @@ class FeatureEncoder:
                 X[c] = pd.to_numeric(X[c], errors="raise").astype(float)
         return X
 
-    def matrix(self, rows: pd.DataFrame) -> np.ndarray:
+    def matrix(self, rows: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
         """The same input as a float matrix (categoricals as codes on the training vocabulary, unseen or
-        missing as NaN): the numbers LightGBM derives from `frame`, without the pandas overhead."""
+        missing as NaN): the numbers LightGBM derives from `frame`, without the pandas overhead. `rows` is
+        a feature frame or a mapping of feature name to array (the service's one-loan path)."""
         self._check_columns(rows)
-        n = len(rows)
+        frame = isinstance(rows, pd.DataFrame)
+        n = len(rows) if frame else len(rows[self.features[0]])
         out = np.empty((n, len(self.features)), dtype=np.float64)
         num = [j for j, c in enumerate(self.features) if c not in self.categories]
-        if num:
+        if num and frame:
             cols = [self.features[j] for j in num]
             out[:, num] = rows[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+        elif num:
+            for j in num:
+                out[:, j] = rows[self.features[j]]
         for j, c in enumerate(self.features):
             if c in self.categories:
                 m = self._code_map(c)
-                out[:, j] = np.fromiter((m.get(v, np.nan) for v in rows[c].to_numpy(object)), float, n)
+                values = rows[c].to_numpy(object) if frame else np.asarray(rows[c], dtype=object)
+                out[:, j] = np.fromiter((m.get(v, np.nan) for v in values), float, n)
         return out
 
     def _code_map(self, c: str) -> dict[str, float]:
@@ -163,7 +172,7 @@ class ModelBundle:
     def frame(self, rows: pd.DataFrame) -> pd.DataFrame:
         return self.encoder.frame(rows)
 
-    def matrix(self, rows: pd.DataFrame) -> np.ndarray:
+    def matrix(self, rows: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
         return self.encoder.matrix(rows)
 
     def raw_score(self, rows: pd.DataFrame) -> np.ndarray:

@@ -1,27 +1,40 @@
-"""From a loan given in a request, or a loan id of the configured book, to its feature row.
+"""From loans given in a request, or a loan id of the configured book, to their feature rows.
 
-Both paths produce a one-loan `Book` with the loan's last `HISTORY_MONTHS` months up to the as-of month
-and call the shared `build_features`, so the API sees exactly the features the nightly batch sees.
+Loans in a request go from the request models straight to the feature builder's arrays
+(`request_arrays`) and through its columnar core (`features.build.features_at`), with no frame per
+request; a loan of the book goes as a one-loan `Book` through `build_features`, which wraps the same core.
+Either way a loan keeps its last `HISTORY_MONTHS` months up to the as-of month, so the API sees exactly
+the features the nightly batch sees.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from features.book import Book
-from features.build import build_features
+from features.build import (
+    HousePriceIndex,
+    LoanArrays,
+    PerformanceArrays,
+    build_features,
+    features_at,
+    loan_history,
+)
 from features.catalog import HISTORY_MONTHS
-from features.context import context_table
-from features.labels import LabelRule
-from features.months import as_month
+from features.context import ContextIndex, context_table
+from features.labels import LabelRule, cells_of_codes
+from features.months import as_month, index_to_month, month_index
 from features.schema import TABLES
-from features.validation import DEFAULT_MAX_REJECT_SHARE, load_book, typed_records
-from serving.api_models import LoanInput
+from features.validation import DEFAULT_MAX_REJECT_SHARE, load_book
+from serving.api_models import HousePrice, LoanInput
 
 log = logging.getLogger(__name__)
 
@@ -57,108 +70,211 @@ def _window(perf: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
 
 
 def features_of(
-    book: Book, loan_id: str, as_of: pd.Timestamp, rule: LabelRule, context: pd.DataFrame | None
+    book: Book,
+    loan_id: str,
+    as_of: pd.Timestamp,
+    rule: LabelRule,
+    context: pd.DataFrame | ContextIndex | None,
 ) -> pd.DataFrame:
     """The feature row of one loan of a one-loan book; 422 if it is not performing at as_of."""
     book = replace(book, performance=_window(book.performance, as_of))
     row = build_features(book, as_of, rule, context)
     if row.empty:
         last = book.performance[book.performance["month"] == as_of]
-        raise _not_performing(loan_id, as_of, last, rule)
+        state = (last["status"].iloc[0], int(last["days_past_due"].iloc[0])) if len(last) else None
+        raise _not_performing(loan_id, as_of, state, rule)
     return row
 
 
-def inputs_book(items: list[LoanInput], prices: pd.DataFrame | None) -> tuple[Book, list[pd.Timestamp]]:
-    """Loans given in requests as one typed book (so features are built in one pass) and each loan's
-    as-of month. Loan ids must be unique among `items`. Borrower and collateral ids are made unique per
-    item, and a request's own house prices become a series of their own, so no item can change another's
-    features. The request models have checked every field; here values are only parsed to contract types.
-    """
-    borrowers, loans, colls, perf, own_hp = [], [], [], [], []
-    as_ofs: list[pd.Timestamp] = []
-    book_cities: set[str] = set()
-    for k, it in enumerate(items):
-        tag = f"#{k}"
-        b = it.borrower.model_dump()
-        b["borrower_id"] += tag
-        loan = it.loan.model_dump()
-        loan["borrower_id"] += tag
-        if it.collateral is not None:
-            c = it.collateral.model_dump()
-            c["collateral_id"] += tag
-            loan["collateral_id"] = c["collateral_id"]
-            if it.house_prices is not None:
-                # the request's own series (city is not a model feature); it is the borrower's city's too
-                # when the property lies there, as local house prices are a feature of every loan
-                if loan["city"] == c["city"]:
-                    loan["city"] = f"{loan['city']}{tag}"
-                c["city"] = f"{c['city']}{tag}"
-                own_hp += [{"city": c["city"], "month": h.month, "index": h.index} for h in it.house_prices]
-            else:
-                book_cities.add(c["city"])
-            colls.append(c)
-        if not loan["city"].endswith(tag):
-            book_cities.add(loan["city"])  # local house prices of the borrower's city, from the book
-        borrowers.append(b)
-        loans.append(loan)
-        t = as_month(it.as_of) if it.as_of else as_month(it.performance[-1].month)
-        as_ofs.append(t)
-        first = t - pd.DateOffset(months=HISTORY_MONTHS - 1)
-        perf += [r.model_dump() for r in it.performance if first <= as_month(r.month) <= t]
-    hp = own_hp
-    if prices is not None and book_cities:
-        sel = prices[prices["city"].isin(book_cities)]
-        hp = hp + [
-            {"city": c, "month": m, "index": i}
-            for c, m, i in zip(sel["city"], sel["month"], sel["index"], strict=True)
-        ]
-    records = {
-        "borrowers": borrowers,
-        "loans": loans,
-        "collateral": colls,
-        "house_prices": hp,
-        "performance": perf,
+def _month(d: date) -> int:
+    """The month index (`features.months`) of a date."""
+    return d.year * 12 + d.month - 1
+
+
+def _nan(v: float | None) -> float:
+    return np.nan if v is None else float(v)
+
+
+def request_arrays(
+    items: Sequence[LoanInput], prices: PriceSeries
+) -> tuple[PerformanceArrays, LoanArrays, HousePriceIndex, np.ndarray]:
+    """Loans given in requests as the feature builder's arrays, straight from the request models (no
+    frame): loan code k is items[k], whatever its loan id, so no item can change another's features.
+    Each loan keeps its last `HISTORY_MONTHS` rows up to its as-of month (returned as month indices).
+
+    A request's own house prices are a series of their own (keyed by item, so they never mix with the
+    book's or another item's); they are the borrower's city's too when the property lies there, as local
+    house prices are a feature of every loan. Other cities take the configured book's series."""
+    n = len(items)
+    rows: dict[str, list] = {
+        k: [] for k in ("loan", "month", "bal", "sched", "paid", "dpd", "status", "restr")
     }
-    typed = {name: typed_records(name, rows) for name, rows in records.items()}
-    return Book(**typed), as_ofs
-
-
-def features_of_inputs(
-    items: list[LoanInput], prices: pd.DataFrame | None, rule: LabelRule, context: pd.DataFrame | None
-) -> tuple[pd.DataFrame, dict[int, InputError]]:
-    """Feature rows of many request loans in one pass (in item order) and, per item that
-    cannot be scored, its error. The `_item` column says which item a row belongs to. Items whose loan
-    id repeats go in later passes."""
-    rounds: list[list[int]] = []
-    for i, it in enumerate(items):
-        for r in rounds:
-            if all(items[j].loan.loan_id != it.loan.loan_id for j in r):
-                r.append(i)
-                break
-        else:
-            rounds.append([i])
-    found: list[pd.DataFrame] = []
-    errors: dict[int, InputError] = {}
-    for r in rounds:
-        book, as_ofs = inputs_book([items[i] for i in r], prices)
-        rows = build_features(book, sorted(set(as_ofs)), rule, context)
-        want = pd.DataFrame({"_item": r, "loan_id": [items[i].loan.loan_id for i in r], "as_of": as_ofs})
-        hit = want.merge(rows, on=["loan_id", "as_of"], how="inner")
-        found.append(hit)
-        for i, lid, t in want[~want["_item"].isin(hit["_item"])].itertuples(index=False):
-            perf = book.performance
-            last = perf[(perf["loan_id"] == lid) & (perf["month"] == t)]
-            errors[i] = _not_performing(lid, t, last, rule)
-    out = pd.concat(found, ignore_index=True).sort_values("_item", kind="stable").reset_index(drop=True)
-    return out, errors
-
-
-def _not_performing(loan_id: str, as_of: pd.Timestamp, last: pd.DataFrame, rule: LabelRule) -> InputError:
-    state = (
-        f"status {last['status'].iloc[0]}, {int(last['days_past_due'].iloc[0])} days past due"
-        if len(last)
-        else "no performance row"
+    s: dict[str, list] = {f: [] for f in LoanArrays.__dataclass_fields__}
+    own: list[tuple[object, list[HousePrice]]] = []
+    book_cities: set[str] = set()
+    as_of = np.empty(n, dtype=np.int64)
+    for k, it in enumerate(items):
+        b, loan, coll = it.borrower, it.loan, it.collateral
+        t = _month(it.as_of if it.as_of is not None else it.performance[-1].month)
+        as_of[k] = t
+        for r in it.performance:
+            m = _month(r.month)
+            if t - HISTORY_MONTHS < m <= t:
+                rows["loan"].append(k)
+                rows["month"].append(m)
+                rows["bal"].append(r.balance)
+                rows["sched"].append(r.scheduled_payment)
+                rows["paid"].append(r.paid_amount)
+                rows["dpd"].append(r.days_past_due)
+                rows["status"].append(r.status)
+                rows["restr"].append(r.restructured)
+        city: object = loan.city
+        coll_city: object = ""
+        if coll is not None:
+            coll_city = coll.city
+            if it.house_prices is not None:
+                coll_city = (k, coll.city)  # the request's own series
+                own.append((coll_city, it.house_prices))
+                if loan.city == coll.city:
+                    city = coll_city
+            else:
+                book_cities.add(coll.city)
+        if city == loan.city:
+            book_cities.add(loan.city)
+        s["loan_id"].append(loan.loan_id)
+        s["product"].append(loan.product)
+        s["repayment_type"].append(loan.repayment_type)
+        s["city_tier"].append(loan.city_tier)
+        s["city"].append(city)
+        s["funding_partner"].append("none" if loan.funding_partner is None else loan.funding_partner)
+        s["origination_month"].append(_month(loan.origination_date))
+        s["term_months"].append(loan.term_months)
+        s["principal"].append(loan.principal)
+        s["interest_rate"].append(loan.interest_rate)
+        s["lien_position"].append(_nan(loan.lien_position))
+        s["borrower_type"].append(b.borrower_type)
+        s["industry"].append(b.industry)
+        s["birth_year"].append(_nan(b.birth_year))
+        s["annual_income"].append(_nan(b.annual_income))
+        s["bureau_score"].append(_nan(b.bureau_score))
+        s["years_in_business"].append(_nan(b.years_in_business))
+        s["has_collateral"].append(coll is not None)
+        s["property_type"].append(None if coll is None else coll.property_type)
+        s["collateral_city"].append(coll_city)
+        s["appraisal_value"].append(np.nan if coll is None else coll.appraisal_value)
+        s["appraisal_month"].append(_month(coll.appraisal_date) if coll is not None else _NO_APPRAISAL)
+        s["prior_lien_balance"].append(np.nan if coll is None else coll.prior_lien_balance)
+    perf = PerformanceArrays(
+        loan=np.array(rows["loan"], dtype=np.int64),
+        month=np.array(rows["month"], dtype=np.int64),
+        balance=np.array(rows["bal"], dtype=float),
+        scheduled_payment=np.array(rows["sched"], dtype=float),
+        paid_amount=np.array(rows["paid"], dtype=float),
+        days_past_due=np.array(rows["dpd"], dtype=float),
+        status=np.array(rows["status"], dtype=object),
+        restructured=np.array(rows["restr"], dtype=bool),
     )
+    loans = LoanArrays(**{f: _column(f, v) for f, v in s.items()})
+    return perf, loans, prices.index_for(book_cities, own), as_of
+
+
+_NO_APPRAISAL = 2000 * 12  # the month `LoanArrays.of_book` gives a loan without collateral (never read)
+_TEXT = frozenset(
+    {
+        "loan_id",
+        "product",
+        "repayment_type",
+        "city_tier",
+        "city",
+        "funding_partner",
+        "borrower_type",
+        "industry",
+        "property_type",
+        "collateral_city",
+    }
+)
+_MONTHS = frozenset({"origination_month", "appraisal_month"})
+
+
+def _column(name: str, values: list) -> np.ndarray:
+    """One `LoanArrays` field from per-item values, with the dtype `LoanArrays.of_book` gives it."""
+    if name in _TEXT:
+        out = np.empty(len(values), dtype=object)
+        out[:] = values  # a tuple (a request's own price series) stays one value
+        return out
+    if name in _MONTHS:
+        return np.array(values, dtype=np.int64)
+    return np.array(values, dtype=bool if name == "has_collateral" else float)
+
+
+class PriceSeries:
+    """The configured book's house price series by city, for the service to join a request's own."""
+
+    def __init__(self, house_prices: pd.DataFrame | None) -> None:
+        self._series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if house_prices is None:
+            return
+        hp = house_prices.dropna(subset=["city", "month", "index"])
+        months = month_index(hp["month"])
+        levels = hp["index"].to_numpy(dtype=float)
+        for city, pos in hp.groupby("city", sort=False).indices.items():
+            self._series[city] = (months[pos], levels[pos])
+
+    def index_for(self, cities: set[str], own: list[tuple[object, list[HousePrice]]]) -> HousePriceIndex:
+        """The series of `cities` from the book and each request's own, as one index."""
+        keys: list[object] = []
+        months: list[np.ndarray] = []
+        levels: list[np.ndarray] = []
+        for key, series in own:
+            keys += [key] * len(series)
+            months.append(np.array([_month(h.month) for h in series], dtype=np.int64))
+            levels.append(np.array([h.index for h in series], dtype=float))
+        for city in cities:
+            if city in self._series:
+                m, v = self._series[city]
+                keys += [city] * len(m)
+                months.append(m)
+                levels.append(v)
+        if not keys:
+            return HousePriceIndex([], np.empty(0, np.int64), np.empty(0))
+        return HousePriceIndex(keys, np.concatenate(months), np.concatenate(levels))
+
+
+def request_features(
+    items: Sequence[LoanInput], prices: PriceSeries, rule: LabelRule, context: ContextIndex | None
+) -> tuple[dict[str, np.ndarray], list[int], dict[int, InputError]]:
+    """Feature columns (`features.build.features_at`, plus loan_id and as_of as month indices) of the
+    request loans performing at their as-of month, in item order, the items they belong to, and the
+    error of each item that cannot be scored. One pass over all items, however many share a loan id."""
+    perf, loans, hpi, as_of = request_arrays(items, prices)
+    h = loan_history(perf, loans.loan_id, rule)
+    cells = cells_of_codes(h.grid, np.arange(len(items)), as_of)
+    ok = (cells >= 0) & h.performing[np.maximum(cells, 0)]
+    errors = {
+        i: _not_performing(
+            items[i].loan.loan_id, index_to_month([as_of[i]])[0], _row_at(items[i], as_of[i]), rule
+        )
+        for i in np.flatnonzero(~ok).tolist()
+    }
+    good = np.flatnonzero(ok)
+    columns = features_at(h, cells[good], loans, hpi, context)
+    columns["loan_id"] = loans.loan_id[good]
+    columns["as_of"] = as_of[good]
+    return columns, good.tolist(), errors
+
+
+def _row_at(item: LoanInput, month: int) -> tuple[str, int] | None:
+    """(status, days past due) of the item's row for a month index, if it has one."""
+    for r in item.performance:
+        if _month(r.month) == month:
+            return r.status, r.days_past_due
+    return None
+
+
+def _not_performing(
+    loan_id: str, as_of: pd.Timestamp, last: tuple[str, int] | None, rule: LabelRule
+) -> InputError:
+    state = f"status {last[0]}, {int(last[1])} days past due" if last is not None else "no performance row"
     return InputError(
         422,
         [
@@ -199,6 +315,16 @@ class BookIndex:
     @property
     def house_prices(self) -> pd.DataFrame:
         return self.book.house_prices
+
+    @cached_property
+    def price_series(self) -> PriceSeries:
+        """The book's house price series by city, for loans given in requests."""
+        return PriceSeries(self.book.house_prices)
+
+    @cached_property
+    def context_index(self) -> ContextIndex:
+        """The book's portfolio context, indexed once for every request."""
+        return ContextIndex(self.context)
 
     def loan_book(self, loan_id: str, as_of: str | pd.Timestamp | None = None) -> tuple[Book, pd.Timestamp]:
         """One loan with its rows; 404 for an unknown id, 422 for a month the loan has no row for."""

@@ -7,10 +7,13 @@ in process (the benchmark's baseline) and tested without a server.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 
+from features.context import ContextIndex
 from model.bundle import ModelBundle
 from serving.api_models import (
     BatchResponse,
@@ -21,7 +24,7 @@ from serving.api_models import (
     ScoreResponse,
 )
 from serving.batcher import MicroBatcher
-from serving.loans import BookIndex, InputError, features_of, features_of_inputs
+from serving.loans import BookIndex, InputError, PriceSeries, features_of, request_features
 from serving.scorer import RiskScorer
 
 log = logging.getLogger(__name__)
@@ -34,21 +37,20 @@ class ScoringRuntime:
         self.ref = ref
         self.loaded_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.rule = bundle.model_spec.label.rule
+        self._prices = book.price_series if book is not None else PriceSeries(None)
         self._batcher: MicroBatcher[LoanInput, ScoreResponse] = MicroBatcher(self._score_items)
 
     # ------------------------------------------------------------------------------------ features
-    def _prices(self) -> pd.DataFrame | None:
-        return self.book.house_prices if self.book is not None else None
-
-    def _context(self) -> pd.DataFrame | None:
+    def _context(self) -> ContextIndex | None:
         """The configured book's portfolio context (none without a book: those features are missing)."""
-        return self.book.context if self.book is not None else None
+        return self.book.context_index if self.book is not None else None
 
-    def features_for_input(self, item: LoanInput) -> pd.DataFrame:
-        rows, errors = features_of_inputs([item], self._prices(), self.rule, self._context())
+    def features_for_input(self, item: LoanInput) -> dict[str, np.ndarray]:
+        """The feature columns of one request loan (`serving.loans.request_features`)."""
+        columns, _, errors = request_features([item], self._prices, self.rule, self._context())
         if errors:
             raise errors[0]
-        return rows
+        return columns
 
     def features_for_id(self, loan_id: str, as_of: str | None) -> pd.DataFrame:
         if self.book is None:
@@ -57,53 +59,62 @@ class ScoringRuntime:
         return features_of(book, loan_id, t, self.rule, self._context())
 
     # -------------------------------------------------------------------------------------- scoring
-    def _responses(self, rows: pd.DataFrame) -> list[ScoreResponse]:
-        scored = self.scorer.score(rows, reasons="all")
-        out = []
+    def _responses(self, loan_id: Sequence[str], as_of: Sequence[str], scored: dict) -> list[ScoreResponse]:
+        """Response models straight from the scorer's columns (`RiskScorer.score_columns`)."""
         k = self.scorer.top_k
-        for r in scored.itertuples(index=False):
-            d = r._asdict()
-            reasons = [
-                Reason(
-                    concept=d[f"reason_{i}_concept"],
-                    feature=d[f"reason_{i}_feature"],
-                    title=d[f"reason_{i}_title"],
-                    value=d[f"reason_{i}_value"],
-                    contribution=d[f"reason_{i}_contribution"],
-                    text=d[f"reason_{i}_text"],
-                )
-                for i in range(1, k + 1)
-                if d[f"reason_{i}_concept"] is not None
+        reasons = [
+            [
+                scored[f"reason_{i}_{key}"].tolist()
+                for key in ("concept", "feature", "title", "value", "contribution", "text")
             ]
+            for i in range(1, k + 1)
+        ]
+        cols = [scored[c].tolist() for c in ("pd", "grade", "watch_list", "tier", "raw_score")]
+        unknown = scored["unknown_categories"].tolist()
+        out = []
+        for r, (lid, t, pd_, grade, lst, tier, raw) in enumerate(zip(loan_id, as_of, *cols, strict=True)):
             out.append(
                 ScoreResponse(
                     model_name=self.scorer.model_name,
                     model_version=self.scorer.model_version,
-                    loan_id=d["loan_id"],
-                    as_of=f"{d['as_of']:%Y-%m}",
-                    pd=d["pd"],
-                    grade=int(d["grade"]),
-                    watch_list=d["watch_list"],
-                    tier=d["tier"],
-                    raw_score=d["raw_score"],
-                    reasons=reasons,
-                    unknown_categories=[u for u in d["unknown_categories"].split(";") if u],
+                    loan_id=lid,
+                    as_of=t,
+                    pd=pd_,
+                    grade=grade,
+                    watch_list=lst,
+                    tier=tier,
+                    raw_score=raw,
+                    reasons=[
+                        Reason(
+                            concept=c[r], feature=f[r], title=ti[r], value=v[r], contribution=w[r], text=tx[r]
+                        )
+                        for c, f, ti, v, w, tx in reasons
+                        if c[r] is not None
+                    ],
+                    unknown_categories=[u for u in unknown[r].split(";") if u],
                 )
             )
         return out
 
-    def _score_items(self, items: list[LoanInput]) -> list[ScoreResponse | BaseException]:
+    def _score_items(self, items: Sequence[LoanInput]) -> list[ScoreResponse | BaseException]:
         """Score many request loans in one pass; an item that cannot be scored gets its error."""
-        rows, errors = features_of_inputs(items, self._prices(), self.rule, self._context())
-        scored = iter(self._responses(rows)) if len(rows) else iter(())
-        return [errors[i] if i in errors else next(scored) for i in range(len(items))]
+        columns, good, errors = request_features(items, self._prices, self.rule, self._context())
+        responses: list[ScoreResponse] = []
+        if good:
+            scored = self.scorer.score_columns(columns, reasons="all")
+            as_of = [f"{m // 12:04d}-{m % 12 + 1:02d}" for m in columns["as_of"].tolist()]
+            responses = self._responses(columns["loan_id"].tolist(), as_of, scored)
+        scored_items = dict(zip(good, responses, strict=True))
+        return [errors[i] if i in errors else scored_items[i] for i in range(len(items))]
 
     def score_input(self, item: LoanInput) -> ScoreResponse:
         """One loan given in the request; concurrent calls are scored together (see MicroBatcher)."""
         return self._batcher.submit(item)
 
     def score_id(self, loan_id: str, as_of: str | None = None) -> ScoreResponse:
-        return self._responses(self.features_for_id(loan_id, as_of))[0]
+        rows = self.features_for_id(loan_id, as_of)
+        scored = self.scorer.score_columns(rows, reasons="all")
+        return self._responses(rows["loan_id"].tolist(), [f"{t:%Y-%m}" for t in rows["as_of"]], scored)[0]
 
     def score_batch(self, items: list[LoanInput]) -> BatchResponse:
         """Up to 1,000 loans in one call; any loan that cannot be scored fails the call, naming it."""
@@ -120,13 +131,15 @@ class ScoringRuntime:
             model_name=self.scorer.model_name, model_version=self.scorer.model_version, scores=results
         )
 
-    def explain(self, rows: pd.DataFrame) -> ExplainResponse:
+    def explain(self, rows: pd.DataFrame | dict[str, np.ndarray]) -> ExplainResponse:
+        """The full contribution vector of one feature row (a frame of one row, or one loan's columns)."""
         e = self.scorer.explain(rows)
+        as_of = rows["as_of"][0] if isinstance(rows, dict) else rows["as_of"].iloc[0]
         return ExplainResponse(
             model_name=self.scorer.model_name,
             model_version=self.scorer.model_version,
-            loan_id=str(rows["loan_id"].iloc[0]),
-            as_of=f"{rows['as_of'].iloc[0]:%Y-%m}",
+            loan_id=str(rows["loan_id"][0] if isinstance(rows, dict) else rows["loan_id"].iloc[0]),
+            as_of=_month_text(as_of),
             base_value=e.base_value,
             raw_score=e.raw_score,
             pd=float(self.scorer.bundle.pd_from_raw([e.raw_score])[0]),
@@ -151,3 +164,10 @@ class ScoringRuntime:
             features=b.features,
             book=self.book.source if self.book is not None else None,
         )
+
+
+def _month_text(t: object) -> str:
+    """YYYY-MM of a timestamp or a month index."""
+    if isinstance(t, (int, np.integer)):
+        return f"{int(t) // 12:04d}-{int(t) % 12 + 1:02d}"
+    return f"{t:%Y-%m}"
