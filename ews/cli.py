@@ -107,7 +107,7 @@ def _book(settings: Settings, book_dir: Path | None) -> Path:
 def _model(settings: Settings, model: str | None, default_alias: str | None = "champion"):
     """The `--model` reference, parsed (cheap; nothing loads). A bare NAME means NAME@`default_alias`
     (None: the newest version)."""
-    from model.registry import parse_ref
+    from model.ref import parse_ref
 
     if model is None and default_alias is not None:  # the settings' model and reference (EWS_MODEL_REF)
         ref = settings.model_ref

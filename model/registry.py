@@ -1,14 +1,12 @@
 """Naming and finding a registered model: one syntax for every command, one lookup in the MLflow registry.
 
-`NAME` (the champion), `NAME@alias` or `NAME:version`. Parsing is pure and cheap, so a command checks its
-arguments before anything heavy loads; resolving needs the registry.
+`NAME` (the champion), `NAME@alias` or `NAME:version`, parsed in `model.ref` (pure and cheap, so a
+command checks its arguments before anything heavy loads); resolving needs the registry.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -17,39 +15,21 @@ from mlflow.exceptions import MlflowException
 
 from model.bundle import ModelBundle
 from model.pyfunc import bundle_from_model_uri
+from model.ref import CHALLENGER, CHAMPION, ModelRef, parse_ref
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-_REF = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<alias>[A-Za-z][A-Za-z0-9_-]*)|:(?P<version>\d+))?$"
-)
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    name: str
-    alias: str | None = None
-    version: str | None = None
-
-    def __str__(self) -> str:
-        return self.name + (f"@{self.alias}" if self.alias else f":{self.version}" if self.version else "")
-
-    @property
-    def ref(self) -> str:
-        """The alias or version, as the service reports it."""
-        return self.version or self.alias or CHAMPION
-
-
-def parse_ref(text: str, default_alias: str | None = CHAMPION) -> ModelRef:
-    """`NAME`, `NAME@alias` or `NAME:version`; ValueError naming the expected form otherwise."""
-    m = _REF.match(text.strip()) if isinstance(text, str) else None
-    if not m:
-        raise ValueError(
-            f"--model {text!r} is not NAME, NAME@alias or NAME:version (e.g. loan-ews-pd-12m@champion)"
-        )
-    alias, version = m["alias"], m["version"]
-    return ModelRef(m["name"], alias or (None if version else default_alias), version)
+# the reference types are re-exported: a caller that resolves names them from here
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "ModelRef",
+    "ensure_experiment",
+    "load_bundle",
+    "parse_ref",
+    "require",
+    "resolve",
+]
 
 
 def resolve(client: MlflowClient, ref: ModelRef) -> str | None:

@@ -152,15 +152,16 @@ class Passed:
 
 
 def run_checks(settings: ServingSettings, host: str, port: int) -> Passed:
-    """Every check, cheapest first; `StartupError` at the first fault."""
-    from serving.runtime import ScoringRuntime
-
+    """Every check, cheapest first; `StartupError` at the first fault (a fault of the port, the store, the
+    users file or the book comes before anything heavy is imported)."""
     check_port(host, port)
     uri = settings.tracking_uri()
     check_store(uri)
     users = check_access(settings)
     book = check_book(settings.book) if settings.book is not None else None
     bundle = check_model(uri, settings.model_name, settings.model_ref)
+    from serving.runtime import ScoringRuntime
+
     try:  # what a worker builds from them
         ScoringRuntime(bundle, book, settings.model_ref, settings.top_k)
     except ValueError as e:

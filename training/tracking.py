@@ -137,10 +137,32 @@ def log_training(
                 artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
                 signature=signature,
                 input_example=X,
+                pip_requirements=model_requirements(),
                 registered_model_name=spec.name if register else None,
             )
         version = str(info.registered_model_version) if register and info.registered_model_version else None
         return run.info.run_id, version
+
+
+# what loading the bundle imports (model/ and features/); named, so MLflow does not infer them by importing
+# the model in a subprocess (seconds per logged model)
+MODEL_PACKAGES = (
+    "mlflow",
+    "lightgbm",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "scipy",
+    "numba",
+    "pydantic",
+    "pyyaml",
+)
+
+
+def model_requirements() -> list[str]:
+    """The logged model's pip requirements: each package the bundle needs, pinned to the version here."""
+    return [f"{p}=={metadata.version(p)}" for p in MODEL_PACKAGES]
 
 
 def _plots(result: TrainResult, folder: Path) -> None:

@@ -48,7 +48,9 @@ def test_train_logs_a_complete_run_and_registers_the_model(champion_store) -> No
         assert k in run.data.metrics, k
     # the master scale spreads the test window over most of its ten grades (a model that cannot rank
     # puts everyone in one or two), and the metric counts the grade table's populated rows
-    grades = pd.read_csv(client.download_artifacts(mv.run_id, "validation/calibration_by_grade.csv", str(root)))
+    grades = pd.read_csv(
+        client.download_artifacts(mv.run_id, "validation/calibration_by_grade.csv", str(root))
+    )
     assert run.data.metrics["test_grades_populated"] == (grades["count"] > 0).sum() >= 6
     names = {a.path for a in client.list_artifacts(mv.run_id, "validation")}
     assert {

@@ -104,7 +104,7 @@ def test_first_model_becomes_champion_then_worse_and_non_monotone_ones_are_refus
     weak = spec.model_copy(
         update={
             "features": ["product", "interest_rate"],
-            "lightgbm": spec.lightgbm.model_copy(update={"n_estimators": 100}),
+            "lightgbm": spec.lightgbm.model_copy(update={"n_estimators": 100, "folds": 1}),
         }
     )
     v2 = _register(train_model(weak, panel, win(weak)), weak, demo_book_dir, root)
@@ -117,7 +117,13 @@ def test_first_model_becomes_champion_then_worse_and_non_monotone_ones_are_refus
         update={
             "windows": spec.windows.model_copy(update={"train_months": 12}),
             "lightgbm": spec.lightgbm.model_copy(
-                update={"monotone": False, "num_leaves": 31, "min_child_samples": 50, "n_estimators": 200}
+                update={
+                    "monotone": False,
+                    "num_leaves": 31,
+                    "min_child_samples": 50,
+                    "n_estimators": 200,
+                    "folds": 1,
+                }
             ),
         }
     )
