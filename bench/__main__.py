@@ -127,6 +127,14 @@ def bench_train() -> None:
     )
 
 
+def bench_model_version(client) -> str:
+    """The newest default-spec version in the benchmark store, trained on the big book (`bench train`)
+    first if there is none."""
+    if not client.search_model_versions("name = 'loan-ews-pd-12m'"):
+        bench_train()
+    return str(max(int(v.version) for v in client.search_model_versions("name = 'loan-ews-pd-12m'")))
+
+
 def demo_champion(book: Path) -> dict[str, str]:
     """A store holding a champion trained on the demo-size book (trained and promoted once)."""
     store = (DATA / "mlflow-demo").resolve()
@@ -319,11 +327,7 @@ def bench_batch() -> None:
     env = bench_store()
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()
-    versions = client.search_model_versions("name = 'loan-ews-pd-12m'")
-    if not versions:
-        bench_train()
-        versions = client.search_model_versions("name = 'loan-ews-pd-12m'")
-    version = str(max(int(v.version) for v in versions))
+    version = bench_model_version(client)
 
     def score_book(folder: Path, out: Path) -> tuple[float, float, dict]:
         cmd = ["score-book", "--book", str(folder), "--as-of", "2025-12", "--out", str(out)]
@@ -378,9 +382,7 @@ def bench_big() -> None:
     env = bench_store()
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()
-    if not client.search_model_versions("name = 'loan-ews-pd-12m'"):
-        bench_train()
-    version = str(max(int(v.version) for v in client.search_model_versions("name = 'loan-ews-pd-12m'")))
+    version = bench_model_version(client)
     out = DATA / f"scores-{loans // 1000}k"
     dt, gib = run(
         f"ews score-book {book.name}",
@@ -428,11 +430,7 @@ def bench_shap() -> None:
     book = ensure_book(BIG_LOANS)
     mlflow.set_tracking_uri(bench_store()["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()
-    versions = client.search_model_versions("name = 'loan-ews-pd-12m'")
-    if not versions:
-        bench_train()
-        versions = client.search_model_versions("name = 'loan-ews-pd-12m'")
-    version = str(max(int(v.version) for v in versions))
+    version = bench_model_version(client)
     bundle = load_model("loan-ews-pd-12m", version)
     booster = bundle.booster
     feats = pd.concat(

@@ -868,6 +868,7 @@ def score_book_cmd(
     with a one-line message (unusable book, no rows at the as-of month, too many rejects, no model, a
     write error): nothing written, the previous outputs stay."""
     from features.book import book_fingerprint
+    from features.stability import PSI_SHIFTED
     from model.registry import CHALLENGER, ModelRef, load_bundle, require, resolve
     from serving.batch import BatchConfig, log_batch_run, parse_as_of, run_key, score_book
     from serving.scorer import RiskScorer
@@ -924,7 +925,7 @@ def score_book_cmd(
         f"new {wl['new']}, tier up {wl['tier_up']}, tier down {wl['tier_down']}, left {wl['left_the_list']}"
     )
     shifted = ", ".join(summary["psi"]["shifted_above_0.25"]) or "none"
-    out.print(f"score PSI {summary['psi']['score']:.4f}; features shifted (PSI > 0.25): {shifted}")
+    out.print(f"score PSI {summary['psi']['score']:.4f}; features shifted (PSI > {PSI_SHIFTED}): {shifted}")
     if summary["shadow"]:
         sh = summary["shadow"]
         out.print(

@@ -71,7 +71,9 @@ BORROWERS = Table(
     columns=(
         Column("borrower_id", "str", description="Unique borrower id."),
         Column("borrower_type", "str", allowed=BORROWER_TYPES, description="Kind of borrower."),
-        Column("birth_year", "int", nullable=True, min=1900, description="Year of birth."),
+        Column(
+            "birth_year", "int", nullable=True, min=1900, max_exclusive=2101, description="Year of birth."
+        ),
         Column("industry", "str", nullable=True, description="Industry of the business or employer."),
         Column("years_in_business", "float", nullable=True, min=0, description="Years the business has run."),
         Column("annual_income", "float", nullable=True, min=0, description="Declared annual income."),
@@ -117,6 +119,7 @@ COLLATERAL = Table(
         Column("appraisal_date", "date", description="Date of the appraisal."),
         Column("prior_lien_balance", "float", min=0, description="Debt ranking ahead of this lender."),
     ),
+    defaults={"prior_lien_balance": 0.0},  # none recorded: no lien ahead (a first-lien-only book)
 )
 
 HOUSE_PRICES = Table(

@@ -69,8 +69,11 @@ def psi(reference: dict, values: pd.Series | np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+PSI_WATCH, PSI_SHIFTED = 0.10, 0.25  # the industry's PSI bands (DESIGN.md §6), the one place they live
+
+
 def psi_band(value: float) -> str:
-    """< 0.10 stable, 0.10-0.25 watch, > 0.25 shifted (DESIGN.md §6)."""
+    """< PSI_WATCH stable, up to PSI_SHIFTED watch, above it shifted."""
     if np.isnan(value):
         return "n/a"
-    return "stable" if value < 0.10 else ("watch" if value <= 0.25 else "shifted")
+    return "stable" if value < PSI_WATCH else ("watch" if value <= PSI_SHIFTED else "shifted")

@@ -39,7 +39,6 @@ from features.schema import (
     TABLES,
 )
 
-MAX_HISTORY = HISTORY_MONTHS  # the rows the feature builder reads: the service needs no more
 MAX_BATCH = 1000
 MAX_ID_CHARS = 64
 MAX_TEXT_CHARS = 200
@@ -143,7 +142,7 @@ class _Strict(BaseModel):
 class Borrower(_Strict):
     borrower_id: Id = col("borrowers", "borrower_id")
     borrower_type: BorrowerType = col("borrowers", "borrower_type")
-    birth_year: int | None = col("borrowers", "birth_year", le=2100)
+    birth_year: int | None = col("borrowers", "birth_year")
     industry: Text | None = col("borrowers", "industry")
     years_in_business: float | None = col("borrowers", "years_in_business")
     annual_income: float | None = col("borrowers", "annual_income")
@@ -172,7 +171,7 @@ class Collateral(_Strict):
     city: Text = col("collateral", "city")
     appraisal_value: float = col("collateral", "appraisal_value")
     appraisal_date: Date = col("collateral", "appraisal_date")
-    prior_lien_balance: float = col("collateral", "prior_lien_balance", "Default 0.", default=0.0)
+    prior_lien_balance: float = col("collateral", "prior_lien_balance", "Default 0.")
 
 
 class PerformanceRow(_Strict):
@@ -249,12 +248,12 @@ class LoanInput(_Strict):
     collateral: Collateral | None = Field(None, description="The pledged property (secured loans).")
     performance: list[PerformanceRow] = Field(
         min_length=1,
-        max_length=MAX_HISTORY,
-        description=f"The loan's monthly rows in month order, the last {MAX_HISTORY} months up to as_of.",
+        max_length=HISTORY_MONTHS,
+        description=f"The loan's monthly rows in month order, the last {HISTORY_MONTHS} months up to as_of.",
     )
     house_prices: list[HousePrice] | None = Field(
         None,
-        max_length=10 * MAX_HISTORY,
+        max_length=10 * HISTORY_MONTHS,
         description="House price index of the collateral's city, months in order; if absent, the "
         "configured book's series.",
     )

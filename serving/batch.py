@@ -44,7 +44,7 @@ from features.build import build_features
 from features.chunks import book_context, iter_book_chunks
 from features.labels import LabelRule
 from features.months import as_month
-from features.stability import psi
+from features.stability import PSI_SHIFTED, psi
 from features.validation import check_reject_share
 from model.bundle import LISTS
 from serving.outputs import publish, recover
@@ -52,7 +52,6 @@ from serving.scorer import RiskScorer
 
 log = logging.getLogger(__name__)
 
-PSI_SHIFTED = 0.25
 FLAGGED = ("red", "amber")
 TIER_RANK = {"green": 0, "amber": 1, "red": 2}
 T = TypeVar("T")

@@ -23,6 +23,16 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def _restore_mlflow_tracking_uri():
+    """The CLI sets MLflow's global tracking URI (ews.cli._tracking); every test gets the one it found."""
+    import mlflow
+
+    prev = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(prev)
+
+
 @pytest.fixture(scope="session")
 def demo_generated() -> Generated:
     """The demo-size book (20,000 loans x 48 months, seed 7) with its oracle, in memory."""

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
-from features.stability import psi_band
+from features.stability import PSI_WATCH, psi_band
 from model.spec import ModelSpec
 from training.fit import TrainResult
 
@@ -63,8 +63,9 @@ def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_vers
         else "No oracle (not a generated book, or no exact oracle for this label)."
     )
     psis = {k: v for k, v in ev.psi.items() if pd.notna(v)}
-    shifted = sorted(((v, k) for k, v in psis.items() if v > 0.10), reverse=True)
-    shifted_txt = ", ".join(f"{k} {v:.3f} ({psi_band(v)})" for v, k in shifted) or "none above 0.10"
+    shifted = sorted(((v, k) for k, v in psis.items() if v > PSI_WATCH), reverse=True)
+    none = f"none above {PSI_WATCH:.2f}"
+    shifted_txt = ", ".join(f"{k} {v:.3f} ({psi_band(v)})" for v, k in shifted) or none
     bad = [f for f, ok in ev.monotonicity.items() if not ok]
     lead = (
         f"{m['lead_flagged_share']:.1%} of test-window defaulters were flagged red or amber before they "
@@ -168,7 +169,7 @@ Jeffreys test at 5%. Observed vs expected defaults by grade:
 Score PSI on the test window: {m["score_psi"]:.4f} against the calibration window
 ({psi_band(m["score_psi"])}),
 {m["score_psi_train"]:.4f} against the training window ({psi_band(m["score_psi_train"])}).
-Features with PSI above 0.10 against training: {shifted_txt}.
+Features with PSI above {PSI_WATCH:.2f} against training: {shifted_txt}.
 
 ## Monotonicity
 {"Every declared risk direction holds in the fitted model." if not bad else f"FAILS for: {', '.join(bad)}"}

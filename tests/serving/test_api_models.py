@@ -14,7 +14,6 @@ from features.schema import TABLES
 from serving.api_models import (
     EXAMPLE_LOAN,
     INT64_MAX,
-    MAX_HISTORY,
     Borrower,
     Collateral,
     HousePrice,
@@ -53,6 +52,11 @@ def test_request_models_follow_the_book_contract(table: str) -> None:
             continue
         schema, nullable = _prop(model, c.name)
         assert nullable == c.nullable, f"{table}.{c.name}: nullable"
+        field = model.model_fields[c.name]
+        # required exactly when the contract has no null and no default; the default is the contract's
+        assert field.is_required() == (not c.nullable and c.name not in spec.defaults), f"{c.name}: required"
+        if c.name in spec.defaults:
+            assert field.default == spec.defaults[c.name], f"{table}.{c.name}: default"
         if c.kind == "bool":
             assert schema["type"] == "boolean"
             continue
@@ -62,12 +66,13 @@ def test_request_models_follow_the_book_contract(table: str) -> None:
         assert schema.get("exclusiveMinimum") == c.min_exclusive, f"{table}.{c.name}: min_exclusive"
         assert schema.get("exclusiveMaximum") == c.max_exclusive, f"{table}.{c.name}: max_exclusive"
         if c.kind == "int" and not c.allowed:
-            assert schema["maximum"] <= INT64_MAX
+            assert schema["maximum"] == INT64_MAX, f"{table}.{c.name}: no bound beyond the contract's"
+        else:
+            assert "maximum" not in schema, f"{table}.{c.name}: no bound beyond the contract's"
         assert c.description.rstrip(".") in model.model_fields[c.name].description
 
 
 def test_history_length_is_the_feature_builders() -> None:
-    assert MAX_HISTORY == HISTORY_MONTHS
     assert LoanInput.model_json_schema()["properties"]["performance"]["maxItems"] == HISTORY_MONTHS
 
 

@@ -1,0 +1,75 @@
+"""`ews features build` streams a book by loan partitions and writes the same panel as the in-memory
+builder, with its label rule, oracle and book context; a bad month range fails with one line."""
+
+from __future__ import annotations
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from ews.cli import app
+from features.context import context_table
+from features.labels import LabelRule
+from training.panel import build_panel, month_range
+
+runner = CliRunner()
+
+
+def test_features_build_writes_the_in_memory_panel_in_partitions(
+    small_book_dir, small_generated, tmp_path
+) -> None:
+    out = tmp_path / "panel.parquet"
+    res = runner.invoke(
+        app,
+        [
+            "features",
+            "build",
+            "--book",
+            str(small_book_dir),
+            "--from",
+            "2024-01",
+            "--to",
+            "2024-06",
+            "--horizon",
+            "6",
+            "--dpd",
+            "30",
+            "--chunk-loans",
+            "400",  # several partitions of a 1,500-loan book
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    got = pd.read_parquet(out).sort_values(["as_of", "loan_id"], ignore_index=True)
+    assert f"wrote {out}: {len(got):,} rows over 6 as-of months" in " ".join(res.output.split())
+
+    b = small_generated.book
+    want = build_panel(
+        b,
+        month_range("2024-01", "2024-06"),
+        LabelRule(30, 3),
+        6,
+        small_generated.oracle,
+        context_table(b.performance, b.loans, b.borrowers),
+    ).sort_values(["as_of", "loan_id"], ignore_index=True)
+    assert len(got) == len(want) > 1000 and set(want.columns) <= set(got.columns)
+    assert got["label"].isin([0, 1, -1]).all() and got["label"].eq(1).any()
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False, check_categorical=False)
+
+
+def test_features_build_refuses_a_bad_month_with_one_line(small_book_dir, tmp_path) -> None:
+    res = runner.invoke(
+        app,
+        [
+            "features",
+            "build",
+            "--book",
+            str(small_book_dir),
+            "--from",
+            "2023-13",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+    )
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert not (tmp_path / "p").exists()
