@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from features.book import Book
 from features.generate.oracle import oracle_column
@@ -59,4 +58,6 @@ def oracle_auc(book: Book, oracle: pd.DataFrame, rule: LabelRule, horizon: int) 
     )
     if snaps["label"].nunique() < 2:
         return float("nan")
+    from sklearn.metrics import roc_auc_score  # only here: the feature kernel stays free of sklearn
+
     return float(roc_auc_score(snaps["label"], snaps[col]))

@@ -44,3 +44,22 @@ def test_checker_detects_a_forbidden_import(tmp_path: Path) -> None:
     f = tmp_path / "x.py"
     f.write_text("import os\nfrom serving.scorer import RiskScorer\n")
     assert "serving" in imported_top_levels(f)
+
+
+def test_the_feature_kernel_loads_no_model_library() -> None:
+    """Importing every module of features/ (what the service's and the batch's feature path need) loads
+    none of LightGBM, scikit-learn, SciPy or MLflow: a fresh interpreter says which it found."""
+    import subprocess
+    import sys
+
+    mods = sorted(
+        ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for f in (ROOT / "features").rglob("*.py")
+    )
+    code = (
+        "import importlib, sys\n"
+        f"for m in {mods!r}: importlib.import_module(m)\n"
+        "print(sorted({'lightgbm', 'sklearn', 'scipy', 'mlflow'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
