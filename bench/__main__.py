@@ -188,10 +188,12 @@ def running_server(book: Path, env: dict[str, str]) -> Iterator[tuple[str, subpr
         proc.wait(60)
 
 
-def load(base: str, bodies_file: Path, key: str, concurrency: int, *args: str) -> dict:
-    """Run `bench.load` in its own process against /score; its JSON summary."""
+def load(
+    base: str, bodies_file: Path, key: str, concurrency: int, *args: str, endpoint: str = "/score"
+) -> dict:
+    """Run `bench.load` in its own process against `base + endpoint`; its JSON summary."""
     res = subprocess.run(
-        [sys.executable, "-m", "bench.load", f"{base}/score", str(bodies_file), str(concurrency), *args],
+        [sys.executable, "-m", "bench.load", f"{base}{endpoint}", str(bodies_file), str(concurrency), *args],
         capture_output=True,
         text=True,
         check=True,
@@ -245,8 +247,19 @@ def bench_serve() -> None:
         f"in-process ScoringRuntime.score_input: p50 {np.percentile(inproc, 50):6.2f} ms   "
         f"p99 {np.percentile(inproc, 99):6.2f} ms"
     )
+    batch = items[:16]
+    t = time.perf_counter()
+    for _ in range(20):
+        rt._score_items(batch)  # what the micro-batcher runs for 16 concurrent requests
+    batched = 20 * len(batch) / (time.perf_counter() - t)
+    print(f"in-process, 16 loans per scoring call (the micro-batcher's pass): {batched:,.0f} loans/s")
     key = bench_key(env)
     with running_server(book, env) as (base, _):
+        ceiling = load(f"{base}/livez", Path("-"), key, 16, "3200", "--get", endpoint="")
+        print(
+            f"HTTP ceiling, GET /livez (no scoring, same server and client) at concurrency 16: "
+            f"{ceiling['rate']:7.1f} requests/s"
+        )
         for conc, n in ((1, 300), (16, 1600)):
             r = load(base, bodies_file, key, conc, str(n))
             print(
@@ -333,7 +346,7 @@ def bench_batch() -> None:
         cmd = ["score-book", "--book", str(folder), "--as-of", "2025-12", "--out", str(out)]
         dt, gib = run(
             f"ews score-book {folder.name} --reasons all",
-            [*EWS, *cmd, "--model", f"loan-ews-pd-12m@{version}"],
+            [*EWS, *cmd, "--model", f"loan-ews-pd-12m:{version}"],
             env=env,
         )
         exp = client.get_experiment_by_name("loan-ews-batch")
@@ -396,7 +409,7 @@ def bench_big() -> None:
             "--out",
             str(out),
             "--model",
-            f"loan-ews-pd-12m@{version}",
+            f"loan-ews-pd-12m:{version}",
         ],
         env=env,
     )

@@ -3,6 +3,7 @@
 python -m bench.load URL BODIES.json CONCURRENCY REQUESTS          # closed loop, a fixed count
 python -m bench.load URL BODIES.json CONCURRENCY --seconds S       # closed loop for S seconds
 python -m bench.load URL BODIES.json CONCURRENCY --seconds S --rate R   # open loop at R requests/s
+python -m bench.load URL - CONCURRENCY REQUESTS --get               # GET URL: the HTTP stack's ceiling
 
 Prints one JSON line: requests, errors by status, p50, p99, rate. The API key is read from EWS_BENCH_KEY
 (never from the command line, which other users of the host can read). At a fixed rate each request has
@@ -24,10 +25,19 @@ import numpy as np
 
 
 def main(
-    url: str, bodies_file: str, concurrency: int, n: int | None, seconds: float | None, rate: float | None
+    url: str,
+    bodies_file: str,
+    concurrency: int,
+    n: int | None,
+    seconds: float | None,
+    rate: float | None,
+    get: bool = False,
 ) -> None:
-    with open(bodies_file) as f:
-        bodies = json.load(f)
+    if get:
+        bodies = [None]
+    else:
+        with open(bodies_file) as f:
+            bodies = json.load(f)
     headers = (
         {"authorization": f"Bearer {os.environ['EWS_BENCH_KEY']}"} if os.environ.get("EWS_BENCH_KEY") else {}
     )
@@ -39,7 +49,7 @@ def main(
     # warm-up (connections, first-call costs), not measured
     with httpx.Client(timeout=30, headers=headers) as c:
         for b in bodies[:10]:
-            c.post(url, json={"loan": b})
+            c.get(url) if get else c.post(url, json={"loan": b})
     t0 = time.perf_counter()
     end = t0 + seconds if seconds is not None else float("inf")
 
@@ -56,7 +66,8 @@ def main(
                 if rate:
                     time.sleep(max(0.0, start - time.perf_counter()))
                 try:
-                    code = c.post(url, json={"loan": bodies[i % len(bodies)]}).status_code
+                    r = c.get(url) if get else c.post(url, json={"loan": bodies[i % len(bodies)]})
+                    code = r.status_code
                 except httpx.HTTPError as e:
                     code = type(e).__name__
                 dt = time.perf_counter() - start
@@ -93,7 +104,8 @@ if __name__ == "__main__":
     p.add_argument("requests", type=int, nargs="?")
     p.add_argument("--seconds", type=float)
     p.add_argument("--rate", type=float)
+    p.add_argument("--get", action="store_true", help="GET the URL instead of posting bodies")
     a = p.parse_args()
     if (a.requests is None) == (a.seconds is None):
         p.error("give REQUESTS or --seconds")
-    main(a.url, a.bodies, a.concurrency, a.requests, a.seconds, a.rate)
+    main(a.url, a.bodies, a.concurrency, a.requests, a.seconds, a.rate, a.get)

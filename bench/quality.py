@@ -27,9 +27,10 @@ def trained_on(n_loans: int, months: int, seed: int, profile_name: str, spec_pat
     """Generate a book, build its panel with the book's own context, train the spec out of time."""
     from features.context import context_table
     from features.generate import generate_book, profile
+    from features.months import month_range
     from model.spec import load_spec, resolve_windows
     from training.fit import train_model
-    from training.panel import build_panel, month_range
+    from training.panel import build_panel
 
     g = generate_book(n_loans, months, seed, profile(profile_name))
     book = g.book

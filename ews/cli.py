@@ -240,6 +240,7 @@ def book_summary(
     import pandas as pd
 
     from features.labels import LabelRule
+    from features.months import add_months
     from features.summary import default_rates, oracle_auc
     from features.validation import load_book
 
@@ -266,7 +267,7 @@ def book_summary(
     n = int(rates["all"]["snapshots"].iloc[0])
     label = f"{horizon}-month {dpd}+ DPD default rate of performing loans"
     if n == 0:
-        last_labelled = perf["month"].max() - pd.DateOffset(months=horizon)
+        last_labelled = add_months(perf["month"].max(), -horizon)
         out.print(
             f"{label}: no performing loan-month has its whole {horizon}-month window inside the book "
             f"(it would have to be at or before {last_labelled:%Y-%m}); try a shorter --horizon"
@@ -308,7 +309,8 @@ def features_build(
 ) -> None:
     """Write the panel: one row per performing (loan, as-of month) with features, label and oracle PD."""
     from features.labels import LabelRule
-    from training.panel import month_range, write_panel
+    from features.months import month_range
+    from training.panel import write_panel
 
     settings: Settings = ctx.obj
     folder = _book(settings, book_dir)
@@ -385,9 +387,9 @@ def train(
     ] = 0,
 ) -> None:
     """Build the panel, fit and calibrate LightGBM, validate out of time, log to MLflow and register."""
+    from features.months import month_range
     from model.spec import load_spec, resolve_windows
     from training.fit import train_model
-    from training.panel import month_range
     from training.tracking import log_training
     from training.tune import tune
 
@@ -465,9 +467,9 @@ def promote_cmd(ctx: typer.Context, model: ModelOpt = None, book_dir: BookOpt = 
     import getpass
 
     from features.book import book_fingerprint
+    from features.months import month_range
     from model.registry import require
     from model.spec import resolve_windows
-    from training.panel import month_range
     from training.registry import promote
 
     settings: Settings = ctx.obj

@@ -30,3 +30,22 @@ def as_month(value) -> pd.Timestamp:
     """A month given as '2024-06', a date or a timestamp, as the first day of that month."""
     ts = pd.Timestamp(value)
     return pd.Timestamp(year=ts.year, month=ts.month, day=1)
+
+
+def month_number(d) -> int:
+    """The month index of one date (a date, datetime or Timestamp), without building an index: the
+    service's one-loan path calls this per performance row."""
+    return d.year * 12 + d.month - 1
+
+
+def add_months(value, n: int) -> pd.Timestamp:
+    """The first day of the month `n` months after (before, when negative) the month of `value`."""
+    return index_to_month([month_number(as_month(value)) + n])[0]
+
+
+def month_range(start, end) -> list[pd.Timestamp]:
+    """Every month from `start` to `end` inclusive (first days); ValueError when it ends before it starts."""
+    a, b = as_month(start), as_month(end)
+    if b < a:
+        raise ValueError(f"as-of range ends ({b:%Y-%m}) before it starts ({a:%Y-%m})")
+    return list(pd.date_range(a, b, freq="MS"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
 from functools import cached_property
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from features.build import (
 from features.catalog import HISTORY_MONTHS
 from features.context import ContextIndex, context_table
 from features.labels import LabelRule, cells_of_codes
-from features.months import as_month, index_to_month, month_index
+from features.months import add_months, as_month, index_to_month, month_index, month_number
 from features.schema import TABLES
 from features.validation import DEFAULT_MAX_REJECT_SHARE, load_book
 from serving.api_models import HousePrice, LoanInput
@@ -65,7 +64,7 @@ class InputError(Exception):
 
 
 def _window(perf: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    first = as_of - pd.DateOffset(months=HISTORY_MONTHS - 1)
+    first = add_months(as_of, -(HISTORY_MONTHS - 1))
     return perf[(perf["month"] <= as_of) & (perf["month"] >= first)]
 
 
@@ -84,11 +83,6 @@ def features_of(
         state = (last["status"].iloc[0], int(last["days_past_due"].iloc[0])) if len(last) else None
         raise _not_performing(loan_id, as_of, state, rule)
     return row
-
-
-def _month(d: date) -> int:
-    """The month index (`features.months`) of a date."""
-    return d.year * 12 + d.month - 1
 
 
 def _nan(v: float | None) -> float:
@@ -115,10 +109,10 @@ def request_arrays(
     as_of = np.empty(n, dtype=np.int64)
     for k, it in enumerate(items):
         b, loan, coll = it.borrower, it.loan, it.collateral
-        t = _month(it.as_of if it.as_of is not None else it.performance[-1].month)
+        t = month_number(it.as_of if it.as_of is not None else it.performance[-1].month)
         as_of[k] = t
         for r in it.performance:
-            m = _month(r.month)
+            m = month_number(r.month)
             if t - HISTORY_MONTHS < m <= t:
                 rows["loan"].append(k)
                 rows["month"].append(m)
@@ -147,7 +141,7 @@ def request_arrays(
         s["city_tier"].append(loan.city_tier)
         s["city"].append(city)
         s["funding_partner"].append("none" if loan.funding_partner is None else loan.funding_partner)
-        s["origination_month"].append(_month(loan.origination_date))
+        s["origination_month"].append(month_number(loan.origination_date))
         s["term_months"].append(loan.term_months)
         s["principal"].append(loan.principal)
         s["interest_rate"].append(loan.interest_rate)
@@ -162,7 +156,7 @@ def request_arrays(
         s["property_type"].append(None if coll is None else coll.property_type)
         s["collateral_city"].append(coll_city)
         s["appraisal_value"].append(np.nan if coll is None else coll.appraisal_value)
-        s["appraisal_month"].append(_month(coll.appraisal_date) if coll is not None else _NO_APPRAISAL)
+        s["appraisal_month"].append(month_number(coll.appraisal_date) if coll is not None else _NO_APPRAISAL)
         s["prior_lien_balance"].append(np.nan if coll is None else coll.prior_lien_balance)
     perf = PerformanceArrays(
         loan=np.array(rows["loan"], dtype=np.int64),
@@ -227,7 +221,7 @@ class PriceSeries:
         levels: list[np.ndarray] = []
         for key, series in own:
             keys += [key] * len(series)
-            months.append(np.array([_month(h.month) for h in series], dtype=np.int64))
+            months.append(np.array([month_number(h.month) for h in series], dtype=np.int64))
             levels.append(np.array([h.index for h in series], dtype=float))
         for city in cities:
             if city in self._series:
@@ -266,7 +260,7 @@ def request_features(
 def _row_at(item: LoanInput, month: int) -> tuple[str, int] | None:
     """(status, days past due) of the item's row for a month index, if it has one."""
     for r in item.performance:
-        if _month(r.month) == month:
+        if month_number(r.month) == month:
             return r.status, r.days_past_due
     return None
 

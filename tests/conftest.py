@@ -82,9 +82,10 @@ def demo_context(demo_generated):
 @pytest.fixture(scope="session")
 def demo_trained(demo_generated, demo_context):
     """The default spec trained once on the demo book's panel in memory: (spec, panel, TrainResult)."""
+    from features.months import month_range
     from model.spec import load_spec, resolve_windows
     from training.fit import train_model
-    from training.panel import build_panel, month_range
+    from training.panel import build_panel
 
     book = demo_generated.book
     spec = load_spec("models/pd_90d_12m.yaml")

@@ -20,20 +20,12 @@ from features.catalog import FEATURES
 from features.chunks import book_context, iter_book_chunks
 from features.generate import oracle_column
 from features.labels import LabelRule, label_snapshots
-from features.months import as_month
 from features.validation import check_reject_share
 
 log = logging.getLogger(__name__)
 
 ORACLE_COL = "oracle_pd"
 TTD_COL = "months_to_default"  # months from the as-of month to the default event, for labelled defaults
-
-
-def month_range(start: str | pd.Timestamp, end: str | pd.Timestamp) -> list[pd.Timestamp]:
-    a, b = as_month(start), as_month(end)
-    if b < a:
-        raise ValueError(f"as-of range ends ({b:%Y-%m}) before it starts ({a:%Y-%m})")
-    return list(pd.date_range(a, b, freq="MS"))
 
 
 def panel_schema() -> pa.Schema:

@@ -26,7 +26,7 @@ from features.generate.oracle import ORACLE_HORIZONS, ORACLE_THRESHOLDS, oracle,
 from features.generate.params import CITIES_WITHOUT_HPI, PROFILES, GeneratorParams, profile
 from features.generate.scenario import Scenario, make_scenario
 from features.generate.simulate import performance_frame, reporting_gaps, simulate
-from features.months import index_to_month
+from features.months import index_to_month, month_number
 from features.schema import SCHEMA_VERSION
 
 __all__ = [
@@ -69,7 +69,7 @@ def generate_book(
         raise ValueError("the scenario must extend past the window by more than the longest horizon")
     rng = np.random.default_rng(seed)
     end = pd.Timestamp(p.end_month + "-01")
-    window_end = end.year * 12 + end.month - 1
+    window_end = month_number(end)
     window_start = window_end - n_months + 1
     sc = make_scenario(
         rng, window_start - PRE_MONTHS, PRE_MONTHS + n_months + POST_MONTHS, window_start, n_months, p

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from ews.cli import app
 from features.context import context_table
 from features.labels import LabelRule
-from training.panel import build_panel, month_range
+from features.months import month_range
+from training.panel import build_panel
 
 runner = CliRunner()
 

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from ews.cli import app
 from features.book import write_book
 from features.generate import generate_book, profile
+from features.months import month_range
 from model.pyfunc import bundle_from_model_uri
-from training.panel import build_panel, month_range
+from training.panel import build_panel
 
 runner = CliRunner()
 

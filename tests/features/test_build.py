@@ -19,7 +19,8 @@ from features.catalog import FEATURE_NAMES, HISTORY_MONTHS
 from features.context import context_table
 from features.generate import CITIES_WITHOUT_HPI
 from features.labels import LabelRule
-from training.panel import iter_panel_chunks, month_range
+from features.months import month_range
+from training.panel import iter_panel_chunks
 
 PROP = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
