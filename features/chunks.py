@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from features.book import find_table_file, isin, read_parquet, read_raw_tables, read_table_columns
+from features.months import month_index, month_number
 from features.validation import ValidationReport, validate_tables
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,13 @@ def _subset(df: pd.DataFrame | None, key: str, values: pd.Series | None) -> pd.D
     return df[isin(df[key], values.dropna())]
 
 
-def book_context(folder: str | Path) -> pd.DataFrame:
+def book_context(folder: str | Path, as_of: pd.Timestamp | None = None) -> pd.DataFrame:
     """The book's portfolio context table (`features.context`), from one read of the four columns it needs.
+    With `as_of` (the batch's one month), only the rows the rates at that month look back on are used:
+    the same values at `as_of`, a fraction of the work on a long book.
 
     Rows that do not parse are ignored here; the loans they belong to are set aside by validation."""
-    from features.context import context_table
+    from features.context import LOOKBACK_MONTHS, context_table
 
     folder = Path(folder)
     static, _ = read_raw_tables(folder, ("borrowers", "loans"))
@@ -108,6 +111,10 @@ def book_context(folder: str | Path) -> pd.DataFrame:
     for c in CONTEXT_COLUMNS:
         if c not in perf.columns:
             perf[c] = pd.NA
+    if as_of is not None:
+        m = month_index(pd.to_datetime(perf["month"], errors="coerce"))
+        t = month_number(as_of)
+        perf = perf[(m >= t - LOOKBACK_MONTHS) & (m <= t)]
     loans, borrowers = static["loans"], static["borrowers"]
     for df, cols in ((loans, ("loan_id", "borrower_id")), (borrowers, ("borrower_id", "industry"))):
         for c in cols:

@@ -26,6 +26,10 @@ CONTEXT_FEATURES = (
 BOOK_FEATURES = CONTEXT_FEATURES[:4]  # the book-wide rates (the rest are the borrower's industry's)
 NO_INDUSTRY = "(none)"
 MIN_LOANS = 30  # a segment-month with fewer open loans has no rate (too noisy to mean anything)
+# how far back the rates at month t reach: the 6-month change of the arrears rate (t-6), the 3-month change
+# of a 3-month roll rate (t-3 back to t-5, each against its previous month's state, t-6); kept generous,
+# so a table over the months [t - LOOKBACK_MONTHS, t] has exactly the full table's values at t
+LOOKBACK_MONTHS = 12
 
 
 def context_table(performance: pd.DataFrame, loans: pd.DataFrame, borrowers: pd.DataFrame) -> pd.DataFrame:

@@ -235,7 +235,7 @@ def score_book(
     check_usable(cfg)
     t0 = time.perf_counter()
     rule = scorer.bundle.model_spec.label.rule
-    context = book_context(cfg.book_dir)
+    context = book_context(cfg.book_dir, cfg.as_of)
     n_loans = _count_loans(cfg.book_dir)
     scored_parts, feature_parts, reject_parts, shadow_parts = [], [], [], []
     counts = {

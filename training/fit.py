@@ -182,15 +182,19 @@ def fit_model(
     cal_loans: pd.Series,
 ) -> tuple[lgb.Booster, np.ndarray, list[int]]:
     """The model's booster, each calibration row's out-of-fold raw score (for the calibrator), and the
-    boosting rounds of each member: cross-fitted over `spec.lightgbm.folds` folds of loans (merged into
-    one booster), or a single booster early-stopped on the calibration data."""
+    boosting rounds of each member: cross-fitted over `spec.lightgbm.folds` folds of loans (each member
+    fits the other folds' training and calibration rows; merged into one booster), or a single booster
+    fitted on the training rows and early-stopped on the calibration data."""
     k = spec.lightgbm.folds
     if k == 1:
         b = fit_booster(spec, names, X_tr, y_tr, X_cal, y_cal)
         return b, b.predict(X_cal, raw_score=True), [int(b.best_iteration or b.current_iteration())]
 
-    def fit(tr: np.ndarray, cal: np.ndarray) -> lgb.Booster:
-        return fit_booster(spec, names, X_tr[tr], y_tr[tr], X_cal[cal], y_cal[cal])
+    X_all = pd.concat([X_tr, X_cal], ignore_index=True)
+    y_all = np.concatenate([y_tr, y_cal])
+
+    def fit(rows: np.ndarray, stop: np.ndarray) -> lgb.Booster:
+        return fit_booster(spec, names, X_all[rows], y_all[rows], X_cal[stop], y_cal[stop])
 
     members, fold = ensemble.cross_fit(fit, train_loans, cal_loans, k, spec.seed)
     oof = np.empty(len(y_cal))

@@ -42,3 +42,20 @@ def test_the_context_of_a_folder_is_the_context_of_the_book(small_generated, sma
     pd.testing.assert_frame_equal(
         book_context(small_book_dir), context_table(b.performance, b.loans, b.borrowers)
     )
+
+
+def test_the_context_at_one_month_reads_only_its_look_back_and_gives_the_same_rates(
+    small_generated, small_book_dir
+) -> None:
+    """The batch's context (one as-of month): the same values at that month as the whole book's table,
+    for a month deep in the book and for its last month; earlier months are not all there."""
+    b = small_generated.book
+    full = context_table(b.performance, b.loans, b.borrowers)
+    for as_of in (pd.Timestamp("2025-01-01"), b.last_month):
+        t = as_of.year * 12 + as_of.month - 1
+        part = book_context(small_book_dir, as_of)
+        assert part["m"].min() >= t - 12 and part["m"].max() == t and len(part) < len(full)
+        want = full[full["m"] == t].reset_index(drop=True)
+        got = part[part["m"] == t].reset_index(drop=True)
+        assert want["book_roll_rate_change_3m"].notna().all()  # the longest look-back has a value
+        pd.testing.assert_frame_equal(got, want)
