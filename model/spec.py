@@ -130,6 +130,8 @@ class GateSpec(_Strict):
     min_distinct_pds: int = 50
     max_watchlist_over_capacity: float = 1.5  # flagged share on the calibration window / capacity
     min_tuned_auc: float = 0.5
+    # on a generated book: an AUC this far above the oracle's (the true PD's) on the same rows is a leak
+    max_auc_over_oracle: float = 0.005
 
 
 class ModelSpec(_Strict):

@@ -130,8 +130,10 @@ def _quick_spec(spec, **lgb):
     """The default spec with a short train window and capped trees: same code path, seconds to fit."""
     return spec.model_copy(
         update={
-            "windows": spec.windows.model_copy(update={"train_months": 6}),
-            "lightgbm": spec.lightgbm.model_copy(update={"n_estimators": 150, **lgb}),
+            "windows": spec.windows.model_copy(update={"train_months": 3}),
+            "lightgbm": spec.lightgbm.model_copy(
+                update={"n_estimators": 60, "early_stopping_rounds": 20, **lgb}
+            ),
         }
     )
 
