@@ -127,6 +127,17 @@ def bench_train() -> None:
     )
 
 
+def bench_model() -> tuple[dict[str, str], object, str]:
+    """The benchmark store's environment, an MLflow client on it (also the process's tracking URI) and
+    the default spec's newest version there."""
+    import mlflow
+
+    env = bench_store()
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    return env, client, bench_model_version(client)
+
+
 def bench_model_version(client) -> str:
     """The newest default-spec version in the benchmark store, trained on the big book (`bench train`)
     first if there is none."""
@@ -328,7 +339,6 @@ def bench_batch() -> None:
     Target: the pipeline (validation, features, scores, reasons, outputs) at >= 0.5 of the raw rate, peak
     memory < 6 GiB. The pipeline time is the command's own `pipeline_seconds` metric in MLflow; the whole
     command adds interpreter start-up, imports, the registry and the MLflow run, shown beside it."""
-    import mlflow
     import pandas as pd
 
     from features.build import build_features
@@ -337,21 +347,10 @@ def bench_batch() -> None:
 
     print(f"== batch (ews score-book, {BIG_LOANS:,}-loan book, as of 2025-12, reasons for every loan)")
     book = ensure_book(BIG_LOANS)
-    env = bench_store()
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    client = mlflow.MlflowClient()
-    version = bench_model_version(client)
+    env, client, version = bench_model()
 
     def score_book(folder: Path, out: Path) -> tuple[float, float, dict]:
-        cmd = ["score-book", "--book", str(folder), "--as-of", "2025-12", "--out", str(out)]
-        dt, gib = run(
-            f"ews score-book {folder.name} --reasons all",
-            [*EWS, *cmd, "--model", f"loan-ews-pd-12m:{version}"],
-            env=env,
-        )
-        exp = client.get_experiment_by_name("loan-ews-batch")
-        last = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
-        return dt, gib, last[0].data.metrics
+        return timed_score_book(client, env, version, folder, out)
 
     dt, gib, m = score_book(book, DATA / "scores-200k")
     scored, pipe = int(m["count_scored"]), m["pipeline_seconds"]
@@ -383,39 +382,31 @@ def bench_batch() -> None:
     )
 
 
+def timed_score_book(client, env: dict[str, str], version: str, folder: Path, out: Path) -> tuple:
+    """`ews score-book` of the default model's `version` on `folder` at 2025-12, reasons for every loan:
+    (seconds, peak GiB, the metrics of the MLflow run it logged)."""
+    cmd = ["score-book", "--book", str(folder), "--as-of", "2025-12", "--out", str(out)]
+    dt, gib = run(
+        f"ews score-book {folder.name} --reasons all",
+        [*EWS, *cmd, "--model", f"loan-ews-pd-12m:{version}"],
+        env=env,
+    )
+    exp = client.get_experiment_by_name("loan-ews-batch")
+    last = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    return dt, gib, last[0].data.metrics
+
+
 def bench_big() -> None:
     """A 1,000,000-loan book (EWS_BENCH_HUGE_LOANS) end to end: `ews score-book` with reasons for every
     performing loan at 2025-12, its wall time and peak memory (goal: under 2 minutes, under 4 GiB). The
     book is generated once (minutes, ~12 GiB: the generator is not what this measures) and kept."""
-    import mlflow
 
     loans = int(os.environ.get("EWS_BENCH_HUGE_LOANS", "1000000"))
     print(f"== big (ews score-book, {loans:,}-loan book, as of 2025-12, reasons for every performing loan)")
     book = ensure_book(loans)
-    env = bench_store()
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    client = mlflow.MlflowClient()
-    version = bench_model_version(client)
-    out = DATA / f"scores-{loans // 1000}k"
-    dt, gib = run(
-        f"ews score-book {book.name}",
-        [
-            *EWS,
-            "score-book",
-            "--book",
-            str(book),
-            "--as-of",
-            "2025-12",
-            "--out",
-            str(out),
-            "--model",
-            f"loan-ews-pd-12m:{version}",
-        ],
-        env=env,
-    )
-    exp = client.get_experiment_by_name("loan-ews-batch")
-    m = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-    scored, pipe = int(m.data.metrics["count_scored"]), m.data.metrics["pipeline_seconds"]
+    env, client, version = bench_model()
+    dt, gib, m = timed_score_book(client, env, version, book, DATA / f"scores-{loans // 1000}k")
+    scored, pipe = int(m["count_scored"]), m["pipeline_seconds"]
     print(
         f"{scored:,} loans scored with reasons: whole command {dt:.1f} s ({scored / dt:,.0f} loans/s; goal "
         f"< 120 s), pipeline {pipe:.1f} s; peak memory {gib:.2f} GiB (goal < 4)"
@@ -429,7 +420,6 @@ def bench_shap() -> None:
     repetitions, printed with all three. Target: tables >= 20x pred_contrib, equal to it within 1e-9."""
     import logging
 
-    import mlflow
     import numpy as np
     import pandas as pd
 
@@ -441,9 +431,7 @@ def bench_shap() -> None:
     logging.getLogger("model.shap_tables").setLevel(logging.WARNING)
     print(f"== shap (default model, {BIG_LOANS:,}-loan book, performing loans as of 2025-12)")
     book = ensure_book(BIG_LOANS)
-    mlflow.set_tracking_uri(bench_store()["MLFLOW_TRACKING_URI"])
-    client = mlflow.MlflowClient()
-    version = bench_model_version(client)
+    _, client, version = bench_model()
     bundle = load_model("loan-ews-pd-12m", version)
     booster = bundle.booster
     feats = pd.concat(

@@ -15,31 +15,30 @@ from training.panel import build_panel
 runner = CliRunner()
 
 
+def build(book, *args: str):
+    """`ews features build --book BOOK ARGS...`, in process."""
+    return runner.invoke(app, ["features", "build", "--book", str(book), *args])
+
+
 def test_features_build_writes_the_in_memory_panel_in_partitions(
     small_book_dir, small_generated, tmp_path
 ) -> None:
     out = tmp_path / "panel.parquet"
-    res = runner.invoke(
-        app,
-        [
-            "features",
-            "build",
-            "--book",
-            str(small_book_dir),
-            "--from",
-            "2024-01",
-            "--to",
-            "2024-06",
-            "--horizon",
-            "6",
-            "--dpd",
-            "30",
-            "--chunk-loans",
-            "400",  # several partitions of a 1,500-loan book
-            "--out",
-            str(out),
-        ],
-    )
+    res = build(
+        small_book_dir,
+        "--from",
+        "2024-01",
+        "--to",
+        "2024-06",
+        "--horizon",
+        "6",
+        "--dpd",
+        "30",
+        "--chunk-loans",
+        "400",
+        "--out",
+        str(out),
+    )  # several partitions of a 1,500-loan book
     assert res.exit_code == 0, res.output
     got = pd.read_parquet(out).sort_values(["as_of", "loan_id"], ignore_index=True)
     assert f"wrote {out}: {len(got):,} rows over 6 as-of months" in " ".join(res.output.split())
@@ -59,18 +58,6 @@ def test_features_build_writes_the_in_memory_panel_in_partitions(
 
 
 def test_features_build_refuses_a_bad_month_with_one_line(small_book_dir, tmp_path) -> None:
-    res = runner.invoke(
-        app,
-        [
-            "features",
-            "build",
-            "--book",
-            str(small_book_dir),
-            "--from",
-            "2023-13",
-            "--out",
-            str(tmp_path / "p"),
-        ],
-    )
+    res = build(small_book_dir, "--from", "2023-13", "--out", str(tmp_path / "p"))
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert not (tmp_path / "p").exists()
