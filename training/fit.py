@@ -23,9 +23,10 @@ from sklearn.preprocessing import OneHotEncoder
 from features.catalog import BY_NAME
 from features.stability import reference_bins
 from model.bundle import LISTS, Calibrator, FeatureEncoder, ModelBundle
-from model.spec import CalibrationSpec, ModelSpec, TierSpec, Windows
+from model.spec import CalibrationSpec, GateSpec, ModelSpec, TierSpec, Windows
 from training import ensemble, metrics
 from training.evaluate import Evaluation, evaluate, population
+from training.promote import gates_of
 
 log = logging.getLogger(__name__)
 
@@ -314,26 +315,19 @@ def challenger_frame(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return X
 
 
-def degenerate_signs(bundle: ModelBundle, cal: Evaluation, gates) -> list[str]:
+def degenerate_signs(bundle: ModelBundle, cal: Evaluation, gates: GateSpec) -> list[str]:
     """What makes a model useless whatever its AUC: it stopped at once, scores nearly everyone alike, puts
-    more than its capacity on the watchlist, or was tuned to a validation AUC no better than chance."""
-    t = bundle.training
-    out = []
-    if t.get("best_iteration", 0) < gates.min_iterations:
-        out.append(
-            f"stopped after {t.get('best_iteration')} boosting rounds "
-            f"(at least {gates.min_iterations} expected)"
-        )
-    if cal.metrics["distinct_pds"] < gates.min_distinct_pds:
-        out.append(f"only {cal.metrics['distinct_pds']:.0f} distinct PDs on the calibration window")
-    if cal.metrics["flagged_over_capacity"] > gates.max_watchlist_over_capacity:
-        out.append(
-            f"flags {cal.metrics['flagged_over_capacity']:.1f}x its review capacity on the calibration window"
-        )
-    tuned = t.get("tuned_auc")
-    if tuned is not None and tuned < gates.min_tuned_auc:
-        out.append(f"tuned to a calibration AUC of {tuned:.3f}, no better than chance")
-    return out
+    more than its capacity on the watchlist, or was tuned to a validation AUC no better than chance. The
+    promotion gates of those names (`training.promote.gates_of`) on the calibration window, worded."""
+    words = {
+        "iterations": lambda g: (
+            f"stopped after {g.value:.0f} boosting rounds (at least {g.limit:.0f} expected)"
+        ),
+        "distinct_pds": lambda g: f"only {g.value:.0f} distinct PDs on the calibration window",
+        "watchlist": lambda g: f"flags {g.value:.1f}x its review capacity on the calibration window",
+        "tuned_auc": lambda g: f"tuned to a calibration AUC of {g.value:.3f}, no better than chance",
+    }
+    return [words[g.name](g) for g in gates_of(gates, bundle, cal, None) if g.name in words and not g.passed]
 
 
 def train_model(
