@@ -684,6 +684,7 @@ def _run_server(cmd: list[str], env: dict[str, str], url: str, startup_timeout: 
         if stop:
             return 0
         if not_ready:
+            _stop_server(proc, server_id)  # first, so nothing the server prints lands after the error line
             _error_line(f"{not_ready}; stopped it (its log is above)")
             return 1
         console.print(f"ready on {url} (docs at {url}/); SIGTERM or Ctrl-C stops it")
@@ -692,6 +693,7 @@ def _run_server(cmd: list[str], env: dict[str, str], url: str, startup_timeout: 
                 proc.wait(timeout=0.5)
         if stop:
             return 0
+        _stop_server(proc, server_id)
         _error_line(f"the server exited with code {proc.returncode}")
         return proc.returncode or 1
     finally:
