@@ -25,8 +25,12 @@ import pandas as pd
 _TREE = re.compile(r"^Tree=\d+$", re.M)
 
 
-def loan_folds(loan_id: pd.Series, loans: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """The fold (0..k-1) of each row: every snapshot of a loan in the same fold, seeded."""
+def loan_folds(loan_id: pd.Series, k: int, seed: int, loans: np.ndarray | None = None) -> np.ndarray:
+    """The fold (0..k-1) of each row: every snapshot of a loan in the same fold, seeded. `loans` (sorted)
+    is the universe the folds are drawn over, so two sets of rows (training and calibration) share them;
+    by default the rows' own loans."""
+    if loans is None:
+        loans = np.sort(loan_id.unique())
     fold_of = pd.Series(np.random.default_rng(seed).integers(0, k, len(loans)), index=loans)
     return fold_of.reindex(loan_id.to_numpy()).to_numpy()
 
@@ -45,7 +49,7 @@ def cross_fit(
     book cannot spare), and `stop_mask` (over the calibration rows) stops it on fold j's loans, whose
     snapshots it never saw in any window."""
     loans = np.sort(pd.concat([train_loans, cal_loans]).unique())
-    f_tr, f_cal = loan_folds(train_loans, loans, k, seed), loan_folds(cal_loans, loans, k, seed)
+    f_tr, f_cal = loan_folds(train_loans, k, seed, loans), loan_folds(cal_loans, k, seed, loans)
     f_all = np.concatenate([f_tr, f_cal])
     boosters = []
     for j in range(k):

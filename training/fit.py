@@ -205,18 +205,12 @@ def fit_model(
     return ensemble.merge(members), oof, rounds
 
 
-def loan_folds(loan_id: pd.Series, seed: int, k: int = 2) -> np.ndarray:
-    """A fold per loan (all of a loan's snapshots in one fold), seeded."""
-    codes, uniques = pd.factorize(loan_id, sort=True)
-    return np.random.default_rng(seed).integers(0, k, len(uniques))[codes]
-
-
 def fit_calibrator(
     raw: np.ndarray, y: np.ndarray, loan_id: pd.Series, spec: CalibrationSpec, seed: int
 ) -> tuple[Calibrator, dict[str, dict]]:
     """Isotonic (smooth) or Platt, whichever has the lower out-of-fold Brier score (2 folds by loan),
     unless the spec names one; PDs never below the spec's floor."""
-    fold = loan_folds(loan_id, seed)
+    fold = ensemble.loan_folds(loan_id, 2, seed)
     methods = ("isotonic", "platt") if spec.method == "auto" else (spec.method,)
     scores: dict[str, dict[str, float]] = {}
     for method in methods:
