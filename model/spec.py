@@ -115,6 +115,24 @@ class TierSpec(_Strict):
     amber_share: float = Field(0.04, gt=0, lt=1)
 
 
+class GradeSpec(_Strict):
+    """The master scale: 10 grades by fixed PD bands (the upper PD of grades 1 to 9). `auto` designs the
+    scale once, at training, from the calibration window's PDs (a geometric scale from their 1st to their
+    99th percentile, edges rounded to two significant digits), so that the book populates every grade;
+    the bands are then fixed in the model bundle for the model's life. A list fixes them by hand."""
+
+    bands: Literal["auto"] | list[float] = "auto"
+
+    @field_validator("bands")
+    @classmethod
+    def _nine_increasing(cls, v):
+        if v == "auto":
+            return v
+        if len(v) != 9 or any(not 0 < a < b < 1 for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("grade bands must be 9 strictly increasing PDs between 0 and 1")
+        return v
+
+
 class CalibrationSpec(_Strict):
     method: Literal["auto", "isotonic", "platt"] = "auto"  # auto: the lower out-of-fold Brier score
     pd_floor: float = Field(0.0003, ge=0, lt=0.05)
@@ -147,6 +165,7 @@ class ModelSpec(_Strict):
     lightgbm: LightGBMSpec = LightGBMSpec()
     seed: int = 7
     calibration: CalibrationSpec = CalibrationSpec()
+    grades: GradeSpec = GradeSpec()
     tiers: TierSpec = TierSpec()
     gates: GateSpec = GateSpec()
 

@@ -22,8 +22,8 @@ from sklearn.preprocessing import OneHotEncoder
 
 from features.catalog import BY_NAME
 from features.stability import reference_bins
-from model.bundle import LISTS, Calibrator, FeatureEncoder, ModelBundle
-from model.spec import CalibrationSpec, GateSpec, ModelSpec, TierSpec, Windows
+from model.bundle import GRADE_BANDS, LISTS, Calibrator, FeatureEncoder, ModelBundle
+from model.spec import CalibrationSpec, GateSpec, GradeSpec, ModelSpec, TierSpec, Windows
 from training import ensemble, metrics
 from training.evaluate import Evaluation, evaluate, population
 from training.promote import gates_of
@@ -309,6 +309,26 @@ def challenger_frame(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return X
 
 
+def master_scale(pd_cal: np.ndarray, spec: GradeSpec) -> tuple[float, ...]:
+    """The upper PD of grades 1 to 9. `auto`: a geometric scale from the 1st to the 99th percentile of the
+    calibration window's PDs, so grade 1 and grade 10 each hold about 1% of the loans and every grade
+    between holds some (a scale the book does not populate grades nothing); rounded to two significant
+    digits so the bands read as a master scale. Too few distinct PDs for nine distinct edges (a degenerate
+    model) falls back to the fixed doubling scale, with a log line."""
+    if spec.bands != "auto":
+        return tuple(float(b) for b in spec.bands)
+    lo, hi = np.quantile(np.asarray(pd_cal, dtype=float), [0.01, 0.99])
+    if not (0 < lo < hi < 1):
+        log.warning("calibration PDs span %.4g..%.4g: using the fixed master scale", lo, hi)
+        return GRADE_BANDS
+    edges = np.geomspace(lo, hi, 9)
+    rounded = np.array([float(f"{e:.2g}") for e in edges])
+    if len(np.unique(rounded)) < 9 or not np.all(np.diff(rounded) > 0):
+        log.warning("calibration PDs too concentrated for nine grades: using the fixed master scale")
+        return GRADE_BANDS
+    return tuple(float(e) for e in rounded)
+
+
 def degenerate_signs(bundle: ModelBundle, cal: Evaluation, gates: GateSpec) -> list[str]:
     """What makes a model useless whatever its AUC: it stopped at once, scores nearly everyone alike, puts
     more than its capacity on the watchlist, or was tuned to a validation AUC no better than chance. The
@@ -364,6 +384,7 @@ def train_model(
             "dropped": dropped,
         },
         reference_rows=enc.matrix(train.sample(min(2000, len(train)), random_state=spec.seed)),
+        grade_bands=master_scale(pd_cal, spec.grades),
     )
     ev = evaluate(bundle, test, seed=spec.seed)
     bundle.test_metrics = dict(ev.metrics)

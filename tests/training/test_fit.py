@@ -257,6 +257,36 @@ def test_grade_bands_put_each_pd_in_the_band_its_upper_bound_allows(trained) -> 
     assert b.grade(np.array([0.0]))[0] == 1 and b.grade(np.array([0.99]))[0] == 10
 
 
+def test_the_master_scale_is_set_on_the_calibration_window_and_the_test_window_populates_it(trained) -> None:
+    _, _, res = trained
+    bands = np.asarray(res.bundle.grade_bands)
+    assert len(bands) == 9 and (np.diff(bands) > 0).all()
+    assert all(float(f"{b:.2g}") == b for b in bands)  # two significant digits: a readable scale
+    steps = bands[1:] / bands[:-1]
+    assert steps.max() / steps.min() < 1.3  # geometric: each grade's PD a like multiple of the last
+    assert res.test_metrics["grades_populated"] == 10  # out of time, every grade holds loans
+    g = res.evaluation.grades
+    assert g["count"].sum() == len(res.evaluation.scores)
+
+
+def test_master_scale_by_hand_or_designed_and_a_degenerate_model_falls_back() -> None:
+    from model.bundle import GRADE_BANDS
+    from model.spec import GradeSpec
+    from training.fit import master_scale
+
+    rng = np.random.default_rng(3)
+    pd_ = 1 / (1 + np.exp(-rng.normal(-4, 1.2, 50_000)))
+    auto = np.asarray(master_scale(pd_, GradeSpec()))
+    grades = np.searchsorted(auto, pd_, side="left") + 1
+    shares = np.bincount(grades, minlength=11)[1:] / len(pd_)
+    assert (shares > 0).all() and 0.005 < shares[0] < 0.02 and 0.005 < shares[-1] < 0.02
+    hand = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256]
+    assert master_scale(pd_, GradeSpec(bands=hand)) == tuple(hand)
+    assert master_scale(np.full(1000, 0.02), GradeSpec()) == GRADE_BANDS  # nine edges cannot be drawn
+    with pytest.raises(ValueError, match="9 strictly increasing"):
+        GradeSpec(bands=[0.01, 0.005, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08])
+
+
 def test_calibrators_are_monotone_smooth_and_floored() -> None:
     from model.spec import CalibrationSpec
     from training.fit import fit_calibrator
