@@ -2,10 +2,12 @@
 
 booster.txt (LightGBM) and bundle.json (features, dtypes and categorical vocabularies, calibrator, grade
 cut-offs, tier thresholds, the catalog entries that word the reasons, training reference distributions,
-spec, schema version, the booster's SHA-256), and reference_rows.npy (a sample of training input rows, to
-verify the SHAP tables on). It is built once from fitted parts, logged to MLflow as one
-model, and loaded whole: a score is explained with the texts of the model that made it, not the current
-code's.
+spec, schema version, the booster's SHA-256), reference_rows.npy (a sample of training input rows, to
+verify the SHAP tables on) and shap_tables.npz (the booster's SHAP tables, compiled and verified when the
+bundle is saved, so a service or batch loads them instead of compiling; still checked against
+pred_contrib on the reference rows before first use). It is built once from fitted parts, logged to
+MLflow as one model, and loaded whole: a score is explained with the texts of the model that made it,
+not the current code's.
 """
 
 from __future__ import annotations
@@ -24,19 +26,20 @@ import pandas as pd
 
 from features.catalog import BY_NAME, Feature
 from features.schema import SCHEMA_VERSION
-from model.shap_tables import ShapTables, compile_tables
+from model.shap_tables import ShapTables, compile_tables, load_tables, save_tables
 from model.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 KNOWN_SCHEMA_VERSIONS = (SCHEMA_VERSION,)
-# master scale: grade g covers PDs up to GRADE_BANDS[g-1]; grade 10 is everything above the last band.
-# Fixed, geometric (each band doubles the last, as bank master scales do), from just above the PD floor:
-# a book of performing loans populates every grade from its best borrowers to those in arrears.
+# master scale: grade g covers PDs up to grade_bands[g-1]; grade 10 is everything above the last band. A
+# model's bands are set at training (`training.fit.master_scale`, from its calibration PDs by default);
+# this doubling scale is the fallback for a model whose PDs cannot fill nine bands, and older bundles'.
 GRADE_BANDS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256)
 # a flagged loan is on the early-warning list (not in arrears at t) or the in-arrears list
 LISTS = ("early_warning", "in_arrears")
 REFERENCE_ROWS_FILE = "reference_rows.npy"
+SHAP_TABLES_FILE = "shap_tables.npz"  # the booster's SHAP tables, compiled when the bundle was saved
 _SHAP_TABLES_LOCK = threading.Lock()  # concurrent first calls compile a bundle's tables once
 
 
@@ -225,11 +228,15 @@ class ModelBundle:
         return self.__dict__["_shap_tables"]
 
     def _compile_shap_tables(self) -> ShapTables | None:
-        tables = compile_tables(self.booster)
+        stored = self.__dict__.pop("_stored_shap_tables", None)
+        tables = stored or compile_tables(self.booster)
         if tables is None:
             return None
-        rows = [tables.edge_rows()]
-        if self.reference_rows is not None and len(self.reference_rows):
+        have_rows = self.reference_rows is not None and len(self.reference_rows)
+        # tables read from the bundle are checked on its reference rows (they were verified on edge rows
+        # too when compiled); tables compiled here on both, or on edge rows alone where no rows were kept
+        rows = [] if stored is not None and have_rows else [tables.edge_rows()]
+        if have_rows:
             rows.append(self.reference_rows)
         try:
             diff = tables.verify(self.booster, np.vstack(rows))
@@ -265,6 +272,10 @@ class ModelBundle:
         (folder / REFERENCE_ROWS_FILE).unlink(missing_ok=True)
         if self.reference_rows is not None:
             np.save(folder / REFERENCE_ROWS_FILE, np.asarray(self.reference_rows, dtype=np.float64))
+        (folder / SHAP_TABLES_FILE).unlink(missing_ok=True)
+        tables = self.shap_tables()  # compiled and verified now, so loading the bundle need not compile
+        if tables is not None:
+            save_tables(tables, folder / SHAP_TABLES_FILE, meta["booster_sha256"])
         return folder
 
     @classmethod
@@ -292,7 +303,7 @@ class ModelBundle:
         try:
             catalog = {f: _feature(d) for f, d in meta["catalog"].items()}
             booster = lgb.Booster(model_file=str(booster_path))
-            return cls(
+            bundle = cls(
                 booster=booster,
                 encoder=FeatureEncoder(tuple(meta["features"]), meta["categories"]),
                 calibrator=Calibrator(**meta["calibrator"]),
@@ -311,6 +322,12 @@ class ModelBundle:
             )
         except (KeyError, TypeError, lgb.basic.LightGBMError) as e:
             raise ValueError(f"model bundle {str(folder)!r} is incomplete or corrupt: {e}") from e
+        tables_path = folder / SHAP_TABLES_FILE
+        if tables_path.exists():  # else (an older bundle) the tables are compiled on first use
+            stored = load_tables(tables_path, meta.get("booster_sha256"), booster.num_feature())
+            if stored is not None:
+                bundle.__dict__["_stored_shap_tables"] = stored
+        return bundle
 
 
 def _reference_rows(folder: Path, n_features: int) -> np.ndarray | None:

@@ -325,11 +325,63 @@ def test_bundle_contributions_use_verified_tables(four_leaves, tmp_path) -> None
 
 def test_an_older_bundle_without_reference_rows_verifies_on_threshold_rows(four_leaves, tmp_path) -> None:
     folder = _bundle(four_leaves).save(tmp_path / "old")
+    (folder / "shap_tables.npz").unlink()  # as saved before bundles kept their tables
     assert not (folder / "reference_rows.npy").exists()
     old = ModelBundle.load(folder)
     assert old.reference_rows is None and old.shap_tables() is not None
     rows = _edge_rows(four_leaves)[:700]
     _assert_pred_contrib(old.contributions(rows), four_leaves, rows)
+
+
+def test_a_saved_bundle_loads_its_tables_instead_of_compiling(four_leaves, tmp_path, monkeypatch) -> None:
+    import model.bundle as bundle_module
+
+    X, _ = _frame(2000, 9)
+    folder = _bundle(four_leaves, reference_rows=_matrix(X)).save(tmp_path / "b")
+    assert (folder / "shap_tables.npz").exists()
+
+    def no_compiling(booster, max_cells=None):
+        raise AssertionError("compiled although the bundle has its tables")
+
+    monkeypatch.setattr(bundle_module, "compile_tables", no_compiling)
+    loaded = ModelBundle.load(folder)
+    tables = loaded.shap_tables()
+    assert tables is not None and tables.compile_seconds == 0.0  # read, not compiled
+    rows = np.vstack([_edge_rows(four_leaves), _matrix(_frame(3000, 10)[0])])
+    _assert_pred_contrib(loaded.contributions(rows), four_leaves, rows)
+
+
+def test_stored_tables_of_another_booster_or_unreadable_are_compiled_afresh(
+    four_leaves, zero_missing, tmp_path, caplog
+) -> None:
+    a = _bundle(four_leaves).save(tmp_path / "a")
+    b = _bundle(zero_missing).save(tmp_path / "b")
+    rows = _edge_rows(zero_missing)
+    (b / "shap_tables.npz").write_bytes((a / "shap_tables.npz").read_bytes())
+    with caplog.at_level(logging.WARNING, logger="model.shap_tables"):
+        other = ModelBundle.load(b)
+    assert "another booster" in caplog.text
+    _assert_pred_contrib(other.contributions(rows), zero_missing, rows)
+    (b / "shap_tables.npz").write_bytes(b"not numpy")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="model.shap_tables"):
+        broken = ModelBundle.load(b)
+    assert "unreadable" in caplog.text
+    _assert_pred_contrib(broken.contributions(rows), zero_missing, rows)
+
+
+def test_stored_tables_that_disagree_with_the_booster_refuse_the_bundle(four_leaves, tmp_path) -> None:
+    import json
+
+    from model.shap_tables import save_tables
+
+    X, _ = _frame(500, 11)
+    folder = _bundle(four_leaves, reference_rows=_matrix(X)).save(tmp_path / "w")
+    wrong = dataclasses.replace(compile_tables(four_leaves), values=compile_tables(four_leaves).values + 1e-7)
+    sha = json.loads((folder / "bundle.json").read_text())["booster_sha256"]
+    save_tables(wrong, folder / "shap_tables.npz", sha)  # the right booster's name on wrong numbers
+    with pytest.raises(ValueError, match="pred_contrib by"):
+        ModelBundle.load(folder).contributions(np.zeros((1, 8)))
 
 
 def test_a_bundle_whose_tables_fail_verification_is_refused(four_leaves, monkeypatch) -> None:
