@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -241,7 +241,7 @@ def book_summary(
 
     from features.labels import LabelRule
     from features.months import add_months
-    from features.summary import default_rates, oracle_auc
+    from features.summary import default_rates, oracle_aucs
     from features.validation import load_book
 
     settings: Settings = ctx.obj
@@ -278,9 +278,7 @@ def book_summary(
             out.print(_rate_table(f"by {key}", rates[key]))
     oracle_path = Path(book_dir) / "oracle.parquet"
     if oracle_path.exists():
-        oracle = pd.read_parquet(oracle_path)
-        for h in (3, 6, 12) if horizon == 12 else (horizon,):
-            auc = oracle_auc(book, oracle, rule, h)
+        for h, auc in oracle_aucs(book, pd.read_parquet(oracle_path), rule, horizon).items():
             out.print(
                 f"oracle AUC {h:>2}m: {auc:.4f}"
                 if auc is not None
@@ -592,11 +590,11 @@ def serve(
     Checks the port, the store, the users file, the book and the model first and refuses with one line
     (exit 1) on a fault; exits 1 if the workers keep failing or are not ready within EWS_STARTUP_TIMEOUT
     seconds; SIGTERM or SIGINT stops the server and every process it started (exit 0)."""
-    import json
     import os
     import shutil
-    import subprocess
     import tempfile
+
+    from serving import supervisor
 
     settings: Settings = ctx.obj
     ref = _model(settings, model)
@@ -617,16 +615,7 @@ def serve(
         env["EWS_BOOK"] = str(Path(book).resolve())
     else:
         env.pop("EWS_BOOK", None)
-    check = subprocess.run(
-        [sys.executable, "-m", "serving.preflight", host, str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        verdict = json.loads(check.stdout.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError):
-        verdict = {"ok": False, "error": f"the startup checks crashed (exit code {check.returncode})"}
+    verdict = supervisor.preflight(host, port, env)
     if not verdict["ok"]:
         _fail(f"cannot start the service: {verdict['error']}")
     if verdict["users"] == 0:
@@ -639,157 +628,22 @@ def serve(
     # host (and wiped by each one that starts): this server gets a home of its own, removed on exit
     home = tempfile.mkdtemp(prefix="ews-serve-")
     env["BENTOML_HOME"] = home
-    cmd = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "serving.service:LoanEWS",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
     console.print(
         f"starting {verdict['model_name']} version {verdict['model_version']} ({env['EWS_MODEL_REF']}) "
         f"on http://{host}:{port}"
     )
     try:
-        rc = _run_server(cmd, env, f"http://{host}:{port}", settings.startup_timeout)
+        rc = supervisor.run_server(
+            supervisor.bentoml_command(host, port),
+            env,
+            f"http://{host}:{port}",
+            settings.startup_timeout,
+            say=console.print,
+            error=_error_line,
+        )
     finally:
         shutil.rmtree(home, ignore_errors=True)
     raise typer.Exit(rc)
-
-
-def _run_server(cmd: list[str], env: dict[str, str], url: str, startup_timeout: float) -> int:
-    """Run the BentoML supervisor until it exits or SIGTERM/SIGINT arrives; the exit code of `ews serve`.
-
-    The supervisor runs in a session of its own (so a terminal's Ctrl-C reaches only this process, which
-    forwards it) and is told to stop if this process dies. Whatever happens, everything it started is
-    stopped before this returns (`_stop_server`): never a half-up server."""
-    import signal
-    import subprocess
-    import uuid
-
-    stop: list[int] = []
-    previous = {
-        s: signal.signal(s, lambda signum, _frame: stop.append(signum))
-        for s in (signal.SIGTERM, signal.SIGINT)
-    }
-    server_id = uuid.uuid4().hex
-    env = {**env, SERVER_ID: server_id}  # inherited by everything the supervisor starts
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_with_parent)
-    try:
-        not_ready = _wait_ready(proc, url, startup_timeout, stop)
-        if stop:
-            return 0
-        if not_ready:
-            _stop_server(proc, server_id)  # first, so nothing the server prints lands after the error line
-            _error_line(f"{not_ready}; stopped it (its log is above)")
-            return 1
-        console.print(f"ready on {url} (docs at {url}/); SIGTERM or Ctrl-C stops it")
-        while not stop and proc.poll() is None:
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.5)
-        if stop:
-            return 0
-        _stop_server(proc, server_id)
-        _error_line(f"the server exited with code {proc.returncode}")
-        return proc.returncode or 1
-    finally:
-        _stop_server(proc, server_id)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-WORKER = "_bentoml_impl.worker.service"  # in the command line of each BentoML worker
-SERVER_ID = "EWS_SERVER_ID"  # in the environment of everything one `ews serve` starts
-MAX_WORKER_EXITS = 3  # workers that exit before the server is ready: they are failing, not flaky
-
-
-def _wait_ready(proc, url: str, timeout: float, stop: list[int]) -> str | None:
-    """Poll /readyz until a worker answers 200 (None); otherwise why the server is not ready: the
-    supervisor exited, its workers keep exiting (BentoML restarts them forever), or the deadline passed.
-    A signal ends the wait too (`stop` is then non-empty)."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    seen: set[int] = set()
-    while not stop:
-        if proc.poll() is not None:
-            return f"the server exited with code {proc.returncode} before it was ready"
-        live = _workers(proc.pid)
-        seen |= live
-        if len(seen - live) >= MAX_WORKER_EXITS:
-            return f"its workers keep failing to start ({len(seen - live)} exited before one was ready)"
-        if time.monotonic() > deadline:
-            return f"the service did not become ready within {timeout:g} s (EWS_STARTUP_TIMEOUT)"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return None
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    return None
-
-
-def _workers(pid: int) -> set[int]:
-    """The pids of the BentoML workers among the descendants of `pid`."""
-    import psutil
-
-    found = set()
-    with suppress(psutil.Error):
-        for p in psutil.Process(pid).children(recursive=True):
-            with suppress(psutil.Error):
-                if WORKER in p.cmdline():
-                    found.add(p.pid)
-    return found
-
-
-def _stop_with_parent() -> None:
-    """In the child, before exec: SIGTERM it if `ews serve` dies (even by SIGKILL), Linux only."""
-    if sys.platform == "linux":
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def _started_by(server_id: str) -> list:
-    """Every live process carrying this server's SERVER_ID in its environment: the supervisor and its
-    workers, also those orphaned by a supervisor that died while starting them (BentoML's workers run
-    in sessions of their own, so neither the process group nor the tree finds them all)."""
-    import psutil
-
-    found = []
-    for p in psutil.process_iter():
-        with suppress(psutil.Error):
-            if p.environ().get(SERVER_ID) == server_id:
-                found.append(p)
-    return found
-
-
-def _stop_server(proc, server_id: str, grace: float = 20.0) -> None:
-    """Stop the supervisor and every process it started: SIGTERM to the supervisor, which stops its
-    workers; after `grace` seconds SIGKILL to whatever still carries the server's id."""
-    import subprocess
-
-    import psutil
-
-    with suppress(psutil.NoSuchProcess):
-        psutil.Process(proc.pid).terminate()
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _started_by(server_id):
-        with suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=0.2)  # reaps the supervisor once it exits
-    left = _started_by(server_id)
-    if left:
-        console.print(f"stopping {len(left)} process(es) that did not stop within {grace:g} s")
-        for p in left:
-            with suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(left, timeout=5)
-    proc.wait()
 
 
 # ----------------------------------------------------------------------------------------------- users

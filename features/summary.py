@@ -61,3 +61,10 @@ def oracle_auc(book: Book, oracle: pd.DataFrame, rule: LabelRule, horizon: int) 
     from sklearn.metrics import roc_auc_score  # only here: the feature kernel stays free of sklearn
 
     return float(roc_auc_score(snaps["label"], snaps[col]))
+
+
+def oracle_aucs(book: Book, oracle: pd.DataFrame, rule: LabelRule, horizon: int) -> dict[int, float | None]:
+    """The oracle AUC of a generated book at the label's horizon; beside a 12-month label also at 3 and 6
+    months, so the summary shows how much of the risk is knowable early (None: no exact oracle)."""
+    horizons = (3, 6, 12) if horizon == 12 else (horizon,)
+    return {h: oracle_auc(book, oracle, rule, h) for h in horizons}

@@ -26,7 +26,7 @@ from model.bundle import GRADE_BANDS, LISTS, Calibrator, FeatureEncoder, ModelBu
 from model.spec import CalibrationSpec, GateSpec, GradeSpec, ModelSpec, TierSpec, Windows
 from training import ensemble, metrics
 from training.evaluate import Evaluation, evaluate, population
-from training.promote import gates_of
+from training.promote import describe, gates_of
 
 log = logging.getLogger(__name__)
 
@@ -329,19 +329,15 @@ def master_scale(pd_cal: np.ndarray, spec: GradeSpec) -> tuple[float, ...]:
     return tuple(float(e) for e in rounded)
 
 
+DEGENERATE_GATES = ("iterations", "distinct_pds", "watchlist", "tuned_auc")
+
+
 def degenerate_signs(bundle: ModelBundle, cal: Evaluation, gates: GateSpec) -> list[str]:
     """What makes a model useless whatever its AUC: it stopped at once, scores nearly everyone alike, puts
     more than its capacity on the watchlist, or was tuned to a validation AUC no better than chance. The
-    promotion gates of those names (`training.promote.gates_of`) on the calibration window, worded."""
-    words = {
-        "iterations": lambda g: (
-            f"stopped after {g.value:.0f} boosting rounds (at least {g.limit:.0f} expected)"
-        ),
-        "distinct_pds": lambda g: f"only {g.value:.0f} distinct PDs on the calibration window",
-        "watchlist": lambda g: f"flags {g.value:.1f}x its review capacity on the calibration window",
-        "tuned_auc": lambda g: f"tuned to a calibration AUC of {g.value:.3f}, no better than chance",
-    }
-    return [words[g.name](g) for g in gates_of(gates, bundle, cal, None) if g.name in words and not g.passed]
+    promotion gates of those names (`training.promote.gate_list`) on the calibration window, worded."""
+    on_cal = gates_of(gates, bundle, cal, None)
+    return [describe(g) for g in on_cal if g.name in DEGENERATE_GATES and not g.passed]
 
 
 def train_model(
@@ -395,7 +391,10 @@ def train_model(
     ch_pd = challenger.predict_proba(challenger_frame(test, names))[:, 1]
     challenger_metrics = metrics.summary(test["label"].to_numpy(), ch_pd)
     bundle.training.update(
-        monotone=ev.monotone, challenger_auc=challenger_metrics["auc"], degenerate=list(warnings)
+        monotone=ev.monotone,
+        monotone_failures=sorted(f for f, ok in ev.monotonicity.items() if not ok),
+        challenger_auc=challenger_metrics["auc"],
+        degenerate=list(warnings),
     )
     return TrainResult(
         bundle=bundle,

@@ -4,6 +4,7 @@ spec's gates, and say why. The MLflow side (aliases, audit log) lives in `traini
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from model.bundle import ModelBundle
@@ -48,64 +49,101 @@ def same_label(a: ModelBundle, b: ModelBundle) -> bool:
 def gates_of(
     gates: GateSpec, bundle: ModelBundle, challenger: Evaluation, champion: Evaluation | None
 ) -> list[Gate]:
-    """Every gate of the spec on the challenger's evaluation (and against the champion's, if any).
+    """Every gate of the spec on the challenger's evaluation (and against the champion's, if any)."""
+    bad = sorted(f for f, ok in challenger.monotonicity.items() if not ok)
+    champion_auc = champion.metrics["auc"] if champion is not None else None
+    return gate_list(gates, challenger.metrics, bad, bundle.training, champion_auc)
+
+
+def gate_list(
+    gates: GateSpec,
+    m: Mapping[str, float],
+    monotone_failures: list[str],
+    training: Mapping,
+    champion_auc: float | None = None,
+) -> list[Gate]:
+    """The gates, in one place for promotion, the report (`ews report`, on the bundle's stored test
+    metrics) and training's degenerate-model warnings (on the calibration window).
 
     Discrimination: AUC within `max_auc_drop` of the champion, or above the floor for a first champion.
     Calibration: ECE. Stability: score PSI against the calibration window (adjacent in time, so a cycle
-    between the training window and now does not read as a broken model). Monotonicity. And the signs of a
+    between the training window and now does not read as a broken model). Monotonicity. The signs of a
     degenerate model: too few boosting rounds, too few distinct PDs, a watchlist far over capacity, tuning
-    to a chance-level validation AUC."""
-    c = challenger.metrics
+    to a chance-level validation AUC. On a generated book, an AUC above the oracle's (the true PD's) by
+    more than `max_auc_over_oracle`: a leak."""
     out: list[Gate] = []
-    if champion is not None:
-        floor = champion.metrics["auc"] - gates.max_auc_drop
-        out.append(
-            Gate(
-                "auc", c["auc"], floor, bool(c["auc"] >= floor), f"auc >= champion auc - {gates.max_auc_drop}"
-            )
-        )
+    if champion_auc is not None:
+        floor = champion_auc - gates.max_auc_drop
+        rule = f"auc >= champion auc - {gates.max_auc_drop}"
+        out.append(Gate("auc", m["auc"], floor, bool(m["auc"] >= floor), rule))
     else:
-        out.append(Gate("auc", c["auc"], gates.min_auc, bool(c["auc"] >= gates.min_auc), "auc >= floor"))
-    out.append(Gate("ece", c["ece"], gates.max_ece, bool(c["ece"] <= gates.max_ece), "ece <= max_ece"))
+        out.append(Gate("auc", m["auc"], gates.min_auc, bool(m["auc"] >= gates.min_auc), "auc >= floor"))
+    out.append(Gate("ece", m["ece"], gates.max_ece, bool(m["ece"] <= gates.max_ece), "ece <= max_ece"))
     out.append(
         Gate(
             "score_psi",
-            c["score_psi"],
+            m["score_psi"],
             gates.max_score_psi,
-            bool(c["score_psi"] <= gates.max_score_psi),
+            bool(m["score_psi"] <= gates.max_score_psi),
             "score psi vs the calibration window <= max_score_psi",
         )
     )
-    bad = sorted(f for f, ok in challenger.monotonicity.items() if not ok)
-    out.append(Gate("monotonicity", float(len(bad)), 0.0, not bad, "every declared direction holds"))
-    it = float(bundle.training.get("best_iteration", 0))
+    n_bad = float(len(monotone_failures))
+    out.append(Gate("monotonicity", n_bad, 0.0, not monotone_failures, "every declared direction holds"))
+    it = float(training.get("best_iteration", 0))
     out.append(
         Gate("iterations", it, gates.min_iterations, it >= gates.min_iterations, "boosting rounds >= min")
     )
     out.append(
         Gate(
             "distinct_pds",
-            c["distinct_pds"],
+            m["distinct_pds"],
             gates.min_distinct_pds,
-            c["distinct_pds"] >= gates.min_distinct_pds,
+            m["distinct_pds"] >= gates.min_distinct_pds,
             "distinct PDs >= min",
         )
     )
     out.append(
         Gate(
             "watchlist",
-            c["flagged_over_capacity"],
+            m["flagged_over_capacity"],
             gates.max_watchlist_over_capacity,
-            c["flagged_over_capacity"] <= gates.max_watchlist_over_capacity,
+            m["flagged_over_capacity"] <= gates.max_watchlist_over_capacity,
             "flagged share / capacity <= max",
         )
     )
-    tuned = bundle.training.get("tuned_auc")
+    tuned = training.get("tuned_auc")
     if tuned is not None:
         out.append(
             Gate("tuned_auc", tuned, gates.min_tuned_auc, tuned >= gates.min_tuned_auc, "tuned AUC >= min")
         )
+    if "oracle_auc" in m:
+        limit = m["oracle_auc"] + gates.max_auc_over_oracle
+        out.append(Gate("no_leak", m["auc"], limit, bool(m["auc"] <= limit), "auc <= oracle auc + margin"))
     return out
+
+
+def describe(g: Gate) -> str:
+    """A gate in words, for the report, the promotion table and the training log."""
+    ok = g.passed
+    words = {
+        "auc": f"AUC {g.value:.4f}, at least {g.limit:.4f}",
+        "ece": f"ECE {g.value:.4f}, at most {g.limit}",
+        "score_psi": f"score PSI vs the calibration window {g.value:.4f}, at most {g.limit}",
+        "monotonicity": "every declared risk direction holds"
+        if ok
+        else f"{g.value:.0f} declared risk directions do not hold",
+        "iterations": f"{g.value:.0f} boosting rounds, at least {g.limit:.0f}"
+        if ok
+        else f"stopped after {g.value:.0f} boosting rounds (at least {g.limit:.0f} expected)",
+        "distinct_pds": f"{g.value:.0f} distinct PDs, at least {g.limit:.0f}",
+        "watchlist": f"flags {g.value:.2f}x its review capacity, at most {g.limit}x",
+        "tuned_auc": f"tuned to a calibration AUC of {g.value:.4f}, at least {g.limit}"
+        if ok
+        else f"tuned to a calibration AUC of {g.value:.4f}, no better than chance",
+        "no_leak": f"AUC {g.value:.4f} at most the oracle's + margin, {g.limit:.4f} (no leak)",
+    }
+    return words.get(g.name, f"{g.name} {g.value:.4f} ({g.rule})")
 
 
 def decide(
@@ -128,6 +166,5 @@ def decide(
                 f"v{champion.version} ({champion.metrics['auc']:.4f}); at most {gates.max_auc_drop} allowed"
             )
         else:
-            op = "<=" if g.name in ("ece", "score_psi", "watchlist") else ">="
-            parts.append(f"{g.name} {g.value:.4f} breaks {g.name} {op} {g.limit}")
+            parts.append(describe(g))
     return False, out, "refused: " + "; ".join(parts)

@@ -41,9 +41,11 @@ def test_gates_compare_with_the_champion_and_name_every_failure() -> None:
     assert "0.0100 below champion v1" in why and "monotonicity fails for ltv" in why
     assert [x.name for x in gates if not x.passed] == ["auc", "monotonicity"]
     ok, _, why = decide(g, _Bundle(), _ev("1", 0.70), None)
-    assert not ok and "auc 0.7000 breaks auc >= 0.75" in why
+    assert not ok and "AUC 0.7000, at least 0.7500" in why
     ok, _, why = decide(g, _Bundle(), _ev("1", 0.80, ece=0.02, psi=0.3), None)
-    assert not ok and "ece 0.0200" in why and "score_psi 0.3000" in why
+    assert (
+        not ok and "ECE 0.0200, at most 0.01" in why and "score PSI vs the calibration window 0.3000" in why
+    )
 
 
 def test_a_degenerate_model_is_refused_whatever_its_auc() -> None:
@@ -56,7 +58,31 @@ def test_a_degenerate_model_is_refused_whatever_its_auc() -> None:
     )
     assert not ok
     assert {x.name for x in gates if not x.passed} == {"iterations", "distinct_pds", "watchlist", "tuned_auc"}
-    assert "iterations 1.0000 breaks iterations >= 10" in why and "watchlist 20.0000" in why
+    assert "stopped after 1 boosting rounds (at least 10 expected)" in why
+    assert "flags 20.00x its review capacity" in why and "no better than chance" in why
+
+
+def test_the_report_checks_a_bundle_with_the_promotion_gates_and_catches_a_leak() -> None:
+    from training.promote import describe, gates_of
+    from training.report import checks
+
+    metrics = {"auc": 0.95, "ece": 0.004, "score_psi": 0.1, "distinct_pds": 5000.0}
+    ev = _ev("1", **metrics, mono=False, flagged_over_capacity=1.0, oracle_auc=0.93)
+
+    class _Stored:  # what `ews report` reads: the bundle's stored test metrics and training facts
+        model_spec = type("S", (), {"gates": GateSpec()})()
+        test_metrics = ev.metrics
+        training = {"best_iteration": 500, "monotone": False, "monotone_failures": ["ltv"]}
+
+    promo = gates_of(GateSpec(), _Stored(), ev, None)
+    report = checks(_Stored())
+    assert [c.text for c in report] == [describe(g) for g in promo]  # one set of gates, one wording
+    failed = {g.name for g in promo if not g.passed}
+    assert failed == {"no_leak", "monotonicity"}  # 0.95 > oracle 0.93 + 0.005: a leak
+    assert [c.text for c in report if not c.passed] == [
+        "1 declared risk directions do not hold",
+        "AUC 0.9500 at most the oracle's + margin, 0.9350 (no leak)",
+    ]
 
 
 @pytest.fixture(scope="module")

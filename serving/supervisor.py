@@ -1,0 +1,182 @@
+"""Supervision of the BentoML server `ews serve` runs: start-up checks in a fresh interpreter, the
+supervisor in a session of its own, readiness, and a stop that leaves nothing behind.
+
+Why here and not in the command line: it is the service's life cycle (what counts as ready, when workers
+are failing rather than flaky, which processes belong to one server), and the command line only words
+its outcome. Messages for the user go through the `say` / `error` callbacks the caller passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import suppress
+
+log = logging.getLogger(__name__)
+
+WORKER = "_bentoml_impl.worker.service"  # in the command line of each BentoML worker
+SERVER_ID = "EWS_SERVER_ID"  # in the environment of everything one `ews serve` starts
+MAX_WORKER_EXITS = 3  # workers that exit before the server is ready: they are failing, not flaky
+
+
+def preflight(host: str, port: int, env: dict[str, str]) -> dict:
+    """`serving.preflight` in a fresh interpreter with the workers' environment: {"ok": True, model_name,
+    model_version, users, ...} or {"ok": False, "error": why} (a crash of the checks is such an error)."""
+    check = subprocess.run(
+        [sys.executable, "-m", "serving.preflight", host, str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        return json.loads(check.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        return {"ok": False, "error": f"the startup checks crashed (exit code {check.returncode})"}
+
+
+def bentoml_command(host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:LoanEWS",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def run_server(
+    cmd: list[str],
+    env: dict[str, str],
+    url: str,
+    startup_timeout: float,
+    say: Callable[[str], None],
+    error: Callable[[str], None],
+) -> int:
+    """Run the BentoML supervisor until it exits or SIGTERM/SIGINT arrives; the exit code of `ews serve`.
+
+    The supervisor runs in a session of its own (so a terminal's Ctrl-C reaches only this process, which
+    forwards it) and is told to stop if this process dies. Whatever happens, everything it started is
+    stopped before this returns (`stop_server`): never a half-up server."""
+    import signal
+    import uuid
+
+    stop: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, _frame: stop.append(signum))
+        for s in (signal.SIGTERM, signal.SIGINT)
+    }
+    server_id = uuid.uuid4().hex
+    env = {**env, SERVER_ID: server_id}  # inherited by everything the supervisor starts
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_with_parent)
+    try:
+        not_ready = _wait_ready(proc, url, startup_timeout, stop)
+        if stop:
+            return 0
+        if not_ready:
+            stop_server(proc, server_id)  # first, so nothing the server prints lands after the error line
+            error(f"{not_ready}; stopped it (its log is above)")
+            return 1
+        say(f"ready on {url} (docs at {url}/); SIGTERM or Ctrl-C stops it")
+        while not stop and proc.poll() is None:
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+        if stop:
+            return 0
+        stop_server(proc, server_id)
+        error(f"the server exited with code {proc.returncode}")
+        return proc.returncode or 1
+    finally:
+        stop_server(proc, server_id)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _wait_ready(proc, url: str, timeout: float, stop: list[int]) -> str | None:
+    """Poll /readyz until a worker answers 200 (None); otherwise why the server is not ready: the
+    supervisor exited, its workers keep exiting (BentoML restarts them forever), or the deadline passed.
+    A signal ends the wait too (`stop` is then non-empty)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    seen: set[int] = set()
+    while not stop:
+        if proc.poll() is not None:
+            return f"the server exited with code {proc.returncode} before it was ready"
+        live = _workers(proc.pid)
+        seen |= live
+        if len(seen - live) >= MAX_WORKER_EXITS:
+            return f"its workers keep failing to start ({len(seen - live)} exited before one was ready)"
+        if time.monotonic() > deadline:
+            return f"the service did not become ready within {timeout:g} s (EWS_STARTUP_TIMEOUT)"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return None
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    return None
+
+
+def _workers(pid: int) -> set[int]:
+    """The pids of the BentoML workers among the descendants of `pid`."""
+    import psutil
+
+    found = set()
+    with suppress(psutil.Error):
+        for p in psutil.Process(pid).children(recursive=True):
+            with suppress(psutil.Error):
+                if WORKER in p.cmdline():
+                    found.add(p.pid)
+    return found
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM it if `ews serve` dies (even by SIGKILL), Linux only."""
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _started_by(server_id: str) -> list:
+    """Every live process carrying this server's SERVER_ID in its environment: the supervisor and its
+    workers, also those orphaned by a supervisor that died while starting them (BentoML's workers run
+    in sessions of their own, so neither the process group nor the tree finds them all)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        with suppress(psutil.Error):
+            if p.environ().get(SERVER_ID) == server_id:
+                found.append(p)
+    return found
+
+
+def stop_server(proc, server_id: str, grace: float = 20.0) -> None:
+    """Stop the supervisor and every process it started: SIGTERM to the supervisor, which stops its
+    workers; after `grace` seconds SIGKILL to whatever still carries the server's id."""
+    import psutil
+
+    with suppress(psutil.NoSuchProcess):
+        psutil.Process(proc.pid).terminate()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _started_by(server_id):
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.2)  # reaps the supervisor once it exits
+    left = _started_by(server_id)
+    if left:
+        log.warning("stopping %d process(es) that did not stop within %g s", len(left), grace)
+        for p in left:
+            with suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(left, timeout=5)
+    proc.wait()
