@@ -41,10 +41,8 @@ __all__ = [
     "profile",
 ]
 
-PRE_MONTHS, POST_MONTHS = (
-    60,
-    13,
-)  # scenario before the window (old appraisals) and after (the oracle's horizon)
+# scenario months before the window (old appraisals) and after it (the oracle's horizon)
+PRE_MONTHS, POST_MONTHS = 60, 13
 
 
 @dataclass

@@ -5,13 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.generate.params import (
-    CITIES_WITHOUT_HPI,
-    FUNDING_PARTNERS,
-    INDUSTRIES,
-    PRODUCTS,
-    GeneratorParams,
-)
+from features.generate.params import CITIES_WITHOUT_HPI, FUNDING_PARTNERS, PRODUCTS, GeneratorParams
 from features.generate.process import LoanArrays, sigmoid
 from features.generate.scenario import Scenario
 from features.months import index_to_month
@@ -24,6 +18,7 @@ def draw_loans(
     rng: np.random.Generator, n: int, sc: Scenario, window_start: int, window_len: int, p: GeneratorParams
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, LoanArrays]:
     ws = window_start - sc.first  # slot of the first window month
+    b, ln, co = p.borrower, p.loan, p.collateral
     product = rng.choice(4, n, p=np.asarray(p.product_mix) / np.sum(p.product_mix))
     secured = product < UNSECURED
     card = product == REVOLVING
@@ -31,38 +26,37 @@ def draw_loans(
     # borrower
     btype = np.where(
         product == SEC_BUSINESS,
-        np.where(rng.random(n) < 0.75, 1, 2),
-        np.where(product == UNSECURED, np.where(rng.random(n) < 0.15, 1, 0), 0),
+        np.where(rng.random(n) < b.micro_share_secured_business, 1, 2),
+        np.where(product == UNSECURED, np.where(rng.random(n) < b.micro_share_unsecured, 1, 0), 0),
     )
-    bureau = np.clip(
-        np.round(640 + 55 * (p.bureau_signal * q + np.sqrt(1 - p.bureau_signal**2) * rng.normal(0, 1, n))),
-        350,
-        950,
-    )
-    bureau_null = rng.random(n) < 0.03
-    inc_mu = np.array([11.3, 12.2, 13.4])[btype]
-    income = np.round(np.exp(inc_mu + 0.25 * q + 0.45 * rng.normal(0, 1, n)), -2)
-    income_null = rng.random(n) < 0.02
+    signal = p.bureau_signal * q + np.sqrt(1 - p.bureau_signal**2) * rng.normal(0, 1, n)
+    bureau = np.clip(np.round(b.bureau_mean + b.bureau_sd * signal), *b.bureau_range)
+    bureau_null = rng.random(n) < b.bureau_null_share
+    inc_mu = np.asarray(b.income_log_mean)[btype]
+    income = np.round(np.exp(inc_mu + b.income_quality * q + b.income_log_sd * rng.normal(0, 1, n)), -2)
+    income_null = rng.random(n) < b.income_null_share
     business = btype > 0
-    yib = np.round(rng.gamma(2.0, 3.0, n) * np.exp(0.25 * q), 1)
-    age = np.clip(rng.normal(42, 9, n), 22, 70)
-    ind_names = list(INDUSTRIES)
-    ind_share = np.array([INDUSTRIES[k][1] for k in ind_names])
+    yib = np.round(rng.gamma(*b.years_in_business_gamma, n) * np.exp(b.years_in_business_quality * q), 1)
+    age = np.clip(rng.normal(b.age_mean, b.age_sd, n), *b.age_range)
+    ind_names = [name for name, _, _ in p.industries]
+    ind_share = np.array([share for _, _, share in p.industries])
     industry = rng.choice(len(ind_names), n, p=ind_share / ind_share.sum())
-    industry_null = (~business) & (rng.random(n) < 0.2)
+    industry_null = (~business) & (rng.random(n) < b.industry_null_share)
     # loan terms (a card has no maturity inside any window: its term is the renewal horizon)
     term = np.select(
         [product == SEC_BUSINESS, product == SEC_CONSUMER, product == UNSECURED],
         [
-            rng.choice([36, 60, 120], n, p=[0.4, 0.4, 0.2]),
-            rng.choice([120, 180, 240], n, p=[0.3, 0.4, 0.3]),
-            rng.choice([12, 24, 36], n, p=[0.3, 0.4, 0.3]),
+            rng.choice(ln.term_secured_business, n, p=ln.term_secured_business_p),
+            rng.choice(ln.term_secured_consumer, n, p=ln.term_secured_consumer_p),
+            rng.choice(ln.term_unsecured, n, p=ln.term_unsecured_p),
         ],
-        600,
+        ln.card_term,
     )
-    rtype = np.where(product == SEC_BUSINESS, rng.choice(3, n, p=[0.5, 0.3, 0.2]), np.where(card, 3, 0))
+    rtype = np.where(
+        product == SEC_BUSINESS, rng.choice(3, n, p=ln.repayment_mix_secured_business), np.where(card, 3, 0)
+    )
     seasoned = rng.random(n) < p.seasoned_share
-    age_m = np.minimum(rng.integers(1, 49, n), term - 6)
+    age_m = np.minimum(rng.integers(1, ln.seasoned_age_max + 1, n), term - ln.seasoned_min_remaining)
     orig = np.where(seasoned, ws - np.maximum(age_m, 1), ws + rng.integers(0, window_len, n))
     if p.single_vintage:
         orig = np.full(n, ws - p.vintage_age)
@@ -75,48 +69,70 @@ def draw_loans(
         city[m] = rng.choice(pool, m.sum())
     has_hpi = ~np.isin(city_names[city], CITIES_WITHOUT_HPI)
     # collateral
-    log_val = np.array([15.4, 14.8, 14.3, 13.9, 13.5])[tier] + 0.45 * rng.normal(0, 1, n)
+    log_val = np.asarray(co.log_value)[tier] + co.log_value_sd * rng.normal(0, 1, n)
     value0 = np.where(secured, np.round(np.exp(log_val), -3), 0.0)
-    lien2 = secured & (rng.random(n) < np.where(product == SEC_BUSINESS, 0.35, 0.15))
-    prior = np.where(lien2, np.round(value0 * rng.uniform(0.2, 0.45, n), -2), 0.0)
-    target_cltv = np.clip(rng.beta(6, 5, n) * 0.6 + 0.25 + 0.05 * (-q), 0.3, 0.85)
-    ltv_own = np.where(
-        lien2, np.clip(target_cltv + 0.1 - prior / np.maximum(value0, 1), 0.1, 0.5), target_cltv
+    lien2_share = np.where(
+        product == SEC_BUSINESS, co.second_lien_share_business, co.second_lien_share_consumer
     )
-    unsec_principal = np.round(np.minimum(np.exp(11.0 + 0.5 * rng.normal(0, 1, n)), income * 0.8 + 5000), -2)
-    principal = np.where(secured, np.round(value0 * ltv_own, -2), np.maximum(unsec_principal, 5000))
-    appraisal_slot = orig - rng.integers(0, 3, n)
-    rate_base = np.array([0.065, 0.045, 0.115, p.card_rate])[product]
-    score_z = np.where(bureau_null, 0.0, (bureau - 640) / 55)
+    lien2 = secured & (rng.random(n) < lien2_share)
+    prior = np.where(lien2, np.round(value0 * rng.uniform(*co.prior_lien_share, n), -2), 0.0)
+    target_cltv = np.clip(
+        rng.beta(*co.cltv_beta, n) * co.cltv_scale + co.cltv_offset + co.cltv_quality * (-q), *co.cltv_range
+    )
+    own = np.clip(
+        target_cltv + co.second_lien_cltv_add - prior / np.maximum(value0, 1), *co.second_lien_ltv_range
+    )
+    ltv_own = np.where(lien2, own, target_cltv)
+    unsec_draw = np.exp(ln.unsecured_log_principal + ln.unsecured_log_sd * rng.normal(0, 1, n))
+    unsec_principal = np.round(
+        np.minimum(unsec_draw, income * ln.unsecured_income_share + ln.unsecured_cap_add), -2
+    )
+    principal = np.where(
+        secured, np.round(value0 * ltv_own, -2), np.maximum(unsec_principal, ln.unsecured_floor)
+    )
+    appraisal_slot = orig - rng.integers(0, ln.appraisal_lag_max + 1, n)
+    rate_base = np.array([*ln.base_rate, p.card_rate])[product]
+    score_z = np.where(bureau_null, 0.0, (bureau - b.bureau_mean) / b.bureau_sd)
     rate = np.round(
-        np.clip(rate_base - 0.008 * score_z + 0.006 * lien2 + rng.normal(0, 0.006, n), 0.025, 0.24), 4
+        np.clip(
+            rate_base - ln.rate_score * score_z + ln.rate_second_lien * lien2 + rng.normal(0, ln.rate_sd, n),
+            *ln.rate_range,
+        ),
+        4,
     )
     r = rate / 12
-    amort_n = np.where(rtype == 2, term * 2, term)
+    amort_n = np.where(rtype == 2, term * ln.balloon_amortization, term)
     inst = np.where(rtype == 1, principal * r, principal * r / (1 - (1 + r) ** (-amort_n)))
     # lenders underwrite secured loans to a debt-service ratio: income follows the installment
-    dsr = np.clip(0.32 - 0.05 * q + 0.08 * rng.normal(0, 1, n), 0.12, 0.65)
-    income = np.where(secured, np.round(np.maximum(12 * inst / dsr, income * 0.5), -2), income)
-    partner = np.where(
-        rng.random(n) < np.where(product == SEC_BUSINESS, 0.6, 0.3),
-        rng.integers(0, len(FUNDING_PARTNERS), n),
-        -1,
+    dsr = np.clip(ln.dsr_mean - ln.dsr_quality * q + ln.dsr_sd * rng.normal(0, 1, n), *ln.dsr_range)
+    income = np.where(
+        secured, np.round(np.maximum(12 * inst / dsr, income * ln.dsr_income_floor), -2), income
     )
+    partner_share = np.where(
+        product == SEC_BUSINESS, ln.partner_share_secured_business, ln.partner_share_other
+    )
+    partner = np.where(rng.random(n) < partner_share, rng.integers(0, len(FUNDING_PARTNERS), n), -1)
     if card.any():
         # cards, drawn last so that a book without cards is the same book it always was: the limit follows
         # income and quality; the typical minimum due follows the cardholder's usual utilisation
-        limit = np.round(
-            np.clip(p.card_limit_income * income * np.exp(0.3 * q + 0.35 * rng.normal(0, 1, n)), 3000, 5e5),
-            -2,
+        spread = np.exp(p.card_limit_quality * q + p.card_limit_sd * rng.normal(0, 1, n))
+        limit = np.round(np.clip(p.card_limit_income * income * spread, *p.card_limit_range), -2)
+        util0 = np.where(
+            card,
+            sigmoid(p.card_util_base - p.card_util_quality * q + p.card_util_sd * rng.normal(0, 1, n)),
+            0.0,
         )
-        util0 = np.where(card, sigmoid(p.card_util_base - 0.6 * q + 0.5 * rng.normal(0, 1, n)), 0.0)
-        rate = np.where(card, np.round(np.clip(p.card_rate - 0.01 * score_z, 0.08, 0.36), 4), rate)
+        rate = np.where(
+            card, np.round(np.clip(p.card_rate - p.card_rate_score * score_z, *p.card_rate_range), 4), rate
+        )
         principal = np.where(card, limit, principal)
         inst = np.where(card, np.maximum(p.card_min_share * util0 * limit, p.card_min_floor), inst)
     else:
         util0 = np.zeros(n)
-    burden = np.where(income_null | (income <= 0), 0.35, 12 * inst / np.maximum(income, 1.0))
-    burden = np.clip(burden, 0, 2.0)
+    burden = np.where(
+        income_null | (income <= 0), ln.burden_missing_income, 12 * inst / np.maximum(income, 1.0)
+    )
+    burden = np.clip(burden, 0, ln.burden_cap)
     la = LoanArrays(
         q=q,
         orig=orig,
@@ -149,9 +165,7 @@ def draw_loans(
         {
             "borrower_id": borrower_ids,
             "borrower_type": btypes[btype],
-            "birth_year": pd.array(
-                np.round(index_to_month(orig + sc.first).year - age).astype(int), dtype="Int64"
-            ),
+            "birth_year": pd.array(np.round(first_day.year - age).astype(int), dtype="Int64"),
             "industry": pd.Series(np.array(ind_names)[industry], dtype="str").where(~industry_null, None),
             "years_in_business": pd.Series(yib).where(business, np.nan),
             "annual_income": pd.Series(income).where(~income_null, np.nan),
@@ -178,7 +192,7 @@ def draw_loans(
         }
     )
     loans.loc[~secured, "lien_position"] = pd.NA
-    ptypes = np.where(product == SEC_BUSINESS, rng.choice(3, n, p=[0.6, 0.35, 0.05]), 0)
+    ptypes = np.where(product == SEC_BUSINESS, rng.choice(3, n, p=co.property_mix_business), 0)
     collateral = pd.DataFrame(
         {
             "collateral_id": coll_ids,

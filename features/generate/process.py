@@ -85,7 +85,11 @@ def stress_probs(
         + p.s_on_unsecured * la.unsecured[idx]
         + p.s_on_burden * la.burden[idx]
         + p.s_on_local_hpi
-        * np.clip(sc.log_hpi[la.city[idx], max(slot - 12, 0)] - sc.log_hpi[la.city[idx], slot], 0, None)
+        * np.clip(
+            sc.log_hpi[la.city[idx], max(slot - p.s_on_local_hpi_months, 0)] - sc.log_hpi[la.city[idx], slot],
+            0,
+            None,
+        )
     )
     z_off = p.s_off_base + p.s_off_quality * la.q[idx] + p.s_off_macro * sc.macro[slot]
     return sigmoid(z_on), sigmoid(z_off)
@@ -106,7 +110,7 @@ def outcome_probs(
     q = la.q[idx]
     if cltv is None:
         cltv = scheduled_cltv(la, sc, slot, idx)
-    neg_eq = np.clip(cltv - 0.8, 0.0, 0.8)
+    neg_eq = np.clip(cltv - p.negative_equity_cltv, 0.0, p.negative_equity_cap)
     k = slot - la.orig[idx]
     matured = k >= la.term[idx]
     at_maturity = k == la.term[idx]
@@ -125,8 +129,12 @@ def outcome_probs(
     )
     miss_s = np.where(la.revolving[idx], p.miss_stressed_revolving, p.miss_stressed)
     miss = sigmoid(p.miss_base + miss_s * s - p.miss_quality * q + p.miss_unsecured * uns)
-    prepay = sigmoid(p.prepay_base + p.prepay_stressed * s + p.prepay_equity * np.clip(cltv - 0.7, 0, None))
-    bfail = sigmoid(p.balloon_fail_base + p.balloon_fail_stressed * s + p.balloon_fail_ltv * (cltv - 0.7))
+    prepay = sigmoid(
+        p.prepay_base + p.prepay_stressed * s + p.prepay_equity * np.clip(cltv - p.prepay_cltv, 0, None)
+    )
+    bfail = sigmoid(
+        p.balloon_fail_base + p.balloon_fail_stressed * s + p.balloon_fail_ltv * (cltv - p.balloon_fail_cltv)
+    )
     bfail = np.where(bullet, bfail, 0.0)
     # at maturity the loan pays off unless a bullet repayment fails; after maturity a current loan is closed
     paid = np.where(matured, 1.0 - np.where(at_maturity, bfail, 0.0), prepay) * (1.0 - sudden)

@@ -54,9 +54,8 @@ def simulate(rng, la: LoanArrays, sc: Scenario, ws: int, n_months: int, p: Gener
     S[seasoned] = (rng.random(seasoned.sum()) < (on0 / (on0 + off0))[seasoned]).astype(np.int8)
     k_paid[seasoned] = ws - 1 - la.orig[seasoned]
     out: dict[str, list] = {
-        k: [] for k in ("loan", "slot", "balance", "sched", "paid", "dpd", "status", "restr")
+        k: [] for k in ("loan", "slot", "balance", "sched", "paid", "dpd", "status", "restr", "S", "D")
     }
-    out.update({"S": [], "D": []})
     cards = la.revolving.any()
     for slot in range(ws, ws + n_months):
         new = la.orig == slot
@@ -92,7 +91,7 @@ def simulate(rng, la: LoanArrays, sc: Scenario, ws: int, n_months: int, p: Gener
         pay = np.where(o == PAY, inst, pay)
         paid_n = np.where(o == PAY, 1, paid_n)
         partial = rng.random(len(li)) < np.where(S[li] == 1, p.partial_share_stressed, p.partial_share_normal)
-        frac = rng.uniform(0.2, 0.9, len(li))
+        frac = rng.uniform(*p.partial_paid, len(li))
         pay = np.where(missed | (o == ROLL), np.where(partial, inst * frac, 0.0), pay)
         first_dpd = rng.integers(1, 30, len(li))
         ddpd = np.where(o == MISS, first_dpd, ddpd)
@@ -186,8 +185,8 @@ def _card_rows(rng, la, p, idx, live, o, S, util, status, bal, sched, paid_amt):
     out_o[live] = o
     oc = out_o[card]
     behind = oc != PAY  # delinquent, missing or in default (-1): interest and fees accrue
-    u = np.where(behind, u * (1 + la.rate[ci] / 12) + 0.005, u)
-    util[ci] = np.clip(u, 0.0, 1.1)
+    u = np.where(behind, u * (1 + la.rate[ci] / 12) + p.card_arrears_fee, u)
+    util[ci] = np.clip(u, 0.0, p.card_util_max)
     balance = np.round(util[ci] * la.principal[ci], 2)
     minimum = np.where(
         balance > 0, np.minimum(balance, np.maximum(p.card_min_share * balance, p.card_min_floor)), 0.0
@@ -195,7 +194,7 @@ def _card_rows(rng, la, p, idx, live, o, S, util, status, bal, sched, paid_amt):
     r = rng.random(len(ci))
     transactor = r < sigmoid(p.card_transactor_base + la.q[ci])
     min_only = r < p.card_min_only_stressed
-    revolver = minimum * rng.uniform(1.0, 3.0, len(ci))
+    revolver = minimum * rng.uniform(*p.card_revolver_paid, len(ci))
     paying = np.where(
         stressed, np.where(min_only, minimum, revolver), np.where(transactor, balance, revolver)
     )
