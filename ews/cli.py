@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -61,6 +62,9 @@ def main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", 
     )
     for noisy in ("alembic", "mlflow", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow 3 sends usage telemetry from a background thread by default; a lender's systems send nothing
+    # out unasked. Off unless the user sets MLFLOW_DISABLE_TELEMETRY=false; the service's workers inherit it.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     ctx.obj = Settings()
 
 
@@ -725,7 +729,10 @@ def score_book_cmd(
     contract, loan ids not in the loans table, malformed CSV lines: see OUT/YYYY-MM/rejects.csv); 1 failed
     with a one-line message (unusable book, no rows at the as-of month, too many rejects, no model, a
     write error): nothing written, the previous outputs stay."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from features.book import book_fingerprint
+    from features.chunks import book_context
     from features.stability import PSI_SHIFTED
     from model.registry import CHALLENGER, ModelRef, load_bundle, require, resolve
     from serving.batch import BatchConfig, log_batch_run, parse_as_of, run_key, score_book
@@ -740,10 +747,14 @@ def score_book_cmd(
         )
     except ValueError as e:
         _fail(str(e))
-    artifact_root = _tracking(settings)
-    client = _client(settings)
     t0 = time.perf_counter()
+    # the book's context table is read in a thread while MLflow and the model load (mostly I/O and
+    # Arrow, which run beside the imports on a second core)
+    pool = ThreadPoolExecutor(1)
+    context = pool.submit(book_context, folder, cfg.as_of)
     try:
+        artifact_root = _tracking(settings)
+        client = _client(settings)
         bundle = load_bundle(ref.name, require(client, ref))
         scorer = RiskScorer(bundle, settings.top_k)
         shadow = None
@@ -759,10 +770,14 @@ def score_book_cmd(
             bar(f"{stage} ({rate:,.0f} loans/s)", done, total)
 
         with progress_bar() as bar:
-            summary = score_book(cfg, scorer, key, shadow, cb, settings.max_reject_share)
+            summary = score_book(
+                cfg, scorer, key, shadow, cb, settings.max_reject_share, context=context.result
+            )
         pipeline = time.perf_counter() - start  # validation to outputs, without start-up and MLflow
     except (ValueError, OSError) as e:
         _fail(str(e))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     took = time.perf_counter() - t0
     log_batch_run(cfg, summary, sha, key, took, pipeline, artifact_root)
     c, wl = summary["counts"], summary["watchlist"]

@@ -224,18 +224,23 @@ def score_book(
     shadow: RiskScorer | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     max_reject_share: float = 1.0,
+    context: Callable[[], pd.DataFrame] | None = None,
 ) -> dict:
     """Score the book at cfg.as_of and write scores, watchlist, rejects and summary atomically.
     Returns the summary. Raises ValueError (and writes nothing) for a book unusable as a whole, or one with
     more than `max_reject_share` of its loans breaking the contract. First, whatever happens next, it
-    recovers the output folder from a run that was killed (`serving.outputs.recover`)."""
+    recovers the output folder from a run that was killed (`serving.outputs.recover`).
+
+    `context`: the book's context table at cfg.as_of (`features.chunks.book_context`) when the caller has
+    it under way already (the command line reads it while MLflow and the model load); called after the
+    book is found usable."""
     recover(cfg.out_dir)
     if cfg.reasons not in ("all", "flagged"):
         raise ValueError(f"reasons must be 'all' or 'flagged', got {cfg.reasons!r}")
     check_usable(cfg)
     t0 = time.perf_counter()
     rule = scorer.bundle.model_spec.label.rule
-    context = book_context(cfg.book_dir, cfg.as_of)
+    context = context() if context is not None else book_context(cfg.book_dir, cfg.as_of)
     n_loans = _count_loans(cfg.book_dir)
     scored_parts, feature_parts, reject_parts, shadow_parts = [], [], [], []
     counts = {
