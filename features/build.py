@@ -220,6 +220,11 @@ def features_at(
     valid = g.offset[tgt][:, None] >= lags[None, :]
     idx = np.where(valid, idx, 0)
     p_l = present[idx] & valid
+    # the history starts at the loan's first row inside the window: months missing at the window's start
+    # read as before its history, not as gaps, because a request carries only the window and cannot tell
+    # the two apart (a book whose row 23 months back is missing would otherwise count one month more)
+    first = MAX_LAG - 1 - np.argmax(p_l[:, ::-1], axis=1)
+    valid &= lags[None, :] <= first[:, None]
     dpd_l = np.where(p_l, dpd[idx], np.nan)
     paid_l = np.where(p_l, paid[idx], 0.0)
     sched_l = np.where(p_l, sched[idx], 0.0)

@@ -170,6 +170,11 @@ def test_single_loan_features_equal_the_book_wide_rows(
 
     gap = perf["month"].diff().dt.days.gt(31) & perf["loan_id"].eq(perf["loan_id"].shift())
     pick("missing months", perf.loc[gap, ["loan_id", "month"]].rename(columns={"month": "as_of"}))
+    # the month just before the request's window is present and the window's first month is missing: the
+    # request cannot see the earlier row, so the history must start at the window's first row either way
+    missing = perf.loc[gap.shift(-1, fill_value=False), ["loan_id", "month"]]  # the row before each gap
+    starts = missing.assign(as_of=missing["month"] + pd.DateOffset(months=HISTORY_MONTHS))
+    pick("missing first month of the window", starts[["loan_id", "as_of"]])
     second = book.loans.loc[book.loans["lien_position"] == 2, "loan_id"]
     pick("2nd lien", performing[performing["loan_id"].isin(second)])
     no_hpi = book.loans.loc[

@@ -57,6 +57,10 @@ def test_counts_reconcile_and_every_performing_loan_is_scored_with_reasons(
     lists = s["lists"]
     assert sum(x["loans"] for x in lists.values()) == c["scored"]
     assert sum(x["red"] + x["amber"] for x in lists.values()) == len(watch)
+    for name, x in lists.items():  # each list's red and amber fill the officers' capacity at this month
+        for tier in ("red", "amber"):
+            want = x[f"{tier}_capacity"] * x["loans"]
+            assert abs(x[tier] - want) <= max(0.2 * want, 1.0), (name, tier, x)  # 20%, or a whole loan
     assert watch["reasons"].str.len().gt(0).all()
     assert s["watchlist"]["exposure"] == pytest.approx(watch["balance"].sum(), rel=1e-6)
     assert set(s["psi"]["features"]) == set(champion_scorer.bundle.features)
