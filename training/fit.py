@@ -6,7 +6,7 @@ The test window is never used for fitting, early stopping, calibration, threshol
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -383,18 +383,24 @@ def train_model(
         grade_bands=master_scale(pd_cal, spec.grades),
     )
     ev = evaluate(bundle, test, seed=spec.seed)
-    bundle.test_metrics = dict(ev.metrics)
     warnings = degenerate_signs(bundle, evaluate(bundle, cal, seed=spec.seed), spec.gates)
     for w in warnings:
         log.warning("degenerate model: %s", w)
     challenger = fit_challenger(train, names, spec.seed)
     ch_pd = challenger.predict_proba(challenger_frame(test, names))[:, 1]
     challenger_metrics = metrics.summary(test["label"].to_numpy(), ch_pd)
-    bundle.training.update(
-        monotone=ev.monotone,
-        monotone_failures=sorted(f for f, ok in ev.monotonicity.items() if not ok),
-        challenger_auc=challenger_metrics["auc"],
-        degenerate=list(warnings),
+    # the bundle the model ships as: the evaluated one with what its evaluation found (a new bundle, not
+    # the evaluated one changed in place)
+    bundle = replace(
+        bundle,
+        test_metrics=dict(ev.metrics),
+        training={
+            **bundle.training,
+            "monotone": ev.monotone,
+            "monotone_failures": sorted(f for f, ok in ev.monotonicity.items() if not ok),
+            "challenger_auc": challenger_metrics["auc"],
+            "degenerate": list(warnings),
+        },
     )
     return TrainResult(
         bundle=bundle,
