@@ -88,6 +88,7 @@ def test_train_logs_a_complete_run_and_registers_the_model(champion_store) -> No
     assert "| 1 | " in card and "1.0000 |" not in card.split("Observed vs expected")[1][:400]
 
 
+@pytest.mark.slow  # trains a model (uses no shared fixture the conftest marks by)
 def test_train_command_on_a_small_book(small_book_dir, tmp_path) -> None:
     mp = pytest.MonkeyPatch()
     _env(mp, tmp_path)
