@@ -14,10 +14,12 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -43,6 +45,7 @@ app.add_typer(registry_app, name="registry")
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
+T = TypeVar("T")
 
 ModelOpt = Annotated[
     str | None,
@@ -120,6 +123,29 @@ def _model(settings: Settings, model: str | None, default_alias: str | None = "c
         return parse_ref(model or settings.model_name, default_alias)
     except ValueError as e:
         _fail(str(e))
+
+
+def _in_thread(fn: Callable[..., T], *args) -> Callable[[], T]:
+    """Start fn(*args) in a daemon thread; the callable returned waits for it and returns its result (or
+    raises its error). A daemon, so a command that fails before it needs the result exits at once."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # handed to whoever waits for the result
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name=getattr(fn, "__name__", "task"), daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        return box["value"]  # type: ignore[return-value]
+
+    return result
 
 
 def _tracking(settings: Settings) -> Path:
@@ -729,8 +755,6 @@ def score_book_cmd(
     contract, loan ids not in the loans table, malformed CSV lines: see OUT/YYYY-MM/rejects.csv); 1 failed
     with a one-line message (unusable book, no rows at the as-of month, too many rejects, no model, a
     write error): nothing written, the previous outputs stay."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from features.book import book_fingerprint
     from features.chunks import book_context
     from features.stability import PSI_SHIFTED
@@ -750,8 +774,7 @@ def score_book_cmd(
     t0 = time.perf_counter()
     # the book's context table is read in a thread while MLflow and the model load (mostly I/O and
     # Arrow, which run beside the imports on a second core)
-    pool = ThreadPoolExecutor(1)
-    context = pool.submit(book_context, folder, cfg.as_of)
+    context = _in_thread(book_context, folder, cfg.as_of)
     try:
         artifact_root = _tracking(settings)
         client = _client(settings)
@@ -770,14 +793,10 @@ def score_book_cmd(
             bar(f"{stage} ({rate:,.0f} loans/s)", done, total)
 
         with progress_bar() as bar:
-            summary = score_book(
-                cfg, scorer, key, shadow, cb, settings.max_reject_share, context=context.result
-            )
+            summary = score_book(cfg, scorer, key, shadow, cb, settings.max_reject_share, context=context)
         pipeline = time.perf_counter() - start  # validation to outputs, without start-up and MLflow
     except (ValueError, OSError) as e:
         _fail(str(e))
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
     took = time.perf_counter() - t0
     log_batch_run(cfg, summary, sha, key, took, pipeline, artifact_root)
     c, wl = summary["counts"], summary["watchlist"]

@@ -214,30 +214,38 @@ class ModelBundle:
         return tables.contributions(X)
 
     def shap_tables(self) -> ShapTables | None:
-        """The booster's SHAP tables, compiled and verified on first use, then kept (None: the model is too
-        big for tables, contributions come from pred_contrib). Lazy, because most users of a bundle
-        (promotion, reports, the pyfunc face) never explain a score; a service calls it at start-up.
+        """The booster's SHAP tables, verified on first use, then kept (None: the model is too big for
+        tables, contributions come from pred_contrib). Lazy, because most users of a bundle (promotion,
+        reports, the pyfunc face) never explain a score; a service calls it at start-up.
 
-        Verified against pred_contrib on the bundle's reference rows plus rows on the booster's own split
-        thresholds (the only rows an older bundle has); a difference over 1e-9 refuses the bundle with a
-        ValueError, never a silent fallback: it would mean the tables misread this model."""
+        Tables saved with the bundle (read at load: a few MB at most) are verified against pred_contrib
+        on the bundle's reference rows; tables compiled here (an older bundle, or saved tables that fail
+        that check, which are logged and compiled afresh) on the reference rows plus rows on the
+        booster's own split thresholds (the only rows an older bundle has). Compiled tables that differ
+        by over 1e-9 refuse the bundle with a ValueError, never a silent fallback to pred_contrib: it
+        would mean the tables misread this model."""
         if "_shap_tables" not in self.__dict__:
             with _SHAP_TABLES_LOCK:
                 if "_shap_tables" not in self.__dict__:
-                    self.__dict__["_shap_tables"] = self._compile_shap_tables()
+                    self.__dict__["_shap_tables"] = self._verified_shap_tables()
         return self.__dict__["_shap_tables"]
 
-    def _compile_shap_tables(self) -> ShapTables | None:
+    def _verified_shap_tables(self) -> ShapTables | None:
         stored = self.__dict__.pop("_stored_shap_tables", None)
-        tables = stored or compile_tables(self.booster)
+        have_rows = self.reference_rows is not None and len(self.reference_rows)
+        if stored is not None and have_rows:
+            try:
+                diff = stored.verify(self.booster, self.reference_rows)
+            except ValueError as e:
+                log.warning("the saved SHAP tables fail their check (%s): compiling them afresh", e)
+            else:
+                n = len(self.reference_rows)
+                log.info("SHAP tables verified on %d rows (max difference %.1e)", n, diff)
+                return stored
+        tables = compile_tables(self.booster)
         if tables is None:
             return None
-        have_rows = self.reference_rows is not None and len(self.reference_rows)
-        # tables read from the bundle are checked on its reference rows (they were verified on edge rows
-        # too when compiled); tables compiled here on both, or on edge rows alone where no rows were kept
-        rows = [] if stored is not None and have_rows else [tables.edge_rows()]
-        if have_rows:
-            rows.append(self.reference_rows)
+        rows = [tables.edge_rows()] + ([self.reference_rows] if have_rows else [])
         try:
             diff = tables.verify(self.booster, np.vstack(rows))
         except ValueError as e:

@@ -58,6 +58,7 @@ import logging
 import math
 import os
 import time
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -341,6 +342,7 @@ class ShapTables:
 
 
 _ARRAYS = ("kind", "cut_ptr", "cuts", "used", "g_ptr", "g_feat", "lut_ptr", "lut", "val_off", "values")
+TABLES_FORMAT = 1  # the layout of the saved arrays; a file of another format is compiled afresh
 
 
 def save_tables(tables: ShapTables, path: Path, booster_sha256: str) -> None:
@@ -348,6 +350,7 @@ def save_tables(tables: ShapTables, path: Path, booster_sha256: str) -> None:
     bundle loads them instead of compiling (about a second per 1,000 trees) at every start."""
     np.savez(
         path,
+        format=np.array(TABLES_FORMAT),
         booster_sha256=np.array(booster_sha256),
         scalars=np.array([tables.n_features, tables.bias, tables.n_trees, tables.n_cells], dtype=np.float64),
         **{name: getattr(tables, name) for name in _ARRAYS},
@@ -360,12 +363,15 @@ def load_tables(path: Path, booster_sha256: str | None, n_features: int) -> Shap
     against `pred_contrib` before its first use (`ModelBundle.shap_tables`)."""
     try:
         with np.load(path, allow_pickle=False) as z:
+            if "format" not in z.files or int(z["format"]) != TABLES_FORMAT:
+                log.warning("%s is of another format: compiling the SHAP tables afresh", path.name)
+                return None
             if booster_sha256 is None or str(z["booster_sha256"]) != booster_sha256:
                 log.warning("%s belongs to another booster: compiling the SHAP tables afresh", path.name)
                 return None
             arrays = {name: z[name] for name in _ARRAYS}
             nf, bias, n_trees, n_cells = z["scalars"].tolist()
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # truncated, altered, not npz
         log.warning("%s is unreadable (%s): compiling the SHAP tables afresh", path.name, e)
         return None
     if int(nf) != n_features or len(arrays["cut_ptr"]) != n_features + 1:

@@ -311,10 +311,11 @@ def challenger_frame(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 
 def master_scale(pd_cal: np.ndarray, spec: GradeSpec) -> tuple[float, ...]:
     """The upper PD of grades 1 to 9. `auto`: a geometric scale from the 1st to the 99th percentile of the
-    calibration window's PDs, so grade 1 and grade 10 each hold about 1% of the loans and every grade
-    between holds some (a scale the book does not populate grades nothing); rounded to two significant
-    digits so the bands read as a master scale. Too few distinct PDs for nine distinct edges (a degenerate
-    model) falls back to the fixed doubling scale, with a log line."""
+    calibration window's PDs, so grade 1 and grade 10 each hold about 1% of the loans (more where PDs tie
+    at an end, e.g. at the PD floor) and the grades between span the rest (a scale the book does not
+    populate grades nothing); rounded to two significant digits so the bands read as a master scale. PDs
+    that cannot give nine distinct edges below 1 (a degenerate model) fall back to the fixed doubling
+    scale, with a log line."""
     if spec.bands != "auto":
         return tuple(float(b) for b in spec.bands)
     lo, hi = np.quantile(np.asarray(pd_cal, dtype=float), [0.01, 0.99])
@@ -323,7 +324,7 @@ def master_scale(pd_cal: np.ndarray, spec: GradeSpec) -> tuple[float, ...]:
         return GRADE_BANDS
     edges = np.geomspace(lo, hi, 9)
     rounded = np.array([float(f"{e:.2g}") for e in edges])
-    if len(np.unique(rounded)) < 9 or not np.all(np.diff(rounded) > 0):
+    if len(np.unique(rounded)) < 9 or not np.all(np.diff(rounded) > 0) or rounded[-1] >= 1:
         log.warning("calibration PDs too concentrated for nine grades: using the fixed master scale")
         return GRADE_BANDS
     return tuple(float(e) for e in rounded)

@@ -141,7 +141,9 @@ def describe(g: Gate) -> str:
         "tuned_auc": f"tuned to a calibration AUC of {g.value:.4f}, at least {g.limit}"
         if ok
         else f"tuned to a calibration AUC of {g.value:.4f}, no better than chance",
-        "no_leak": f"AUC {g.value:.4f} at most the oracle's + margin, {g.limit:.4f} (no leak)",
+        "no_leak": f"AUC {g.value:.4f} at most the oracle's + margin, {g.limit:.4f} (no leak)"
+        if ok
+        else f"AUC {g.value:.4f} above the oracle's + margin, {g.limit:.4f}: a leak of the label",
     }
     return words.get(g.name, f"{g.name} {g.value:.4f} ({g.rule})")
 

@@ -5,6 +5,7 @@ each missing type, negative values, unseen, negative, fractional and missing cat
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import math
 
@@ -370,7 +371,9 @@ def test_stored_tables_of_another_booster_or_unreadable_are_compiled_afresh(
     _assert_pred_contrib(broken.contributions(rows), zero_missing, rows)
 
 
-def test_stored_tables_that_disagree_with_the_booster_refuse_the_bundle(four_leaves, tmp_path) -> None:
+def test_stored_tables_that_disagree_with_the_booster_are_compiled_afresh(
+    four_leaves, tmp_path, caplog
+) -> None:
     import json
 
     from model.shap_tables import save_tables
@@ -380,8 +383,40 @@ def test_stored_tables_that_disagree_with_the_booster_refuse_the_bundle(four_lea
     wrong = dataclasses.replace(compile_tables(four_leaves), values=compile_tables(four_leaves).values + 1e-7)
     sha = json.loads((folder / "bundle.json").read_text())["booster_sha256"]
     save_tables(wrong, folder / "shap_tables.npz", sha)  # the right booster's name on wrong numbers
-    with pytest.raises(ValueError, match="pred_contrib by"):
-        ModelBundle.load(folder).contributions(np.zeros((1, 8)))
+    rows = _edge_rows(four_leaves)
+    with caplog.at_level(logging.WARNING, logger="model.bundle"):
+        got = ModelBundle.load(folder).contributions(rows)
+    assert "fail their check" in caplog.text  # said, and not used
+    _assert_pred_contrib(got, four_leaves, rows)
+
+
+def test_a_truncated_or_other_format_tables_file_is_compiled_afresh(four_leaves, tmp_path, caplog) -> None:
+    import json
+
+    from model.shap_tables import TABLES_FORMAT
+
+    X, _ = _frame(500, 12)
+    folder = _bundle(four_leaves, reference_rows=_matrix(X)).save(tmp_path / "t")
+    path = folder / "shap_tables.npz"
+    whole = path.read_bytes()
+    rows = _edge_rows(four_leaves)
+    for damage in (whole[: len(whole) // 2], whole[:-40] + bytes(40)):  # cut short; its directory zeroed
+        path.write_bytes(damage)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="model.shap_tables"):
+            bundle = ModelBundle.load(folder)  # never a crash: the booster itself is whole
+        assert "unreadable" in caplog.text
+        _assert_pred_contrib(bundle.contributions(rows), four_leaves, rows)
+    with np.load(io.BytesIO(whole)) as z:
+        arrays = {k: z[k] for k in z.files}
+    sha = json.loads((folder / "bundle.json").read_text())["booster_sha256"]
+    assert str(arrays["booster_sha256"]) == sha and int(arrays["format"]) == TABLES_FORMAT
+    np.savez(path, **{**arrays, "format": np.array(TABLES_FORMAT + 1)})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="model.shap_tables"):
+        bundle = ModelBundle.load(folder)
+    assert "another format" in caplog.text
+    _assert_pred_contrib(bundle.contributions(rows), four_leaves, rows)
 
 
 def test_a_bundle_whose_tables_fail_verification_is_refused(four_leaves, monkeypatch) -> None:

@@ -283,6 +283,8 @@ def test_master_scale_by_hand_or_designed_and_a_degenerate_model_falls_back() ->
     hand = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256]
     assert master_scale(pd_, GradeSpec(bands=hand)) == tuple(hand)
     assert master_scale(np.full(1000, 0.02), GradeSpec()) == GRADE_BANDS  # nine edges cannot be drawn
+    near_one = np.r_[np.full(20, 0.001), np.full(980, 0.998)]  # the 99th percentile rounds to 1
+    assert master_scale(near_one, GradeSpec()) == GRADE_BANDS  # grade 10 would be out of reach
     with pytest.raises(ValueError, match="9 strictly increasing"):
         GradeSpec(bands=[0.01, 0.005, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08])
 

@@ -81,7 +81,7 @@ def test_the_report_checks_a_bundle_with_the_promotion_gates_and_catches_a_leak(
     assert failed == {"no_leak", "monotonicity"}  # 0.95 > oracle 0.93 + 0.005: a leak
     assert [c.text for c in report if not c.passed] == [
         "1 declared risk directions do not hold",
-        "AUC 0.9500 at most the oracle's + margin, 0.9350 (no leak)",
+        "AUC 0.9500 above the oracle's + margin, 0.9350: a leak of the label",
     ]
 
 
