@@ -105,9 +105,12 @@ def base_env(champion_store, api_keys) -> dict[str, str]:
 
 @pytest.fixture
 def store_copy(champion_store, tmp_path):
+    return _store_copy(champion_store, tmp_path / "store")
+
+
+def _store_copy(champion_store, dst: Path) -> tuple[Path, dict[str, str]]:
     """A copy of the champion store (database and artifacts) whose paths point into the copy: an env."""
     root = champion_store[0]
-    dst = tmp_path / "store"
     shutil.copytree(root / "models", dst / "models")
     shutil.copy(root / "mlflow.db", dst / "mlflow.db")
     con = sqlite3.connect(dst / "mlflow.db")
@@ -130,17 +133,68 @@ def _bundle(store: Path) -> Path:
 # ------------------------------------------------------------------------------------------ the table
 
 
-@pytest.mark.parametrize(
-    "args, needle",
-    [
-        (["--model", "no-such-model"], "no model 'no-such-model' with alias @champion"),
-        (["--model", "loan-ews-pd-12m@nosuchalias"], "no model 'loan-ews-pd-12m' with alias @nosuchalias"),
-        (["--model", "loan-ews-pd-12m:99"], "no model 'loan-ews-pd-12m' with version 99"),
-    ],
-    ids=["no such model", "no such alias", "no such version"],
-)
-def test_no_such_model(base_env, args, needle) -> None:
-    assert_refused(serve(base_env, *args), "cannot start the service", needle)
+def _missing_artifacts(store: Path) -> None:
+    shutil.rmtree(store / "models" / "mlartifacts")
+
+
+def _truncated_booster(store: Path) -> None:
+    booster = _bundle(store) / "booster.txt"
+    booster.write_bytes(booster.read_bytes()[: booster.stat().st_size // 3])
+
+
+def _altered_booster(store: Path) -> None:
+    booster = _bundle(store) / "booster.txt"
+    booster.write_text(booster.read_text().replace("leaf_value=", "leaf_value=9", 1))
+
+
+def _unknown_schema_version(store: Path) -> None:
+    meta_path = _bundle(store) / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    meta["schema_version"] = "9.9"
+    meta_path.write_text(json.dumps(meta))
+
+
+MODEL_FAULTS = {  # name: (args to ews serve, a fault made in a copy of the store or None, the reason)
+    "no such model": (["--model", "no-such-model"], None, "no model 'no-such-model' with alias @champion"),
+    "no such alias": (
+        ["--model", "loan-ews-pd-12m@nosuchalias"],
+        None,
+        "no model 'loan-ews-pd-12m' with alias @nosuchalias",
+    ),
+    "no such version": (
+        ["--model", "loan-ews-pd-12m:99"],
+        None,
+        "no model 'loan-ews-pd-12m' with version 99",
+    ),
+    "missing artifacts": ([], _missing_artifacts, "model loan-ews-pd-12m@champion cannot be loaded"),
+    "truncated booster": ([], _truncated_booster, "booster.txt does not match its checksum"),
+    "altered booster": ([], _altered_booster, "booster.txt does not match its checksum"),
+    "unknown bundle schema version": (
+        [],
+        _unknown_schema_version,
+        "schema version '9.9' is not one this code knows",
+    ),
+}
+
+
+def test_a_model_that_cannot_be_named_or_loaded_is_refused(base_env, champion_store, tmp_path) -> None:
+    """Each fault of MODEL_FAULTS in its own `ews serve`, all started at once (each spends seconds
+    importing MLflow to find out, so side by side they use both cores): every one refuses."""
+    started = {}
+    for name, (args, fault, _) in MODEL_FAULTS.items():
+        env = base_env
+        if fault is not None:
+            store, env = _store_copy(champion_store, tmp_path / name.replace(" ", "-"))
+            fault(store)
+        started[name] = _start(env, *args)
+    for name, (proc, port, marker) in started.items():
+        try:
+            out, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"{name}: ews serve did not exit; left running: {_reap(marker)}") from None
+        o = Outcome(proc.returncode, out, port, marker)
+        assert_refused(o, "cannot start the service", MODEL_FAULTS[name][2])
 
 
 def test_store_path_is_a_folder(base_env, tmp_path) -> None:
@@ -168,35 +222,6 @@ def test_truncated_store(base_env, store_copy) -> None:
     db = store / "mlflow.db"
     db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
     assert_refused(serve(env), "the MLflow store", str(db))
-
-
-def test_missing_artifacts(store_copy) -> None:
-    store, env = store_copy
-    shutil.rmtree(store / "models" / "mlartifacts")
-    assert_refused(serve(env), "model loan-ews-pd-12m@champion cannot be loaded")
-
-
-def test_truncated_booster(store_copy) -> None:
-    store, env = store_copy
-    booster = _bundle(store) / "booster.txt"
-    booster.write_bytes(booster.read_bytes()[: booster.stat().st_size // 3])
-    assert_refused(serve(env), "booster.txt does not match its checksum")
-
-
-def test_altered_booster(store_copy) -> None:
-    store, env = store_copy
-    booster = _bundle(store) / "booster.txt"
-    booster.write_text(booster.read_text().replace("leaf_value=", "leaf_value=9", 1))
-    assert_refused(serve(env), "booster.txt does not match its checksum")
-
-
-def test_unknown_bundle_schema_version(store_copy) -> None:
-    store, env = store_copy
-    meta_path = _bundle(store) / "bundle.json"
-    meta = json.loads(meta_path.read_text())
-    meta["schema_version"] = "9.9"
-    meta_path.write_text(json.dumps(meta))
-    assert_refused(serve(env), "schema version '9.9' is not one this code knows")
 
 
 def test_book_missing(base_env, tmp_path) -> None:
