@@ -23,6 +23,26 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+_EMPTY_STORE: list[Path] = []  # one empty MLflow store per session, migrated once
+
+
+def new_mlflow_store(root: Path) -> str:
+    """An empty MLflow SQLite store at root/mlflow.db, its URI. Copied from one store migrated once per
+    session: MLflow runs its ~60 schema migrations (about 2 s) on every fresh database."""
+    import shutil
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    if not _EMPTY_STORE:
+        db = Path(tempfile.mkdtemp(prefix="ews-empty-store-")) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()  # creates and migrates it
+        _EMPTY_STORE.append(db)
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(_EMPTY_STORE[0], root / "mlflow.db")
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
 @pytest.fixture(autouse=True)
 def _restore_mlflow_tracking_uri():
     """The CLI sets MLflow's global tracking URI (ews.cli._tracking); every test gets the one it found."""
@@ -108,7 +128,7 @@ def champion_store(demo_trained, demo_book_dir, tmp_path_factory):
 
     spec, panel, result = demo_trained
     root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_mlflow_store(root)
     prev = mlflow.get_tracking_uri()
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", uri)

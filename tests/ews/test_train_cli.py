@@ -17,13 +17,14 @@ from features.book import write_book
 from features.generate import generate_book, profile
 from features.months import month_range
 from model.pyfunc import bundle_from_model_uri
+from tests.conftest import new_mlflow_store
 from training.panel import build_panel
 
 runner = CliRunner()
 
 
 def _env(mp: pytest.MonkeyPatch, root: Path) -> str:
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = f"sqlite:///{root / 'mlflow.db'}" if (root / "mlflow.db").exists() else new_mlflow_store(root)
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     mp.setenv("EWS_MODELS_DIR", str(root / "models"))
     mp.setenv("EWS_USER", "pytest")

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from model.registry import CHALLENGER, CHAMPION, ModelRef, resolve
 from model.spec import GateSpec, resolve_windows
+from tests.conftest import new_mlflow_store
 from training.evaluate import Evaluation
 from training.fit import train_model
 from training.promote import decide
@@ -89,7 +90,7 @@ def test_the_report_checks_a_bundle_with_the_promotion_gates_and_catches_a_leak(
 def store(demo_trained, demo_book_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("promote")
     prev = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    mlflow.set_tracking_uri(new_mlflow_store(root))
     yield root, MlflowClient()
     mlflow.set_tracking_uri(prev)
 
