@@ -77,7 +77,7 @@ def run_server(
     env = {**env, SERVER_ID: server_id}  # inherited by everything the supervisor starts
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_with_parent)
     try:
-        not_ready = _wait_ready(proc, url, startup_timeout, stop)
+        not_ready = wait_ready(proc, url, startup_timeout, stop)
         if stop:
             return 0
         if not_ready:
@@ -99,7 +99,7 @@ def run_server(
             signal.signal(s, handler)
 
 
-def _wait_ready(proc, url: str, timeout: float, stop: list[int]) -> str | None:
+def wait_ready(proc, url: str, timeout: float, stop: list[int]) -> str | None:
     """Poll /readyz until a worker answers 200 (None); otherwise why the server is not ready: the
     supervisor exited, its workers keep exiting (BentoML restarts them forever), or the deadline passed.
     A signal ends the wait too (`stop` is then non-empty)."""

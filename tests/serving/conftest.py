@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,15 +72,11 @@ class Served:
 
 
 def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 120) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    return False
+    """Whether the server `proc` started answers /readyz within `timeout`, by the supervisor's own rule
+    (False too when it exits first or its workers keep failing)."""
+    from serving.supervisor import wait_ready as ready
+
+    return ready(proc, url, timeout, []) is None
 
 
 @pytest.fixture(scope="session")
