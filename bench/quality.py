@@ -1,7 +1,7 @@
 """Model quality on books the pipeline was never tuned on: a panel of generated books (seeds, sizes, clean
 and messy profiles), the default spec trained and tested out of time on each, model AUC over the oracle's
-AUC on the same test snapshots; and a short card book with the card spec beside a plain LightGBM on the
-raw history of the same accounts.
+AUC on the same test snapshots, with the master scale's populated grades and its largest grade's share;
+and a short card book with the card spec beside a plain LightGBM on the raw history of the same accounts.
 
 python -m bench quality            # the whole panel (about 15 minutes on 2 cores)
 EWS_QUALITY_QUICK=1 python -m bench quality   # one seed per cell, for a quick look
@@ -44,13 +44,23 @@ def trained_on(n_loans: int, months: int, seed: int, profile_name: str, spec_pat
     return g, spec, w, panel, train_model(spec, panel, w)
 
 
+def top_grade_share(res) -> float:
+    """The share of the test window's snapshots in its most populated grade (a master scale's
+    concentration)."""
+    g = res.evaluation.grades
+    return float(g["count"].max() / g["count"].sum())
+
+
 def panel() -> None:
     quick = bool(os.environ.get("EWS_QUALITY_QUICK"))
     chosen = os.environ.get("EWS_QUALITY_SEEDS")
     seeds = tuple(int(x) for x in chosen.split(",")) if chosen else PANEL_SEEDS
     seeds = seeds[:1] if quick else seeds
     print(f"== quality panel: default spec (90+ DPD in 12 months), out of time; seeds {seeds}")
-    print(f"{'book':<28s} {'AUC':>7s} {'oracle':>7s} {'ratio':>7s} {'O/E':>6s} {'rounds':>6s} {'secs':>5s}")
+    print(
+        f"{'book':<28s} {'AUC':>7s} {'oracle':>7s} {'ratio':>7s} {'O/E':>6s} {'rounds':>6s} "
+        f"{'grades':>6s} {'top':>5s} {'secs':>5s}"
+    )
     rows = []
     for profile_name in PROFILES:
         for n, m in SIZES:
@@ -62,7 +72,8 @@ def panel() -> None:
                 rows.append({"book": label, "profile": profile_name, "size": f"{n}x{m}", **mm})
                 print(
                     f"{label:<28s} {mm['auc']:7.4f} {mm['oracle_auc']:7.4f} {mm['model_over_oracle']:7.4f} "
-                    f"{mm['oe']:6.2f} {res.best_iteration:6d} {time.perf_counter() - t0:5.0f}",
+                    f"{mm['oe']:6.2f} {res.best_iteration:6d} {mm['grades_populated']:6.0f} "
+                    f"{top_grade_share(res):5.0%} {time.perf_counter() - t0:5.0f}",
                     flush=True,
                 )
     df = pd.DataFrame(rows)
@@ -126,7 +137,8 @@ def card() -> None:
     print(f"test month {t:%Y-%m}: {len(y_test):,} accounts, {int(y_test.sum()):,} reach 30+ DPD next month")
     print(
         f"loan-ews card spec     AUC {a_ours:.4f}  ({res.best_iteration} rounds; "
-        f"left out {len(res.dropped)} features)"
+        f"left out {len(res.dropped)} features; {res.test_metrics['grades_populated']:.0f} grades "
+        f"populated, the largest holds {top_grade_share(res):.0%})"
     )
     print(f"plain LightGBM (raw)   AUC {a_plain:.4f}  (trained on {prev:%Y-%m}, {len(train):,} accounts)")
     print(

@@ -35,7 +35,11 @@ def new_mlflow_store(root: Path) -> str:
     from mlflow import MlflowClient
 
     if not _EMPTY_STORE:
-        db = Path(tempfile.mkdtemp(prefix="ews-empty-store-")) / "mlflow.db"
+        import atexit
+
+        folder = tempfile.mkdtemp(prefix="ews-empty-store-")
+        atexit.register(shutil.rmtree, folder, True)  # gone with the test session
+        db = Path(folder) / "mlflow.db"
         MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()  # creates and migrates it
         _EMPTY_STORE.append(db)
     root.mkdir(parents=True, exist_ok=True)
