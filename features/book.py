@@ -138,14 +138,43 @@ def read_raw_tables(
     return frames, missing
 
 
-def read_table_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+def read_table_columns(
+    path: Path, columns: Sequence[str], months: tuple[pd.Timestamp, pd.Timestamp] | None = None
+) -> pd.DataFrame:
     """The columns of a table file that it has (Parquet: stored types; CSV: text, malformed lines as
-    missing values): for the passes that need a few columns of the whole table (months, context)."""
+    missing values): for the passes that need a few columns of the whole table (months, context).
+
+    `months` (first, last; first days): a Parquet file whose `month` column is stored as dates gives only
+    the rows dated in those months, filtered in Arrow before any row reaches pandas (the batch's context
+    needs 13 months of a book's history). Any other file gives every row: the caller still filters."""
     if path.suffix == ".parquet":
-        names = pq.ParquetFile(path).schema_arrow.names
-        return read_parquet_columns(path, [c for c in columns if c in names])
+        schema = pq.ParquetFile(path).schema_arrow
+        cols = [c for c in columns if c in schema.names]
+        if months is not None and "month" in schema.names and pa.types.is_date(schema.field("month").type):
+            lo, end = months[0].date(), (months[1] + pd.offsets.MonthBegin(1)).date()
+            filters = [("month", ">=", lo), ("month", "<", end)]  # any day of the last month too
+            return pq.read_table(path, columns=cols, filters=filters).to_pandas(date_as_object=False)
+        return read_parquet_columns(path, cols)
     df = read_csv_table(path, columns=columns)
     return df.drop(columns=CSV_LINE, errors="ignore")
+
+
+def month_span(path: Path, month: pd.Timestamp) -> tuple[bool, pd.Timestamp | None]:
+    """(whether the table has rows dated `month`, its last readable month) from its `month` column alone.
+    Parquet dates are compared in Arrow; anything else (CSV text) is parsed, unreadable dates ignored."""
+    if path.suffix == ".parquet":
+        schema = pq.ParquetFile(path).schema_arrow
+        if "month" in schema.names and pa.types.is_date(schema.field("month").type):
+            col = pq.read_table(path, columns=["month"]).column("month")
+            has = bool(pc.any(pc.equal(col, pa.scalar(month.date(), col.type))).as_py() or False)
+            last = pc.max(col).as_py()
+            return has, None if last is None else pd.Timestamp(last)
+    perf = read_table_columns(path, ["month"])
+    if "month" not in perf.columns:
+        raise KeyError("month")
+    months = pd.to_datetime(perf["month"], errors="coerce")
+    last = months.max()
+    return bool((months == month).any()), None if pd.isna(last) else last
 
 
 def read_csv_table(

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from features.book import find_table_file, isin, read_parquet, read_raw_tables, read_table_columns
-from features.months import month_index, month_number
+from features.months import add_months, as_month, month_index, month_number
 from features.validation import ValidationReport, validate_tables
 
 log = logging.getLogger(__name__)
@@ -27,19 +27,29 @@ log = logging.getLogger(__name__)
 STATIC = ("borrowers", "loans", "collateral", "house_prices")
 
 
-def iter_book_chunks(folder: str | Path, chunk_loans: int = 50_000) -> Iterator[ValidationReport]:
-    """Yield one validation report (with its typed sub-book) per partition of `chunk_loans` loans."""
+def iter_book_chunks(
+    folder: str | Path, chunk_loans: int = 50_000, part: tuple[int, int] = (0, 1)
+) -> Iterator[ValidationReport]:
+    """Yield one validation report (with its typed sub-book) per partition of `chunk_loans` loans.
+
+    `part` (k, n): only partitions k, k + n, k + 2n, ... (n readers share a book; a book that cannot be
+    partitioned is part 0's)."""
+    k, n = part
     if chunk_loans < 1:
         raise ValueError(f"chunk_loans must be positive, got {chunk_loans}")
+    if not 0 <= k < n:
+        raise ValueError(f"part must be (k, n) with 0 <= k < n, got {part}")
     folder = Path(folder)
     static, missing = read_raw_tables(folder, STATIC)
     perf_path = find_table_file(folder, "performance")
     if perf_path is None or "loans" not in static:
-        yield validate_tables(static, [*missing, *(["performance"] if perf_path is None else [])])
+        if k == 0:
+            yield validate_tables(static, [*missing, *(["performance"] if perf_path is None else [])])
         return
     loans = static["loans"]
     if "loan_id" not in loans.columns:
-        yield validate_tables({**static, "performance": pd.DataFrame()}, missing)
+        if k == 0:
+            yield validate_tables({**static, "performance": pd.DataFrame()}, missing)
         return
     ids = pd.Series(loans["loan_id"].dropna().astype(str).unique()).sort_values(ignore_index=True)
     whole_perf = None if perf_path.suffix == ".parquet" else read_raw_tables(folder, ("performance",))[0]
@@ -49,7 +59,7 @@ def iter_book_chunks(folder: str | Path, chunk_loans: int = 50_000) -> Iterator[
         (None if k == 0 else lo, starts[k + 1] if k + 1 < len(starts) else None)
         for k, lo in enumerate(starts)
     ]
-    for lo, hi in bounds:
+    for lo, hi in bounds[k::n]:
         if whole_perf is None:
             perf = read_parquet(perf_path, filters=_range_filter(lo, hi))
         else:
@@ -107,7 +117,8 @@ def book_context(folder: str | Path, as_of: pd.Timestamp | None = None) -> pd.Da
             pd.DataFrame(columns=["loan_id", "borrower_id"]),
             pd.DataFrame(columns=["borrower_id", "industry"]),
         )
-    perf = read_table_columns(perf_path, CONTEXT_COLUMNS)  # a malformed CSV line: missing values
+    span = None if as_of is None else (add_months(as_of, -LOOKBACK_MONTHS), as_month(as_of))
+    perf = read_table_columns(perf_path, CONTEXT_COLUMNS, span)  # a malformed CSV line: missing values
     for c in CONTEXT_COLUMNS:
         if c not in perf.columns:
             perf[c] = pd.NA

@@ -48,34 +48,39 @@ def context_table(performance: pd.DataFrame, loans: pd.DataFrame, borrowers: pd.
     c, mo, d, o = codes[order], m[order], dpd[order], ok[order]
     prev_same = np.r_[False, (c[1:] == c[:-1]) & (mo[1:] == mo[:-1] + 1)]
     prev_current = np.r_[False, (d[:-1] == 0) & o[:-1]] & prev_same
-    seg = industry_of.reindex(pd.Index(ids)).fillna(NO_INDUSTRY).to_numpy(dtype=object)[np.maximum(c, 0)]
-    rows = pd.DataFrame(
-        {
-            "m": mo,
-            "industry": seg,
-            "open": o,
-            "behind": o & (d > 0),
-            "prev_current": prev_current & o,
-            "rolled": prev_current & o & (d > 0),
-        }
-    )[o]
-    if rows.empty:
+    if not o.any():
         return _empty()
-    rows["m"] = rows["m"].astype(np.int64)
-    agg = ["open", "behind", "prev_current", "rolled"]
-    book = rows.groupby("m")[agg].sum()
-    book = book.reindex(np.arange(book.index.min(), book.index.max() + 1), fill_value=0)
-    ind = rows.groupby(["industry", "m"])[agg].sum()
+    # counts per (industry, month) cell by bincount on integer codes: the same integers a groupby gives
+    names = industry_of.reindex(pd.Index(ids)).fillna(NO_INDUSTRY).to_numpy(dtype=object)
+    seg_codes, industries = pd.factorize(names)
+    seg = seg_codes[np.maximum(c, 0)][o]
+    months = mo[o].astype(np.int64)
+    m0, n_months = int(months.min()), int(months.max() - months.min()) + 1
+    cell = seg * n_months + (months - m0)
+    n_cells = len(industries) * n_months
+
+    def counts(flag: np.ndarray | None) -> np.ndarray:  # [industry x month]
+        w = None if flag is None else flag[o].astype(float)
+        return np.bincount(cell, weights=w, minlength=n_cells).reshape(len(industries), n_months)
+
+    cells = {
+        "open": counts(None),
+        "behind": counts(d > 0),
+        "prev_current": counts(prev_current),
+        "rolled": counts(prev_current & (d > 0)),
+    }
+    month_axis = pd.Index(np.arange(m0, m0 + n_months), name="m")
+    b = _rates(pd.DataFrame({k: v.sum(axis=0) for k, v in cells.items()}, index=month_axis))
     out = []
-    b = _rates(book)
-    for name, g in ind.groupby(level="industry"):
-        g = g.droplevel("industry").reindex(book.index, fill_value=0)
-        r = _rates(g)
+    for k in np.argsort(np.asarray(industries, dtype=str), kind="stable"):  # industries in name order
+        if cells["open"][k].sum() == 0:
+            continue
+        r = _rates(pd.DataFrame({key: v[k] for key, v in cells.items()}, index=month_axis))
         out.append(
             pd.DataFrame(
                 {
-                    "m": book.index,
-                    "industry": name,
+                    "m": month_axis,
+                    "industry": industries[k],
                     "book_arrears_rate": b["arrears"].to_numpy(),
                     "book_arrears_change_6m": b["arrears_change_6m"].to_numpy(),
                     "book_roll_rate_3m": b["roll_3m"].to_numpy(),

@@ -27,7 +27,7 @@ import pandas as pd
 from features.catalog import BY_NAME, Feature
 from features.schema import SCHEMA_VERSION
 from model.shap_tables import ShapTables, compile_tables, load_tables, save_tables
-from model.spec import ModelSpec
+from model.spec import LISTS, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,6 @@ KNOWN_SCHEMA_VERSIONS = (SCHEMA_VERSION,)
 # model's bands are set at training (`training.fit.master_scale`, from its calibration PDs by default);
 # this doubling scale is the fallback for a model whose PDs cannot fill nine bands, and older bundles'.
 GRADE_BANDS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256)
-# a flagged loan is on the early-warning list (not in arrears at t) or the in-arrears list
-LISTS = ("early_warning", "in_arrears")
 REFERENCE_ROWS_FILE = "reference_rows.npy"
 SHAP_TABLES_FILE = "shap_tables.npz"  # the booster's SHAP tables, compiled when the bundle was saved
 _SHAP_TABLES_LOCK = threading.Lock()  # concurrent first calls compile a bundle's tables once

@@ -107,6 +107,10 @@ class LightGBMSpec(_Strict):
     monotone: bool = True  # enforce each feature's declared risk direction (off only for research)
 
 
+# a flagged loan is on the early-warning list (not in arrears at t) or the in-arrears list
+LISTS = ("early_warning", "in_arrears")
+
+
 class TierSpec(_Strict):
     """Review capacity: red is the riskiest `red_share`, amber the next `amber_share`, of each list
     (early_warning: loans not in arrears at t; in_arrears: the rest), set on the calibration window."""

@@ -26,36 +26,32 @@ import contextlib
 import hashlib
 import json
 import logging
-import queue
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from features.book import find_table_file, isin, read_table_columns
-from features.build import build_features
-from features.chunks import book_context, iter_book_chunks
-from features.labels import LabelRule
+from features.book import find_table_file, month_span
 from features.months import as_month
 from features.stability import PSI_SHIFTED, psi
 from features.validation import check_reject_share
-from model.bundle import LISTS
+from model.spec import LISTS
 from serving.outputs import publish, recover
-from serving.scorer import RiskScorer
+from serving.reader import ChunkSource, ReadPlan, read_in_thread
+
+if TYPE_CHECKING:  # the scorer's module loads LightGBM: `ews score-book` starts its reader first
+    from serving.scorer import RiskScorer
 
 log = logging.getLogger(__name__)
 
 FLAGGED = ("red", "amber")
 TIER_RANK = {"green": 0, "amber": 1, "red": 2}
-T = TypeVar("T")
-REJECT_COLUMNS = ["loan_id", "rule", "in_loans_table", "detail"]
 MAX_LISTED_ORPHANS = 100  # orphan ids listed in summary.json (rejects.csv has them all)
 
 
@@ -85,16 +81,17 @@ def check_usable(cfg: BatchConfig) -> None:
             raise ValueError(f"book {str(cfg.book_dir)!r} has no {table} table: nothing can be scored")
     perf_path = find_table_file(cfg.book_dir, "performance")
     assert perf_path is not None
-    perf = read_table_columns(perf_path, ["month"])
-    if "month" not in perf.columns:
-        raise ValueError(f"book {str(cfg.book_dir)!r} has no performance.month column: nothing can be scored")
-    months = pd.to_datetime(perf["month"], errors="coerce")
-    if not (months == cfg.as_of).any():
-        last = months.max()
+    try:
+        has, last = month_span(perf_path, cfg.as_of)
+    except KeyError:
+        raise ValueError(
+            f"book {str(cfg.book_dir)!r} has no performance.month column: nothing can be scored"
+        ) from None
+    if not has:
         raise ValueError(
             f"book {str(cfg.book_dir)!r} has no performance rows for {cfg.as_of:%Y-%m} "
             f"(its last month is {last:%Y-%m})"
-            if pd.notna(last)
+            if last is not None
             else f"book {str(cfg.book_dir)!r} has no readable performance months"
         )
 
@@ -126,97 +123,6 @@ def _reason_text(scored: pd.DataFrame, k: int) -> pd.Series:
     return joined
 
 
-@dataclass
-class _Chunk:
-    """One partition of loans, validated and featurised, ready to score."""
-
-    loans: int  # loans in this partition of the loans table
-    rejects: pd.DataFrame  # REJECT_COLUMNS
-    rejected_in_book: int
-    orphan_rows: int  # performance rows of no loan in the loans table (unknown or missing loan id)
-    features: pd.DataFrame
-    info: pd.DataFrame  # what a credit officer needs beside the score: who, what, where, how much
-
-
-def _prepare(report, as_of: pd.Timestamp, rule: LabelRule, book_dir: Path, context: pd.DataFrame) -> _Chunk:
-    """Rejects and features of one validated partition (runs in the producer thread)."""
-    try:
-        kept = report.set_aside()
-    except ValueError as e:
-        raise ValueError(f"book {str(book_dir)!r} cannot be scored: {e}") from e
-    ids = report.book.loans["loan_id"].dropna().astype(str)
-    rej = _rejects(report, ids)
-    orphan_rows = int((~isin(report.book.performance["loan_id"], ids)).sum())
-    good = kept.book
-    feats = build_features(good, as_of, rule, context)
-    info = good.loans[["loan_id", "borrower_id", "product", "city"]]
-    perf = good.performance
-    bal = perf.loc[(perf["month"] == as_of).to_numpy(), ["loan_id", "balance"]]
-    info = feats[["loan_id"]].merge(info, on="loan_id", how="left").merge(bal, on="loan_id", how="left")
-    info["current_ltv"] = feats["current_ltv"].to_numpy() if "current_ltv" in feats else np.nan
-    info["dpd"] = feats["dpd_now"].to_numpy() if "dpd_now" in feats else np.nan
-    if len(info) != len(feats):  # the loans and rows kept are unique per loan: a bug, never bad data
-        raise AssertionError(f"{len(info)} info rows for {len(feats)} scored loans")
-    return _Chunk(kept.loans_in_book, rej, kept.loans_rejected, orphan_rows, feats, info)
-
-
-def _rejects(report, ids: pd.Series) -> pd.DataFrame:
-    """One line per loan id an error touches (its first rule; `detail` says what, e.g. the CSV line), and
-    one per error of loans or performance rows that have no loan id at all (`loan_id` empty)."""
-    lines = [(lid, p.rule_name, p.details.get(lid, p.message)) for lid, p in report.first_errors().items()]
-    lines += [
-        (None, p.rule_name, f"{_rows(p.rows_of_no_loan)} with no loan id: {p.details.get('', p.message)}")
-        for p in report.errors
-        if p.rows_of_no_loan
-    ]
-    rej = pd.DataFrame(lines, columns=["loan_id", "rule", "detail"])
-    rej["in_loans_table"] = isin(rej["loan_id"], ids) if len(rej) else np.zeros(0, dtype=bool)
-    return rej[REJECT_COLUMNS]
-
-
-def _in_background(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """Iterate `items` in a worker thread that runs `depth` items ahead of the consumer.
-
-    The batch reads, validates and featurises the next partition while LightGBM (which releases the GIL)
-    explains this one. An error in the worker is raised in the consumer; a consumer that stops early
-    stops the worker too.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(msg: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(msg, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in items:
-                if not put(("item", item)):
-                    return
-            put(("done", None))
-        except BaseException as e:  # handed to the consumer, raised there
-            put(("error", e))
-
-    worker = threading.Thread(target=work, name="batch-producer", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        worker.join()
-
-
 def score_book(
     cfg: BatchConfig,
     scorer: RiskScorer,
@@ -224,23 +130,27 @@ def score_book(
     shadow: RiskScorer | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     max_reject_share: float = 1.0,
-    context: Callable[[], pd.DataFrame] | None = None,
+    source: ChunkSource | None = None,
 ) -> dict:
     """Score the book at cfg.as_of and write scores, watchlist, rejects and summary atomically.
     Returns the summary. Raises ValueError (and writes nothing) for a book unusable as a whole, or one with
     more than `max_reject_share` of its loans breaking the contract. First, whatever happens next, it
     recovers the output folder from a run that was killed (`serving.outputs.recover`).
 
-    `context`: the book's context table at cfg.as_of (`features.chunks.book_context`) when the caller has
-    it under way already (the command line reads it while MLflow and the model load); called after the
-    book is found usable."""
+    `source`: where the book's validated, featurised partitions come from (`serving.reader`): by default
+    a reader thread in this process; the command line passes the reader process it started before MLflow
+    and the model loaded. It is called (with the model's label rule) after the book is found usable, and
+    closed whatever happens."""
     recover(cfg.out_dir)
     if cfg.reasons not in ("all", "flagged"):
         raise ValueError(f"reasons must be 'all' or 'flagged', got {cfg.reasons!r}")
     check_usable(cfg)
     t0 = time.perf_counter()
-    rule = scorer.bundle.model_spec.label.rule
-    context = context() if context is not None else book_context(cfg.book_dir, cfg.as_of)
+    source = source or read_in_thread(ReadPlan(cfg.book_dir, cfg.as_of, cfg.chunk_loans))
+    chunks = source(scorer.bundle.model_spec.label.rule)  # the reader builds features from here on
+    for s in (scorer, shadow):  # verify the SHAP tables (and load their kernel) while the reader works
+        if s is not None:
+            s.bundle.shap_tables()
     n_loans = _count_loans(cfg.book_dir)
     scored_parts, feature_parts, reject_parts, shadow_parts = [], [], [], []
     counts = {
@@ -251,11 +161,7 @@ def score_book(
         "orphan_rows_rejected": 0,
         "orphan_ids_rejected": 0,
     }
-    chunks = (
-        _prepare(report, cfg.as_of, rule, cfg.book_dir, context)
-        for report in iter_book_chunks(cfg.book_dir, cfg.chunk_loans)
-    )
-    with contextlib.closing(_in_background(chunks)) as stream:  # the worker stops on an error too
+    with contextlib.closing(chunks) as stream:  # the reader stops on an error here too
         for chunk in stream:
             feats = chunk.features
             scored = scorer.score(feats, reasons=cfg.reasons)
@@ -495,10 +401,6 @@ def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow,
     return s
 
 
-def _rows(n: int) -> str:
-    return f"{n} row{'' if n == 1 else 's'}"
-
-
 def _reject_summary(rejects: pd.DataFrame) -> dict:
     """What rejects.csv holds, by rule, and the loan ids that are not in the loans table."""
     orphans = rejects.loc[rejects["loan_id"].notna() & ~rejects["in_loans_table"], "loan_id"]
@@ -537,8 +439,10 @@ def log_batch_run(
     seconds: float,
     pipeline: float,
     artifact_root,
+    reader_peak_gib: float | None = None,
 ) -> None:
-    """One run of the `loan-ews-batch` MLflow experiment per batch: inputs, counts, drift, timings."""
+    """One run of the `loan-ews-batch` MLflow experiment per batch: inputs, counts, drift, timings, and the
+    peak memory of the reader process when one read the book (`serving.reader.ProcessReader`)."""
     import mlflow
 
     from model.registry import ensure_experiment
@@ -570,6 +474,8 @@ def log_batch_run(
             "pipeline_seconds": pipeline,
             "pipeline_loans_per_second": c["scored"] / pipeline,
         }
+        if reader_peak_gib is not None:
+            metrics["reader_peak_gib"] = reader_peak_gib
         for name, lst in summary["lists"].items():
             metrics.update({f"{name}_red_share": lst["red_share"], f"{name}_amber_share": lst["amber_share"]})
         metrics.update({f"psi_{f}": v for f, v in summary["psi"]["features"].items() if v == v})

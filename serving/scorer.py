@@ -314,7 +314,8 @@ def _plain_column(col: np.ndarray | pd.Series) -> np.ndarray:
         out = num.astype(object)
         out[np.isnan(num)] = None
         return out
-    return np.array([_plain(v) for v in _objects(col)], dtype=object)
+    codes, uniques = pd.factorize(_objects(col))  # each distinct value once; missing (code -1): None
+    return np.array([*(_plain(u) for u in uniques), None], dtype=object)[codes]
 
 
 def _objects(col: np.ndarray | pd.Series) -> np.ndarray:

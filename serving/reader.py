@@ -1,0 +1,295 @@
+"""The batch's book reader: the book at one as-of month, read, validated and featurised partition by
+partition, ahead of the scorer, in a thread or in a second process.
+
+`ews score-book` reads the book in a second process started before anything else loads. Reading,
+validating and building features is Python and pandas work that holds the GIL, and so is importing
+MLflow and LightGBM and opening the registry (about 4 s): in one process the two take turns on one core;
+in two, each has its own. The reader computes the book's context table and validates the first
+partitions at once (it needs nothing from the model); features wait for the model's label rule (which
+loans perform, how long a cure waits), which the scoring side sends as soon as the model is loaded.
+
+The in-thread reader (the default of `serving.batch.score_book`) does the same work in this process.
+Both produce the same `Chunk`s from the same functions, so the outputs do not depend on which one ran.
+
+The second process is spawned (a fresh interpreter, never a fork of a process with threads), imports
+only `features` (never the model or MLflow), runs at most `ahead` partitions ahead of the scorer (memory
+follows the chunk size), stops when the scoring side stops or dies, and hands every error to the scoring
+side, where it is raised as if it had happened there.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import resource
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.book import isin
+from features.build import build_features
+from features.chunks import book_context, iter_book_chunks
+from features.labels import LabelRule
+from features.validation import ValidationReport
+
+log = logging.getLogger(__name__)
+
+REJECT_COLUMNS = ["loan_id", "rule", "in_loans_table", "detail"]
+POLL_SECONDS = 0.1  # how often a blocked side looks whether the other one is still there
+
+
+@dataclass
+class Chunk:
+    """One partition of loans, validated and featurised, ready to score."""
+
+    loans: int  # loans in this partition of the loans table
+    rejects: pd.DataFrame  # REJECT_COLUMNS
+    rejected_in_book: int
+    orphan_rows: int  # performance rows of no loan in the loans table (unknown or missing loan id)
+    features: pd.DataFrame
+    info: pd.DataFrame  # what a credit officer needs beside the score: who, what, where, how much
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """What to read: the book, the as-of month and the partition size (loans)."""
+
+    book_dir: Path
+    as_of: pd.Timestamp
+    chunk_loans: int
+
+
+# a chunk source: given the model's label rule, the book's chunks in loan-id order
+ChunkSource = Callable[[LabelRule], Iterator[Chunk]]
+
+
+def prepare(report: ValidationReport, as_of: pd.Timestamp, rule: LabelRule, book_dir: Path, context) -> Chunk:
+    """Rejects and features of one validated partition."""
+    try:
+        kept = report.set_aside()
+    except ValueError as e:
+        raise ValueError(f"book {str(book_dir)!r} cannot be scored: {e}") from e
+    ids = report.book.loans["loan_id"].dropna().astype(str)
+    rej = rejects_of(report, ids)
+    orphan_rows = int((~isin(report.book.performance["loan_id"], ids)).sum())
+    good = kept.book
+    feats = build_features(good, as_of, rule, context)
+    info = good.loans[["loan_id", "borrower_id", "product", "city"]]
+    perf = good.performance
+    bal = perf.loc[(perf["month"] == as_of).to_numpy(), ["loan_id", "balance"]]
+    info = feats[["loan_id"]].merge(info, on="loan_id", how="left").merge(bal, on="loan_id", how="left")
+    info["current_ltv"] = feats["current_ltv"].to_numpy() if "current_ltv" in feats else np.nan
+    info["dpd"] = feats["dpd_now"].to_numpy() if "dpd_now" in feats else np.nan
+    if len(info) != len(feats):  # the loans and rows kept are unique per loan: a bug, never bad data
+        raise AssertionError(f"{len(info)} info rows for {len(feats)} scored loans")
+    return Chunk(kept.loans_in_book, rej, kept.loans_rejected, orphan_rows, feats, info)
+
+
+def rejects_of(report: ValidationReport, ids: pd.Series) -> pd.DataFrame:
+    """One line per loan id an error touches (its first rule; `detail` says what, e.g. the CSV line), and
+    one per error of loans or performance rows that have no loan id at all (`loan_id` empty)."""
+    lines = [(lid, p.rule_name, p.details.get(lid, p.message)) for lid, p in report.first_errors().items()]
+    lines += [
+        (None, p.rule_name, f"{_rows(p.rows_of_no_loan)} with no loan id: {p.details.get('', p.message)}")
+        for p in report.errors
+        if p.rows_of_no_loan
+    ]
+    rej = pd.DataFrame(lines, columns=["loan_id", "rule", "detail"])
+    rej["in_loans_table"] = isin(rej["loan_id"], ids) if len(rej) else np.zeros(0, dtype=bool)
+    return rej[REJECT_COLUMNS]
+
+
+def _rows(n: int) -> str:
+    return f"{n} row{'' if n == 1 else 's'}"
+
+
+# ------------------------------------------------------------------------------------- in this process
+def read_in_thread(plan: ReadPlan) -> ChunkSource:
+    """The book's chunks from a worker thread that runs one partition ahead of the consumer (LightGBM and
+    the SHAP kernel release the GIL while this partition is explained). An error in the worker is raised
+    in the consumer; a consumer that stops early stops the worker too."""
+
+    def source(rule: LabelRule) -> Iterator[Chunk]:
+        context = book_context(plan.book_dir, plan.as_of)
+        chunks = (
+            prepare(report, plan.as_of, rule, plan.book_dir, context)
+            for report in iter_book_chunks(plan.book_dir, plan.chunk_loans)
+        )
+        return _in_background(chunks)
+
+    return source
+
+
+def _in_background(items: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(msg: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(msg, timeout=POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("done", None))
+        except BaseException as e:  # handed to the consumer, raised there
+            put(("error", e))
+
+    worker = threading.Thread(target=work, name="batch-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        worker.join()
+
+
+# ---------------------------------------------------------------------------------- in a second process
+class ProcessReader:
+    """A `ChunkSource` whose reading runs in `readers` spawned processes (each takes every `readers`-th
+    partition), started at construction; `close()` (or the end of the chunks) stops them. Chunks come in
+    the order they are ready, not in loan-id order. `peak_rss_gib` is the readers' summed peak memory once
+    they have finished (the scoring process's own peak does not include it)."""
+
+    def __init__(self, plan: ReadPlan, readers: int = 1, ahead: int = 2) -> None:
+        ctx = mp.get_context("spawn")
+        self._rules = ctx.Queue()
+        self._out = ctx.Queue(maxsize=ahead * readers)
+        self._procs = [
+            ctx.Process(
+                target=_reader_main,
+                args=(plan, (k, readers), ahead, self._rules, self._out),
+                name=f"batch-reader-{k}",
+                daemon=True,
+            )
+            for k in range(readers)
+        ]
+        for p in self._procs:
+            p.start()
+        self.peak_rss_gib: float | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        """The reader processes' ids (for operators and tests)."""
+        return [p.pid for p in self._procs if p.pid is not None]
+
+    def __call__(self, rule: LabelRule) -> Iterator[Chunk]:
+        for _ in self._procs:
+            self._rules.put(rule)
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[Chunk]:
+        running, peak = len(self._procs), 0.0
+        try:
+            while running:
+                try:
+                    kind, value = self._out.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    dead = [p for p in self._procs if not p.is_alive() and p.exitcode != 0]
+                    if dead:
+                        raise RuntimeError(
+                            f"a book reader process stopped unexpectedly (exit code {dead[0].exitcode})"
+                        ) from None
+                    continue
+                if kind == "done":
+                    running -= 1
+                    peak += value
+                elif kind == "error":
+                    raise value
+                else:
+                    yield value
+            self.peak_rss_gib = peak
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the readers: one that has sent everything exits by itself, any other is terminated."""
+        for p in self._procs:
+            p.join(timeout=2 if self.peak_rss_gib is not None else 0)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+        for q in (self._rules, self._out):
+            q.close()
+            q.cancel_join_thread()  # never wait at exit to flush chunks nobody will read
+
+
+def _reader_main(plan: ReadPlan, part: tuple[int, int], ahead: int, rules: mp.Queue, out: mp.Queue) -> None:
+    """One reader process: the context, then its partitions of the book (`part`), validated ahead (up to
+    `ahead` before the rule is known), featurised once the rule arrives, each put on `out`; then
+    ("done", its peak GiB), or ("error", e) at the first error."""
+    parent = mp.parent_process()
+
+    def alive() -> bool:
+        return parent is None or parent.is_alive()
+
+    def put(msg: tuple) -> None:
+        while alive():
+            try:
+                out.put(msg, timeout=POLL_SECONDS)
+                return
+            except queue.Full:
+                continue
+        raise SystemExit(0)  # the scoring side is gone: nothing to read for
+
+    def wait_rule() -> LabelRule:
+        while alive():
+            try:
+                return rules.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+        raise SystemExit(0)
+
+    try:
+        context = book_context(plan.book_dir, plan.as_of)
+        rule: LabelRule | None = None
+        waiting: deque[ValidationReport] = deque()
+        for report in iter_book_chunks(plan.book_dir, plan.chunk_loans, part):
+            waiting.append(report)
+            if rule is None:
+                try:
+                    rule = rules.get_nowait()
+                except queue.Empty:
+                    if len(waiting) < ahead:
+                        continue  # validate the next partition while the model loads
+                    rule = wait_rule()
+            while waiting:
+                put(("item", prepare(waiting.popleft(), plan.as_of, rule, plan.book_dir, context)))
+        rule = rule or wait_rule()
+        while waiting:
+            put(("item", prepare(waiting.popleft(), plan.as_of, rule, plan.book_dir, context)))
+        put(("done", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))
+    except SystemExit:
+        raise
+    except BaseException as e:  # handed to the scoring side, raised there
+        put(("error", _picklable(e)))
+
+
+def _picklable(e: BaseException) -> BaseException:
+    """`e` itself when it crosses a process boundary intact, else a RuntimeError with its text."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return RuntimeError(f"{type(e).__name__}: {e}")
