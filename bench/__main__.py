@@ -336,9 +336,12 @@ def bench_batch() -> None:
     """ews score-book on the 200,000-loan book at one as-of month, reasons for every loan, against the
     raw LightGBM pred_contrib rate of the same model on the same rows and cores.
 
-    Target: the pipeline (validation, features, scores, reasons, outputs) at >= 0.5 of the raw rate, peak
-    memory < 6 GiB. The pipeline time is the command's own `pipeline_seconds` metric in MLflow; the whole
-    command adds interpreter start-up, imports, the registry and the MLflow run, shown beside it."""
+    Targets: the whole command at >= 1.0 of the raw rate (the command faster than the kernel it replaced),
+    the pipeline (validation, features, scores, reasons, outputs) at >= 0.5, peak memory < 6 GiB. The
+    command and the kernel run in turns, EWS_BENCH_BATCH_RUNS times (3); each pair gives one ratio, and
+    the median and the range are printed. The pipeline time is the command's own `pipeline_seconds`
+    metric in MLflow; the whole command adds interpreter start-up, imports, the registry and the MLflow
+    run, shown beside it."""
     import pandas as pd
 
     from features.build import build_features
@@ -348,41 +351,44 @@ def bench_batch() -> None:
     print(f"== batch (ews score-book, {BIG_LOANS:,}-loan book, as of 2025-12, reasons for every loan)")
     book = ensure_book(BIG_LOANS)
     env, client, version = bench_model()
-
-    def score_book(folder: Path, out: Path) -> tuple[float, float, dict]:
-        return timed_score_book(client, env, version, folder, out)
-
-    dt, gib, m = score_book(book, DATA / "scores-200k")
-    scored, pipe = int(m["count_scored"]), m["pipeline_seconds"]
     bundle = load_model("loan-ews-pd-12m", version)
     feats = pd.concat(
         [build_features(r.book, "2025-12") for r in iter_book_chunks(book, 50_000)], ignore_index=True
     )
     X = bundle.matrix(feats)
-    raw_dt = []
-    for _ in range(3):  # the kernel's best of three: the ratio errs against the pipeline
+    del feats
+    runs = []
+    for _ in range(int(os.environ.get("EWS_BENCH_BATCH_RUNS", "3"))):
+        dt, gib, m = timed_score_book(client, env, version, book, DATA / "scores-200k")
         t = time.perf_counter()
         bundle.booster.predict(X, pred_contrib=True)
-        raw_dt.append(time.perf_counter() - t)
-    raw_rate = len(X) / min(raw_dt)
-    small_dt, _, small_m = score_book(ensure_book(20_000), DATA / "scores-20k")
+        runs.append((dt, gib, m, len(X) / (time.perf_counter() - t)))
+    small_dt, _, small_m = timed_score_book(client, env, version, ensure_book(20_000), DATA / "scores-20k")
+    dt, gib, m, raw_rate = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the median command
+    scored, pipe = int(m["count_scored"]), m["pipeline_seconds"]
+    whole = sorted(int(r[2]["count_scored"]) / r[0] / r[3] for r in runs)
+    pipes = sorted(int(r[2]["count_scored"]) / r[2]["pipeline_seconds"] / r[3] for r in runs)
     print(
-        f"pipeline (model loaded to outputs; the reader process starts before the model load): "
+        f"pipeline (model loaded to outputs; the reader process starts before the model load), median run: "
         f"{scored:,} loans in {pipe:.1f} s = {scored / pipe:,.0f} loans/s"
     )
     print(
-        f"raw pred_contrib, same model, rows and cores (best of 3): {raw_rate:,.0f} rows/s "
+        f"raw pred_contrib, same model, rows and cores, beside it: {raw_rate:,.0f} rows/s "
         f"({bundle.booster.num_trees()} trees)"
     )
-    print(f"pipeline / raw pred_contrib rate: {scored / pipe / raw_rate:.2f} (target >= 0.5)")
-    reader = m.get("reader_peak_gib", 0.0)
     print(
-        f"peak memory of the whole command: {gib + reader:.2f} GiB (target < 6): scoring process "
-        f"{gib:.2f} + reader process {reader:.2f} (each one's peak, summed: an upper bound)"
+        f"pipeline / raw pred_contrib rate: median {pipes[len(pipes) // 2]:.2f}, range "
+        f"{pipes[0]:.2f}-{pipes[-1]:.2f} over {len(runs)} pairs (target >= 0.5)"
+    )
+    own, reader = m.get("scoring_peak_gib", gib), m.get("reader_peak_gib", 0.0)
+    print(
+        f"peak memory of the whole command: {own + reader:.2f} GiB (target < 6): scoring process "
+        f"{own:.2f} + reader process {reader:.2f} (each one's own peak, summed: an upper bound)"
     )
     print(
-        f"whole command: {dt:.1f} s = {scored / dt:,.0f} loans/s, {scored / dt / raw_rate:.2f} of the raw "
-        f"rate; start-up, registry and MLflow run add {dt - pipe:.1f} s here and "
+        f"whole command / raw pred_contrib rate: median {whole[len(whole) // 2]:.2f}, range "
+        f"{whole[0]:.2f}-{whole[-1]:.2f} over {len(runs)} pairs (target >= 1.0); median run {dt:.1f} s = "
+        f"{scored / dt:,.0f} loans/s; start-up, registry and MLflow run add {dt - pipe:.1f} s here and "
         f"{small_dt - small_m['pipeline_seconds']:.1f} s on the 20,000-loan book (a fixed cost)"
     )
 
@@ -412,11 +418,11 @@ def bench_big() -> None:
     env, client, version = bench_model()
     dt, gib, m = timed_score_book(client, env, version, book, DATA / f"scores-{loans // 1000}k")
     scored, pipe = int(m["count_scored"]), m["pipeline_seconds"]
-    reader = m.get("reader_peak_gib", 0.0)
+    own, reader = m.get("scoring_peak_gib", gib), m.get("reader_peak_gib", 0.0)
     print(
         f"{scored:,} loans scored with reasons: whole command {dt:.1f} s ({scored / dt:,.0f} loans/s; goal "
-        f"< 120 s), pipeline {pipe:.1f} s; peak memory {gib + reader:.2f} GiB (goal < 4: scoring process "
-        f"{gib:.2f} + reader process {reader:.2f}, each one's peak)"
+        f"< 120 s), pipeline {pipe:.1f} s; peak memory {own + reader:.2f} GiB (goal < 4: scoring process "
+        f"{own:.2f} + reader process {reader:.2f}, each one's own peak, summed)"
     )
 
 

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import re
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -474,6 +475,9 @@ def log_batch_run(
             "pipeline_seconds": pipeline,
             "pipeline_loans_per_second": c["scored"] / pipeline,
         }
+        # each process's own peak (the OS reports a parent's peak as the larger of its own and its
+        # children's, so a caller cannot tell them apart)
+        metrics["scoring_peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         if reader_peak_gib is not None:
             metrics["reader_peak_gib"] = reader_peak_gib
         for name, lst in summary["lists"].items():
