@@ -742,7 +742,7 @@ def score_book_cmd(
     from features.book import book_fingerprint
     from features.stability import PSI_SHIFTED
     from serving.batch import BatchConfig, log_batch_run, parse_as_of, run_key, score_book
-    from serving.reader import ProcessReader, ReadPlan
+    from serving.reader import ReadPlan, start_process_reader
 
     settings: Settings = ctx.obj
     ref = _model(settings, model)
@@ -756,7 +756,7 @@ def score_book_cmd(
     t0 = time.perf_counter()
     # the book is read, validated and featurised in reader processes started before MLflow, LightGBM and
     # the model load here (both hold the GIL: in one process they would take turns on one core)
-    reader = ProcessReader(ReadPlan(cfg.book_dir, cfg.as_of, cfg.chunk_loans))
+    reader = start_process_reader(ReadPlan(cfg.book_dir, cfg.as_of, cfg.chunk_loans))
     try:
         from model.registry import CHALLENGER, ModelRef, load_bundle, require, resolve
         from serving.scorer import RiskScorer
@@ -785,9 +785,11 @@ def score_book_cmd(
     except (ValueError, OSError) as e:
         _fail(str(e))
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
     took = time.perf_counter() - t0
-    log_batch_run(cfg, summary, sha, key, took, pipeline, artifact_root, reader.peak_rss_gib)
+    peak = reader.peak_rss_gib if reader is not None else None
+    log_batch_run(cfg, summary, sha, key, took, pipeline, artifact_root, peak)
     c, wl = summary["counts"], summary["watchlist"]
     out.print(
         f"scored {c['scored']:,} of {c['loans_in_book']:,} loans at {cfg.as_of:%Y-%m} with {ref.name} "

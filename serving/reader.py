@@ -233,6 +233,16 @@ class ProcessReader:
             q.cancel_join_thread()  # never wait at exit to flush chunks nobody will read
 
 
+def start_process_reader(plan: ReadPlan) -> ProcessReader | None:
+    """A reader process for `plan`, or None where this host cannot start one (no /dev/shm for the queues'
+    semaphores, a process limit): the caller then reads in a thread, slower but the same chunks."""
+    try:
+        return ProcessReader(plan)
+    except OSError as e:
+        log.warning("cannot start a book reader process (%s): reading the book in this process", e)
+        return None
+
+
 def _reader_main(plan: ReadPlan, part: tuple[int, int], ahead: int, rules: mp.Queue, out: mp.Queue) -> None:
     """One reader process: the context, then its partitions of the book (`part`), validated ahead (up to
     `ahead` before the rule is known), featurised once the rule arrives, each put on `out`; then

@@ -125,3 +125,17 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_host_that_cannot_start_a_reader_process_reads_in_this_one(
+    small_book_dir, as_of, monkeypatch, caplog
+) -> None:
+    """No /dev/shm for the queues' semaphores (some containers): the batch falls back to its thread."""
+    import serving.reader as reader_module
+
+    def refuse(*args, **kwargs):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(reader_module.mp, "get_context", lambda method: type("C", (), {"Queue": refuse})())
+    assert reader_module.start_process_reader(ReadPlan(small_book_dir, pd.Timestamp(as_of), 400)) is None
+    assert "cannot start a book reader process" in caplog.text
