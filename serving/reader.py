@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue
 import resource
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -252,6 +254,16 @@ def _reader_main(plan: ReadPlan, part: tuple[int, int], ahead: int, rules: mp.Qu
     def alive() -> bool:
         return parent is None or parent.is_alive()
 
+    def watch() -> None:
+        """End this process at once when the scoring side is gone, whatever it is doing. Even a clean
+        exit would hang: a queue's feeder thread waits to write what nobody will read into a pipe whose
+        read end this process holds too."""
+        while alive():
+            time.sleep(POLL_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
     def put(msg: tuple) -> None:
         while alive():
             try:
@@ -259,7 +271,7 @@ def _reader_main(plan: ReadPlan, part: tuple[int, int], ahead: int, rules: mp.Qu
                 return
             except queue.Full:
                 continue
-        raise SystemExit(0)  # the scoring side is gone: nothing to read for
+        raise SystemExit(0)
 
     def wait_rule() -> LabelRule:
         while alive():

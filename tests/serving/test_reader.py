@@ -95,27 +95,31 @@ def test_a_reader_closed_early_stops_and_one_whose_scorer_dies_stops_by_itself(s
     reader.close()
     assert not any(_alive(pid) for pid in reader.pids)
 
-    script = (
-        "import sys, time, pandas as pd\n"
-        "from pathlib import Path\n"
-        "from serving.reader import ProcessReader, ReadPlan\n"
-        "if __name__ == '__main__':\n"
-        f"    r = ProcessReader(ReadPlan(Path({str(small_book_dir)!r}), pd.Timestamp({as_of!r}), 400))\n"
-        "    print(r.pids[0], flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    scorer = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        pid = int(scorer.stdout.readline())
-        assert _alive(pid)
-        scorer.kill()
-        scorer.wait()
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(pid), "the reader outlived the process it reads for"
-    finally:
-        scorer.kill()
+    for consume in ("", "    it = r(LabelRule())\n    next(it)\n"):  # waiting for the rule; chunks queued
+        script = (
+            "import sys, time, pandas as pd\n"
+            "from pathlib import Path\n"
+            "from features.labels import LabelRule\n"
+            "from serving.reader import ProcessReader, ReadPlan\n"
+            "if __name__ == '__main__':\n"
+            f"    r = ProcessReader(ReadPlan(Path({str(small_book_dir)!r}), pd.Timestamp({as_of!r}), 400))\n"
+            f"{consume}"
+            "    print(r.pids[0], flush=True)\n"
+            "    time.sleep(60)\n"
+        )
+        scorer = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            pid = int(scorer.stdout.readline())
+            time.sleep(0.5)  # the reader fills the queue as far as it may
+            assert _alive(pid)
+            scorer.kill()
+            scorer.wait()
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(pid), f"the reader outlived the process it reads for ({consume!r})"
+        finally:
+            scorer.kill()
 
 
 def _alive(pid: int) -> bool:
