@@ -30,6 +30,7 @@ from rich.text import Text
 from ews.settings import Settings
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_REJECTS = 1, 2, 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 app = typer.Typer(
     help="loan-ews: early-warning default prediction for loan books.",
@@ -58,9 +59,7 @@ BookOpt = Annotated[Path | None, typer.Option("--book", help="Book folder (defau
 @app.callback()
 def main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr
     )
     for noisy in ("alembic", "mlflow", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -756,7 +755,7 @@ def score_book_cmd(
     t0 = time.perf_counter()
     # the book is read, validated and featurised in reader processes started before MLflow, LightGBM and
     # the model load here (both hold the GIL: in one process they would take turns on one core)
-    reader = start_process_reader(ReadPlan(cfg.book_dir, cfg.as_of, cfg.chunk_loans))
+    reader = start_process_reader(ReadPlan(cfg.book_dir, cfg.as_of, cfg.chunk_loans), LOG_FORMAT)
     try:
         from model.registry import CHALLENGER, ModelRef, load_bundle, require, resolve
         from serving.scorer import RiskScorer

@@ -149,20 +149,20 @@ def score_book(
     t0 = time.perf_counter()
     source = source or read_in_thread(ReadPlan(cfg.book_dir, cfg.as_of, cfg.chunk_loans))
     chunks = source(scorer.bundle.model_spec.label.rule)  # the reader builds features from here on
-    for s in (scorer, shadow):  # verify the SHAP tables (and load their kernel) while the reader works
-        if s is not None:
-            s.bundle.shap_tables()
-    n_loans = _count_loans(cfg.book_dir)
-    scored_parts, feature_parts, reject_parts, shadow_parts = [], [], [], []
-    counts = {
-        "loans_in_book": 0,
-        "scored": 0,
-        "not_performing": 0,
-        "rejected": 0,
-        "orphan_rows_rejected": 0,
-        "orphan_ids_rejected": 0,
-    }
-    with contextlib.closing(chunks) as stream:  # the reader stops on an error here too
+    with contextlib.closing(chunks) as stream:  # the reader stops on any error here too
+        # the champion's SHAP tables are verified (their kernel loaded) while the reader works; the
+        # shadow challenger is scored without reasons and never needs its tables
+        scorer.bundle.shap_tables()
+        n_loans = _count_loans(cfg.book_dir)
+        scored_parts, feature_parts, reject_parts, shadow_parts = [], [], [], []
+        counts = {
+            "loans_in_book": 0,
+            "scored": 0,
+            "not_performing": 0,
+            "rejected": 0,
+            "orphan_rows_rejected": 0,
+            "orphan_ids_rejected": 0,
+        }
         for chunk in stream:
             feats = chunk.features
             scored = scorer.score(feats, reasons=cfg.reasons)

@@ -22,13 +22,16 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import resource
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import numpy as np
@@ -166,121 +169,186 @@ def _in_background(items: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
 
 
 # ---------------------------------------------------------------------------------- in a second process
+@dataclass
+class _Link:
+    """One reader process and the scoring side's ends of its two pipes."""
+
+    process: mp.process.BaseProcess
+    chunks: Connection  # reader -> scorer: ("item", Chunk)..., ("done", (sent, peak GiB)) or ("error", e)
+    rules: Connection  # scorer -> reader: the label rule
+    received: int = 0
+
+
 class ProcessReader:
     """A `ChunkSource` whose reading runs in `readers` spawned processes (each takes every `readers`-th
     partition), started at construction; `close()` (or the end of the chunks) stops them. Chunks come in
     the order they are ready, not in loan-id order. `peak_rss_gib` is the readers' summed peak memory once
-    they have finished (the scoring process's own peak does not include it)."""
+    they have finished (the scoring process's own peak does not include it).
 
-    def __init__(self, plan: ReadPlan, readers: int = 1, ahead: int = 2) -> None:
+    Each reader has a pipe of its own, and this process keeps only the pipe's reading end: a reader that
+    dies, even half-way through a chunk, is an end of file here, never a wait. A reader pickles each chunk
+    itself before it is sent, so a chunk that cannot be sent is its error, never a chunk silently lost,
+    and its last message says how many it sent."""
+
+    def __init__(
+        self, plan: ReadPlan, readers: int = 1, ahead: int = 2, log_format: str | None = None
+    ) -> None:
         ctx = mp.get_context("spawn")
-        self._rules = ctx.Queue()
-        self._out = ctx.Queue(maxsize=ahead * readers)
-        self._procs = [
-            ctx.Process(
-                target=_reader_main,
-                args=(plan, (k, readers), ahead, self._rules, self._out),
-                name=f"batch-reader-{k}",
-                daemon=True,
-            )
-            for k in range(readers)
-        ]
-        for p in self._procs:
-            p.start()
+        level = logging.getLogger().getEffectiveLevel()  # the reader logs at this process's level
+        self._links: list[_Link] = []
+        try:
+            for k in range(readers):
+                chunks_in, chunks_out = ctx.Pipe(duplex=False)
+                rules_in, rules_out = ctx.Pipe(duplex=False)
+                proc = ctx.Process(
+                    target=_reader_main,
+                    args=(plan, (k, readers), ahead, rules_in, chunks_out, level, log_format),
+                    name=f"batch-reader-{k}",
+                    daemon=True,
+                )
+                proc.start()
+                chunks_out.close()  # the reader's ends live in the reader only
+                rules_in.close()
+                self._links.append(_Link(proc, chunks_in, rules_out))
+        except BaseException:
+            self.close()
+            raise
         self.peak_rss_gib: float | None = None
 
     @property
     def pids(self) -> list[int]:
         """The reader processes' ids (for operators and tests)."""
-        return [p.pid for p in self._procs if p.pid is not None]
+        return [link.process.pid for link in self._links if link.process.pid is not None]
 
     def __call__(self, rule: LabelRule) -> Iterator[Chunk]:
-        for _ in self._procs:
-            self._rules.put(rule)
-        return self._chunks()
+        for link in self._links:
+            try:
+                link.rules.send(rule)
+            except OSError:  # it is gone already
+                self.close()
+                raise _stopped(link) from None
+        return _Stream(self._chunks(), self.close)
 
     def _chunks(self) -> Iterator[Chunk]:
-        running, peak = len(self._procs), 0.0
+        pending = {link.chunks: link for link in self._links}
+        peak = 0.0
         try:
-            while running:
-                try:
-                    kind, value = self._out.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    dead = [p for p in self._procs if not p.is_alive() and p.exitcode != 0]
-                    if dead:
-                        raise RuntimeError(
-                            f"a book reader process stopped unexpectedly (exit code {dead[0].exitcode})"
-                        ) from None
-                    continue
-                if kind == "done":
-                    running -= 1
-                    peak += value
-                elif kind == "error":
-                    raise value
-                else:
-                    yield value
+            while pending:
+                for conn in wait(list(pending), timeout=POLL_SECONDS):  # a dead reader's end is ready: EOF
+                    link = pending[conn]
+                    try:
+                        kind, value = pickle.loads(conn.recv_bytes())
+                    except (EOFError, OSError):
+                        raise _stopped(link) from None
+                    if kind == "item":
+                        link.received += 1
+                        yield value
+                    elif kind == "error":
+                        raise value
+                    else:
+                        sent, gib = value
+                        if sent != link.received:  # a bug, never bad data
+                            raise AssertionError(f"a book reader sent {sent} chunks, {link.received} arrived")
+                        peak += gib
+                        del pending[conn]
             self.peak_rss_gib = peak
         finally:
             self.close()
 
     def close(self) -> None:
         """Stop the readers: one that has sent everything exits by itself, any other is terminated."""
-        for p in self._procs:
-            p.join(timeout=2 if self.peak_rss_gib is not None else 0)
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=5)
-        for q in (self._rules, self._out):
-            q.close()
-            q.cancel_join_thread()  # never wait at exit to flush chunks nobody will read
+        for link in self._links:
+            link.process.join(timeout=2 if self.peak_rss_gib is not None else 0)
+            if link.process.is_alive():
+                link.process.terminate()
+                link.process.join(timeout=5)
+            link.chunks.close()
+            link.rules.close()
 
 
-def start_process_reader(plan: ReadPlan) -> ProcessReader | None:
-    """A reader process for `plan`, or None where this host cannot start one (no /dev/shm for the queues'
-    semaphores, a process limit): the caller then reads in a thread, slower but the same chunks."""
+def _stopped(link: _Link) -> ChildProcessError:
+    """The error of a reader that ended without saying why (killed, out of memory): an OSError, so the
+    command line prints it as its one-line failure."""
+    link.process.join(timeout=1)
+    code = link.process.exitcode
+    return ChildProcessError(f"a book reader process stopped unexpectedly (exit code {code})")
+
+
+class _Stream(Iterator[Chunk]):
+    """The chunks, with a `close()` that stops the readers even before the first chunk was asked for (a
+    generator's own close does nothing until it has started)."""
+
+    def __init__(self, chunks: Iterator[Chunk], stop: Callable[[], None]) -> None:
+        self._chunks, self._stop = chunks, stop
+
+    def __next__(self) -> Chunk:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()  # type: ignore[attr-defined]
+        self._stop()
+
+
+def start_process_reader(plan: ReadPlan, log_format: str | None = None) -> ProcessReader | None:
+    """A reader process for `plan`, or None where this host cannot start one (a process limit, no
+    interpreter to spawn): the caller then reads in a thread, slower but the same chunks."""
     try:
-        return ProcessReader(plan)
+        return ProcessReader(plan, log_format=log_format)
     except OSError as e:
         log.warning("cannot start a book reader process (%s): reading the book in this process", e)
         return None
 
 
-def _reader_main(plan: ReadPlan, part: tuple[int, int], ahead: int, rules: mp.Queue, out: mp.Queue) -> None:
+def _reader_main(
+    plan: ReadPlan,
+    part: tuple[int, int],
+    ahead: int,
+    rules: Connection,
+    out: Connection,
+    log_level: int,
+    log_format: str | None,
+) -> None:
     """One reader process: the context, then its partitions of the book (`part`), validated ahead (up to
-    `ahead` before the rule is known), featurised once the rule arrives, each put on `out`; then
-    ("done", its peak GiB), or ("error", e) at the first error."""
+    `ahead` before the rule is known), featurised once the rule arrives, each sent on `out` (pickled
+    here, sent by a thread, at most `ahead` waiting); then ("done", (count, peak GiB)), or ("error", e)
+    at the first error. Logs as the scoring side does (its level and format)."""
+    logging.basicConfig(level=log_level, format=log_format or logging.BASIC_FORMAT, stream=sys.stderr)
     parent = mp.parent_process()
 
-    def alive() -> bool:
-        return parent is None or parent.is_alive()
-
     def watch() -> None:
-        """End this process at once when the scoring side is gone, whatever it is doing. Even a clean
-        exit would hang: a queue's feeder thread waits to write what nobody will read into a pipe whose
-        read end this process holds too."""
-        while alive():
+        """End this process at once when the scoring side is gone, whatever it is doing."""
+        while parent is None or parent.is_alive():
             time.sleep(POLL_SECONDS)
         os._exit(0)
 
-    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+    outbox: queue.Queue[bytes | None] = queue.Queue(maxsize=ahead)
 
-    def put(msg: tuple) -> None:
-        while alive():
+    def send() -> None:
+        while (data := outbox.get()) is not None:
             try:
-                out.put(msg, timeout=POLL_SECONDS)
-                return
-            except queue.Full:
-                continue
-        raise SystemExit(0)
+                out.send_bytes(data)
+            except OSError:  # the scoring side closed its end (it stopped, or failed): nothing to send for
+                os._exit(0)
+
+    sent = 0
+
+    def put(kind: str, value: object) -> None:
+        nonlocal sent
+        outbox.put(pickle.dumps((kind, value), protocol=pickle.HIGHEST_PROTOCOL))
+        sent += kind == "item"
 
     def wait_rule() -> LabelRule:
-        while alive():
-            try:
-                return rules.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                continue
-        raise SystemExit(0)
+        try:
+            return rules.recv()
+        except EOFError:  # the scoring side is gone before it had a model
+            os._exit(0)
 
+    def poll_rule() -> LabelRule | None:
+        return wait_rule() if rules.poll() else None
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+    sender = threading.Thread(target=send, name="chunk-sender", daemon=True)
+    sender.start()
     try:
         context = book_context(plan.book_dir, plan.as_of)
         rule: LabelRule | None = None
@@ -288,30 +356,30 @@ def _reader_main(plan: ReadPlan, part: tuple[int, int], ahead: int, rules: mp.Qu
         for report in iter_book_chunks(plan.book_dir, plan.chunk_loans, part):
             waiting.append(report)
             if rule is None:
-                try:
-                    rule = rules.get_nowait()
-                except queue.Empty:
-                    if len(waiting) < ahead:
-                        continue  # validate the next partition while the model loads
-                    rule = wait_rule()
+                rule = poll_rule()
+                if rule is None and len(waiting) < ahead:
+                    continue  # validate the next partition while the model loads
+                rule = rule or wait_rule()
             while waiting:
-                put(("item", prepare(waiting.popleft(), plan.as_of, rule, plan.book_dir, context)))
+                put("item", prepare(waiting.popleft(), plan.as_of, rule, plan.book_dir, context))
         rule = rule or wait_rule()
         while waiting:
-            put(("item", prepare(waiting.popleft(), plan.as_of, rule, plan.book_dir, context)))
-        put(("done", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))
-    except SystemExit:
-        raise
+            put("item", prepare(waiting.popleft(), plan.as_of, rule, plan.book_dir, context))
+        put("done", (sent, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))
     except BaseException as e:  # handed to the scoring side, raised there
-        put(("error", _picklable(e)))
+        put("error", _picklable(e))
+    outbox.put(None)
+    sender.join()
 
 
 def _picklable(e: BaseException) -> BaseException:
-    """`e` itself when it crosses a process boundary intact, else a RuntimeError with its text."""
-    import pickle
-
+    """`e` itself when it crosses a process boundary intact, else its base type (ValueError, OSError:
+    the command line's one-line failures) or a RuntimeError, with its text."""
     try:
         pickle.loads(pickle.dumps(e))
         return e
     except Exception:
+        for base in (ValueError, OSError):
+            if isinstance(e, base):
+                return base(str(e))
         return RuntimeError(f"{type(e).__name__}: {e}")

@@ -404,9 +404,15 @@ def test_exit_codes_say_what_happened(
     assert res.exit_code == 3, res.output
     summary = json.loads((tmp_path / "broken-out" / as_of / "summary.json").read_text())
     assert summary["counts"]["rejected"] == len(broken.rules)
+    no_principal = tmp_path / "no-principal"  # a whole-book contract error, met by the reader process
+    no_principal.mkdir()
+    for f in small_book_dir.glob("*.parquet"):
+        df = pd.read_parquet(f)
+        df.drop(columns=["principal"] if f.stem == "loans" else []).to_parquet(no_principal / f.name)
     for book, month, message in (
         (small_book_dir, "2031-01", "has no performance rows for 2031-01"),
         (tmp_path / "no-such-book", as_of, "does not exist"),
+        (no_principal, as_of, "cannot be scored"),
     ):
         failed = _score_book(champion_store, book, month, tmp_path / "failed")
         assert failed.exit_code == 1, failed.output

@@ -15,7 +15,7 @@ import pytest
 
 from features.book import read_raw_tables, write_book
 from features.labels import LabelRule
-from serving.reader import ProcessReader, ReadPlan, read_in_thread
+from serving.reader import ProcessReader, ReadPlan, read_in_thread, start_process_reader
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_a_reader_that_dies_is_an_error_not_a_hang(small_book_dir, as_of) -> Non
     reader = ProcessReader(ReadPlan(small_book_dir, pd.Timestamp(as_of), 400))
     os.kill(reader.pids[0], signal.SIGKILL)
     t = time.monotonic()
-    with pytest.raises(RuntimeError, match="reader process stopped unexpectedly"):
+    with pytest.raises(ChildProcessError, match="reader process stopped unexpectedly"):
         list(reader(LabelRule()))
     assert time.monotonic() - t < 10
 
@@ -134,12 +134,35 @@ def _alive(pid: int) -> bool:
 def test_a_host_that_cannot_start_a_reader_process_reads_in_this_one(
     small_book_dir, as_of, monkeypatch, caplog
 ) -> None:
-    """No /dev/shm for the queues' semaphores (some containers): the batch falls back to its thread."""
-    import serving.reader as reader_module
+    """A host where no process can be spawned (a process limit): no reader process, a warning, and the
+    batch then reads in its own thread (`score_book` without a source)."""
+    import multiprocessing.process
 
-    def refuse(*args, **kwargs):
-        raise OSError(38, "Function not implemented")
+    def refuse(self):
+        raise OSError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(reader_module.mp, "get_context", lambda method: type("C", (), {"Queue": refuse})())
-    assert reader_module.start_process_reader(ReadPlan(small_book_dir, pd.Timestamp(as_of), 400)) is None
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+    assert start_process_reader(ReadPlan(small_book_dir, pd.Timestamp(as_of), 400)) is None
     assert "cannot start a book reader process" in caplog.text
+
+
+def test_a_reader_killed_half_way_through_a_chunk_is_an_error_not_a_hang(small_book_dir, as_of) -> None:
+    """The reader dies while the chunk it sends is only partly in the pipe (a chunk is far larger than a
+    pipe's buffer, and nobody reads while it is killed): the scoring side gets an error at once."""
+    reader = ProcessReader(ReadPlan(small_book_dir, pd.Timestamp(as_of), 400))
+    chunks = reader(LabelRule())
+    next(chunks)
+    time.sleep(1.0)  # the reader prepares the next chunks and blocks sending one
+    os.kill(reader.pids[0], signal.SIGKILL)
+    t = time.monotonic()
+    with pytest.raises(ChildProcessError, match="reader process stopped unexpectedly"):
+        for _ in chunks:
+            pass
+    assert time.monotonic() - t < 10
+
+
+def test_a_stream_closed_before_its_first_chunk_stops_the_reader(small_book_dir, as_of) -> None:
+    """`score_book` closes the stream when anything fails before the loop (its model's SHAP tables)."""
+    reader = ProcessReader(ReadPlan(small_book_dir, pd.Timestamp(as_of), 400))
+    reader(LabelRule()).close()
+    assert not any(_alive(pid) for pid in reader.pids)
