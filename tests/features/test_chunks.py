@@ -59,3 +59,34 @@ def test_the_context_at_one_month_reads_only_its_look_back_and_gives_the_same_ra
         got = part[part["m"] == t].reset_index(drop=True)
         assert want["book_roll_rate_change_3m"].notna().all()  # the longest look-back has a value
         pd.testing.assert_frame_equal(got, want)
+
+
+def test_a_month_range_read_keeps_exactly_the_rows_of_those_months(tmp_path) -> None:
+    """The Arrow filter of a Parquet date column against the month-index filter on every row: any day of
+    the first and last months is in, the days either side are out, missing months are out, and a CSV
+    file (text) gives every row for the caller to filter."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from features.book import month_span, read_table_columns
+    from features.months import month_index
+
+    days = [dt.date(2024, 12, 31), dt.date(2025, 1, 1), dt.date(2025, 1, 31), dt.date(2025, 6, 15)]
+    days += [dt.date(2025, 12, 1), dt.date(2025, 12, 31), dt.date(2026, 1, 1), None]
+    table = pa.table({"loan_id": [f"L{i}" for i in range(len(days))], "month": pa.array(days, pa.date32())})
+    path = tmp_path / "performance.parquet"
+    pq.write_table(table, path)
+    got = read_table_columns(
+        path, ["loan_id", "month"], (pd.Timestamp("2025-01-01"), pd.Timestamp("2025-12-01"))
+    )
+    every = read_table_columns(path, ["loan_id", "month"])
+    m = month_index(every["month"])
+    want = every[(m >= 2025 * 12) & (m <= 2025 * 12 + 11)]
+    assert got["loan_id"].tolist() == want["loan_id"].tolist() == ["L1", "L2", "L3", "L4", "L5"]
+    assert month_span(path, pd.Timestamp("2025-12-01")) == (True, pd.Timestamp("2026-01-01"))
+    assert month_span(path, pd.Timestamp("2025-02-01"))[0] is False
+    csv = tmp_path / "performance.csv"
+    every.to_csv(csv, index=False)
+    assert len(read_table_columns(csv, ["loan_id", "month"], (pd.Timestamp("2025-01-01"),) * 2)) == len(days)
