@@ -46,7 +46,7 @@ demo: $(STAMP) ## Generate the demo book, validate it, train, promote and report
 test: $(STAMP) ## Run the test suite
 	$(VENV)/bin/pytest -q
 
-test-fast: $(STAMP) ## The fast loop: every test that trains no model and starts no server (under a minute)
+test-fast: $(STAMP) ## The fast loop: every test that trains no model, starts no server and kills no process (under a minute)
 	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: $(STAMP) ## Run the benchmarks (large books; prints time and memory)

@@ -88,6 +88,7 @@ def test_a_reader_that_dies_is_an_error_not_a_hang(small_book_dir, as_of) -> Non
     assert time.monotonic() - t < 10
 
 
+@pytest.mark.slow  # kills processes and waits for the survivors
 def test_a_reader_closed_early_stops_and_one_whose_scorer_dies_stops_by_itself(small_book_dir, as_of) -> None:
     """`close()` before any chunk (the command failed to load its model) stops the reader at once; a
     scoring process killed outright (kill -9, no clean-up) leaves no reader behind either."""
@@ -146,6 +147,7 @@ def test_a_host_that_cannot_start_a_reader_process_reads_in_this_one(
     assert "cannot start a book reader process" in caplog.text
 
 
+@pytest.mark.slow  # kills processes and waits for the survivors
 def test_a_reader_killed_half_way_through_a_chunk_is_an_error_not_a_hang(small_book_dir, as_of) -> None:
     """The reader dies while the chunk it sends is only partly in the pipe (a chunk is far larger than a
     pipe's buffer, and nobody reads while it is killed): the scoring side gets an error at once."""
