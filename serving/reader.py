@@ -11,10 +11,11 @@ loans perform, how long a cure waits), which the scoring side sends as soon as t
 The in-thread reader (the default of `serving.batch.score_book`) does the same work in this process.
 Both produce the same `Chunk`s from the same functions, so the outputs do not depend on which one ran.
 
-The second process is spawned (a fresh interpreter, never a fork of a process with threads), imports
-only `features` (never the model or MLflow), runs at most `ahead` partitions ahead of the scorer (memory
-follows the chunk size), stops when the scoring side stops or dies, and hands every error to the scoring
-side, where it is raised as if it had happened there.
+The second process is spawned (a fresh interpreter, never a fork of a process with threads) and imports
+`features` and the command's own module (spawn re-imports it; the CLI imports MLflow and the model only
+inside its commands). It runs at most `ahead` partitions ahead of the scorer (memory follows the chunk
+size), ends when the scoring side stops or dies, and hands every error to the scoring side, where it is
+raised as if it had happened there.
 """
 
 from __future__ import annotations
