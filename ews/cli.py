@@ -753,7 +753,7 @@ def score_book_cmd(
     except ValueError as e:
         _fail(str(e))
     t0 = time.perf_counter()
-    # the book is read, validated and featurised in reader processes started before MLflow, LightGBM and
+    # the book is read, validated and featurised in a reader process started before MLflow, LightGBM and
     # the model load here (both hold the GIL: in one process they would take turns on one core)
     reader = start_process_reader(ReadPlan(cfg.book_dir, cfg.as_of, cfg.chunk_loans), LOG_FORMAT)
     try:

@@ -27,29 +27,19 @@ log = logging.getLogger(__name__)
 STATIC = ("borrowers", "loans", "collateral", "house_prices")
 
 
-def iter_book_chunks(
-    folder: str | Path, chunk_loans: int = 50_000, part: tuple[int, int] = (0, 1)
-) -> Iterator[ValidationReport]:
-    """Yield one validation report (with its typed sub-book) per partition of `chunk_loans` loans.
-
-    `part` (k, n): only partitions k, k + n, k + 2n, ... (n readers share a book; a book that cannot be
-    partitioned is part 0's)."""
-    k, n = part
+def iter_book_chunks(folder: str | Path, chunk_loans: int = 50_000) -> Iterator[ValidationReport]:
+    """Yield one validation report (with its typed sub-book) per partition of `chunk_loans` loans."""
     if chunk_loans < 1:
         raise ValueError(f"chunk_loans must be positive, got {chunk_loans}")
-    if not 0 <= k < n:
-        raise ValueError(f"part must be (k, n) with 0 <= k < n, got {part}")
     folder = Path(folder)
     static, missing = read_raw_tables(folder, STATIC)
     perf_path = find_table_file(folder, "performance")
     if perf_path is None or "loans" not in static:
-        if k == 0:
-            yield validate_tables(static, [*missing, *(["performance"] if perf_path is None else [])])
+        yield validate_tables(static, [*missing, *(["performance"] if perf_path is None else [])])
         return
     loans = static["loans"]
     if "loan_id" not in loans.columns:
-        if k == 0:
-            yield validate_tables({**static, "performance": pd.DataFrame()}, missing)
+        yield validate_tables({**static, "performance": pd.DataFrame()}, missing)
         return
     ids = pd.Series(loans["loan_id"].dropna().astype(str).unique()).sort_values(ignore_index=True)
     whole_perf = None if perf_path.suffix == ".parquet" else read_raw_tables(folder, ("performance",))[0]
@@ -59,7 +49,7 @@ def iter_book_chunks(
         (None if k == 0 else lo, starts[k + 1] if k + 1 < len(starts) else None)
         for k, lo in enumerate(starts)
     ]
-    for lo, hi in bounds[k::n]:
+    for lo, hi in bounds:
         if whole_perf is None:
             perf = read_parquet(perf_path, filters=_range_filter(lo, hi))
         else:

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -170,113 +170,94 @@ def _in_background(items: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
 
 
 # ---------------------------------------------------------------------------------- in a second process
-@dataclass
-class _Link:
-    """One reader process and the scoring side's ends of its two pipes."""
-
-    process: mp.process.BaseProcess
-    chunks: Connection  # reader -> scorer: ("item", Chunk)..., ("done", (sent, peak GiB)) or ("error", e)
-    rules: Connection  # scorer -> reader: the label rule
-    received: int = 0
-
-
 class ProcessReader:
-    """A `ChunkSource` whose reading runs in `readers` spawned processes (each takes every `readers`-th
-    partition), started at construction; `close()` (or the end of the chunks) stops them. Chunks come in
-    the order they are ready, not in loan-id order. `peak_rss_gib` is the readers' summed peak memory once
-    they have finished (the scoring process's own peak does not include it).
+    """A `ChunkSource` whose reading runs in a spawned process, started at construction; `close()` (or
+    the end of the chunks) stops it. `peak_rss_gib` is the reader's own peak memory once it has finished
+    (the scoring process's own peak does not include it). One reader: two were measured slower on 2
+    cores (`bench batch` 0.87x against 0.93x of `pred_contrib`).
 
-    Each reader has a pipe of its own, and this process keeps only the pipe's reading end: a reader that
-    dies, even half-way through a chunk, is an end of file here, never a wait. A reader pickles each chunk
-    itself before it is sent, so a chunk that cannot be sent is its error, never a chunk silently lost,
-    and its last message says how many it sent."""
+    The reader has a pipe of its own, and this process keeps only the pipe's reading end: a reader that
+    dies, even half-way through a chunk, is an end of file here, never a wait. The reader pickles each
+    chunk itself before it is sent, so a chunk that cannot be sent is its error, never a chunk silently
+    lost, and its last message says how many it sent."""
 
-    def __init__(
-        self, plan: ReadPlan, readers: int = 1, ahead: int = 2, log_format: str | None = None
-    ) -> None:
+    def __init__(self, plan: ReadPlan, ahead: int = 2, log_format: str | None = None) -> None:
         ctx = mp.get_context("spawn")
         level = logging.getLogger().getEffectiveLevel()  # the reader logs at this process's level
-        self._links: list[_Link] = []
-        try:
-            for k in range(readers):
-                chunks_in, chunks_out = ctx.Pipe(duplex=False)
-                rules_in, rules_out = ctx.Pipe(duplex=False)
-                proc = ctx.Process(
-                    target=_reader_main,
-                    args=(plan, (k, readers), ahead, rules_in, chunks_out, level, log_format),
-                    name=f"batch-reader-{k}",
-                    daemon=True,
-                )
-                proc.start()
-                chunks_out.close()  # the reader's ends live in the reader only
-                rules_in.close()
-                self._links.append(_Link(proc, chunks_in, rules_out))
-        except BaseException:
-            self.close()
-            raise
+        self._chunks_in, chunks_out = ctx.Pipe(duplex=False)  # reader -> scorer: pickled messages
+        rules_in, self._rules_out = ctx.Pipe(duplex=False)  # scorer -> reader: the label rule
+        self._proc = ctx.Process(
+            target=_reader_main,
+            args=(plan, ahead, rules_in, chunks_out, level, log_format),
+            name="batch-reader",
+            daemon=True,
+        )
         self.peak_rss_gib: float | None = None
+        try:
+            self._proc.start()
+        except BaseException:
+            self._chunks_in.close()
+            self._rules_out.close()
+            raise
+        finally:
+            chunks_out.close()  # the reader's ends live in the reader only
+            rules_in.close()
 
     @property
-    def pids(self) -> list[int]:
-        """The reader processes' ids (for operators and tests)."""
-        return [link.process.pid for link in self._links if link.process.pid is not None]
+    def pid(self) -> int | None:
+        """The reader process's id (for operators and tests)."""
+        return self._proc.pid
 
     def __call__(self, rule: LabelRule) -> Iterator[Chunk]:
-        for link in self._links:
-            try:
-                link.rules.send(rule)
-            except OSError:  # it is gone already
-                self.close()
-                raise _stopped(link) from None
+        try:
+            self._rules_out.send(rule)
+        except OSError:  # it is gone already
+            self.close()
+            raise self._stopped() from None
         return _Stream(self._chunks(), self.close)
 
     def _chunks(self) -> Iterator[Chunk]:
-        pending = {link.chunks: link for link in self._links}
-        peak = 0.0
+        """("item", Chunk)..., then ("done", (chunks sent, peak GiB)) or ("error", e)."""
+        received = 0
         try:
-            while pending:
-                for conn in wait(list(pending), timeout=POLL_SECONDS):  # a dead reader's end is ready: EOF
-                    link = pending[conn]
-                    try:
-                        kind, value = pickle.loads(conn.recv_bytes())
-                    except (EOFError, OSError):
-                        raise _stopped(link) from None
-                    if kind == "item":
-                        link.received += 1
-                        yield value
-                    elif kind == "error":
-                        raise value
-                    else:
-                        sent, gib = value
-                        if sent != link.received:  # a bug, never bad data
-                            raise AssertionError(f"a book reader sent {sent} chunks, {link.received} arrived")
-                        peak += gib
-                        del pending[conn]
-            self.peak_rss_gib = peak
+            while True:
+                try:
+                    kind, value = pickle.loads(self._chunks_in.recv_bytes())
+                except (EOFError, OSError):
+                    raise self._stopped() from None
+                if kind == "item":
+                    received += 1
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    sent, self.peak_rss_gib = value
+                    if sent != received:  # a bug, never bad data
+                        raise AssertionError(f"the book reader sent {sent} chunks, {received} arrived")
+                    return
         finally:
             self.close()
 
+    def _stopped(self) -> ChildProcessError:
+        """The error of a reader that ended without saying why (killed, out of memory): an OSError, so the
+        command line prints it as its one-line failure."""
+        self._proc.join(timeout=1)
+        code = self._proc.exitcode
+        return ChildProcessError(f"a book reader process stopped unexpectedly (exit code {code})")
+
     def close(self) -> None:
-        """Stop the readers: one that has sent everything exits by itself, any other is terminated."""
-        for link in self._links:
-            link.process.join(timeout=2 if self.peak_rss_gib is not None else 0)
-            if link.process.is_alive():
-                link.process.terminate()
-                link.process.join(timeout=5)
-            link.chunks.close()
-            link.rules.close()
-
-
-def _stopped(link: _Link) -> ChildProcessError:
-    """The error of a reader that ended without saying why (killed, out of memory): an OSError, so the
-    command line prints it as its one-line failure."""
-    link.process.join(timeout=1)
-    code = link.process.exitcode
-    return ChildProcessError(f"a book reader process stopped unexpectedly (exit code {code})")
+        """Stop the reader: one that has sent everything exits by itself, any other is terminated."""
+        if self._proc.pid is not None:
+            self._proc.join(timeout=2 if self.peak_rss_gib is not None else 0)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(timeout=5)
+        self._chunks_in.close()
+        self._rules_out.close()
 
 
 class _Stream(Iterator[Chunk]):
-    """The chunks, with a `close()` that stops the readers even before the first chunk was asked for (a
+    """The chunks, with a `close()` that stops the reader even before the first chunk was asked for (a
     generator's own close does nothing until it has started)."""
 
     def __init__(self, chunks: Iterator[Chunk], stop: Callable[[], None]) -> None:
@@ -302,14 +283,13 @@ def start_process_reader(plan: ReadPlan, log_format: str | None = None) -> Proce
 
 def _reader_main(
     plan: ReadPlan,
-    part: tuple[int, int],
     ahead: int,
     rules: Connection,
     out: Connection,
     log_level: int,
     log_format: str | None,
 ) -> None:
-    """One reader process: the context, then its partitions of the book (`part`), validated ahead (up to
+    """The reader process: the context, then the book's partitions, validated ahead (up to
     `ahead` before the rule is known), featurised once the rule arrives, each sent on `out` (pickled
     here, sent by a thread, at most `ahead` waiting); then ("done", (count, peak GiB)), or ("error", e)
     at the first error. Logs as the scoring side does (its level and format)."""
@@ -354,7 +334,7 @@ def _reader_main(
         context = book_context(plan.book_dir, plan.as_of)
         rule: LabelRule | None = None
         waiting: deque[ValidationReport] = deque()
-        for report in iter_book_chunks(plan.book_dir, plan.chunk_loans, part):
+        for report in iter_book_chunks(plan.book_dir, plan.chunk_loans):
             waiting.append(report)
             if rule is None:
                 rule = poll_rule()

@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 ADDITIVITY_TOL = 1e-6
 ADDITIVITY_SAMPLE = 10_000  # rows checked per call; every row when a call has fewer
 SMALL_CALL = 256  # rows below which LightGBM predicts in the calling thread (OpenMP start-up costs more)
-SMALL_TEXT = 16  # values below which each sentence is formatted as it comes, not once per distinct value
 REASON_MODES = ("all", "flagged", "none")
 PER_REASON = 2  # values combined in one reason sentence
 LEADS = {"arrears": "dpd_now"}  # the loan's state, told first when it is telling
@@ -296,13 +295,9 @@ class _TextCache:
             for j in np.unique(told[:, p][told[:, p] >= 0]):
                 sel = np.flatnonzero(told[:, p] == j)
                 vals = self.column(int(j))[rows[sel]]
-                name = self.names[j]
-                if len(vals) <= SMALL_TEXT:  # a request's few loans: formatting beats factorising
-                    parts[sel, p] = [self.bundle.reason_text(name, _plain(v)) or "" for v in vals]
-                else:
-                    codes, uniq = pd.factorize(vals, use_na_sentinel=False)
-                    words = [self.bundle.reason_text(name, _plain(u)) or "" for u in uniq]
-                    parts[sel, p] = np.array(words, dtype=object)[codes]
+                codes, uniq = pd.factorize(vals, use_na_sentinel=False)
+                words = [self.bundle.reason_text(self.names[j], _plain(u)) or "" for u in uniq]
+                parts[sel, p] = np.array(words, dtype=object)[codes]
                 if p == 0:
                     values[sel] = vals
         text = parts[:, 0].copy()

@@ -38,9 +38,9 @@ def _frames(chunks) -> dict[str, pd.DataFrame]:
     return out
 
 
-def test_reader_processes_give_exactly_the_chunks_of_the_thread(small_generated, as_of, tmp_path) -> None:
-    """One and two reader processes against the in-thread reader on a book with rejects (rows of unknown
-    loans): the same features, officer fields, rejects and counts, to the bit."""
+def test_the_reader_process_gives_exactly_the_chunks_of_the_thread(small_generated, as_of, tmp_path) -> None:
+    """The reader process against the in-thread reader on a book with rejects (rows of unknown loans):
+    the same features, officer fields, rejects and counts, to the bit."""
     b = small_generated.book
     orphans = b.performance.iloc[:2].assign(loan_id=["A-no-such-loan", "ZZ-no-such-loan"])
     folder = write_book(
@@ -51,13 +51,12 @@ def test_reader_processes_give_exactly_the_chunks_of_the_thread(small_generated,
     rule = LabelRule(90, 3)
     want = _frames(read_in_thread(plan)(rule))
     assert len(want["features"]) > 500 and len(want["rejects"]) == 2
-    for readers in (1, 2):
-        reader = ProcessReader(plan, readers=readers)
-        got = _frames(reader(rule))
-        for name, frame in want.items():
-            pd.testing.assert_frame_equal(got[name], frame, obj=f"{name} ({readers} readers)")
-        assert reader.peak_rss_gib is not None and reader.peak_rss_gib > 0
-        assert not any(_alive(pid) for pid in reader.pids)
+    reader = ProcessReader(plan)
+    got = _frames(reader(rule))
+    for name, frame in want.items():
+        pd.testing.assert_frame_equal(got[name], frame, obj=name)
+    assert reader.peak_rss_gib is not None and reader.peak_rss_gib > 0
+    assert not _alive(reader.pid)
 
 
 def test_an_error_in_the_reader_is_raised_where_the_chunks_are_read(small_book_dir, as_of, tmp_path) -> None:
@@ -81,7 +80,7 @@ def test_an_error_in_the_reader_is_raised_where_the_chunks_are_read(small_book_d
 
 def test_a_reader_that_dies_is_an_error_not_a_hang(small_book_dir, as_of) -> None:
     reader = ProcessReader(ReadPlan(small_book_dir, pd.Timestamp(as_of), 400))
-    os.kill(reader.pids[0], signal.SIGKILL)
+    os.kill(reader.pid, signal.SIGKILL)
     t = time.monotonic()
     with pytest.raises(ChildProcessError, match="reader process stopped unexpectedly"):
         list(reader(LabelRule()))
@@ -94,7 +93,7 @@ def test_a_reader_closed_early_stops_and_one_whose_scorer_dies_stops_by_itself(s
     scoring process killed outright (kill -9, no clean-up) leaves no reader behind either."""
     reader = ProcessReader(ReadPlan(small_book_dir, pd.Timestamp(as_of), 400))
     reader.close()
-    assert not any(_alive(pid) for pid in reader.pids)
+    assert not _alive(reader.pid)
 
     for consume in ("", "    it = r(LabelRule())\n    next(it)\n"):  # waiting for the rule; chunks queued
         script = (
@@ -105,7 +104,7 @@ def test_a_reader_closed_early_stops_and_one_whose_scorer_dies_stops_by_itself(s
             "if __name__ == '__main__':\n"
             f"    r = ProcessReader(ReadPlan(Path({str(small_book_dir)!r}), pd.Timestamp({as_of!r}), 400))\n"
             f"{consume}"
-            "    print(r.pids[0], flush=True)\n"
+            "    print(r.pid, flush=True)\n"
             "    time.sleep(60)\n"
         )
         scorer = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -155,7 +154,7 @@ def test_a_reader_killed_half_way_through_a_chunk_is_an_error_not_a_hang(small_b
     chunks = reader(LabelRule())
     next(chunks)
     time.sleep(1.0)  # the reader prepares the next chunks and blocks sending one
-    os.kill(reader.pids[0], signal.SIGKILL)
+    os.kill(reader.pid, signal.SIGKILL)
     t = time.monotonic()
     with pytest.raises(ChildProcessError, match="reader process stopped unexpectedly"):
         for _ in chunks:
@@ -167,4 +166,4 @@ def test_a_stream_closed_before_its_first_chunk_stops_the_reader(small_book_dir,
     """`score_book` closes the stream when anything fails before the loop (its model's SHAP tables)."""
     reader = ProcessReader(ReadPlan(small_book_dir, pd.Timestamp(as_of), 400))
     reader(LabelRule()).close()
-    assert not any(_alive(pid) for pid in reader.pids)
+    assert not _alive(reader.pid)
