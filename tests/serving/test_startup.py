@@ -177,24 +177,41 @@ MODEL_FAULTS = {  # name: (args to ews serve, a fault made in a copy of the stor
 }
 
 
-def test_a_model_that_cannot_be_named_or_loaded_is_refused(base_env, champion_store, tmp_path) -> None:
-    """Each fault of MODEL_FAULTS in its own `ews serve`, all started at once (each spends seconds
-    importing MLflow to find out, so side by side they use both cores): every one refuses."""
-    started = {}
-    for name, (args, fault, _) in MODEL_FAULTS.items():
-        env = base_env
-        if fault is not None:
-            store, env = _store_copy(champion_store, tmp_path / name.replace(" ", "-"))
-            fault(store)
-        started[name] = _start(env, *args)
-    for name, (proc, port, marker) in started.items():
-        try:
-            out, _ = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise AssertionError(f"{name}: ews serve did not exit; left running: {_reap(marker)}") from None
-        o = Outcome(proc.returncode, out, port, marker)
-        assert_refused(o, "cannot start the service", MODEL_FAULTS[name][2])
+def _faulty_env(name: str, base_env: dict[str, str], champion_store, tmp_path: Path) -> dict[str, str]:
+    """The environment of `ews serve` for fault `name` of MODEL_FAULTS (a faulty store copy if it has one)."""
+    fault = MODEL_FAULTS[name][1]
+    if fault is None:
+        return base_env
+    store, env = _store_copy(champion_store, tmp_path / name.replace(" ", "-"))
+    fault(store)
+    return env
+
+
+@pytest.mark.parametrize("name", list(MODEL_FAULTS))
+def test_the_model_check_names_each_fault(name, base_env, champion_store, tmp_path) -> None:
+    """The check `ews serve` runs before it starts anything (`serving.preflight.check_model`), in this
+    process: each fault is refused with its reason (the command's own wiring: the test below)."""
+    from model.ref import parse_ref
+    from serving.preflight import StartupError, check_model
+
+    args, _, reason = MODEL_FAULTS[name]
+    env = _faulty_env(name, base_env, champion_store, tmp_path)
+    ref = parse_ref(args[1] if args else env.get("EWS_MODEL_NAME", "loan-ews-pd-12m"))
+    with pytest.raises(StartupError) as e:
+        check_model(env["MLFLOW_TRACKING_URI"], ref.name, ref.ref)
+    assert reason in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["no such version", "altered booster"])
+def test_a_model_that_cannot_be_named_or_loaded_is_refused(name, base_env, champion_store, tmp_path) -> None:
+    """`ews serve` end to end with a model it cannot name and one it cannot load: one line, exit 1,
+    nothing left running."""
+    args, _, reason = MODEL_FAULTS[name]
+    assert_refused(
+        serve(_faulty_env(name, base_env, champion_store, tmp_path), *args),
+        "cannot start the service",
+        reason,
+    )
 
 
 def test_store_path_is_a_folder(base_env, tmp_path) -> None:
