@@ -211,9 +211,8 @@ class ProcessReader:
     def __call__(self, rule: LabelRule) -> Iterator[Chunk]:
         try:
             self._rules_out.send(rule)
-        except OSError:  # it is gone already
-            self.close()
-            raise self._stopped() from None
+        except OSError:  # it has ended already; why (its error, if it said one) is still in the chunk pipe
+            pass
         return _Stream(self._chunks(), self.close)
 
     def _chunks(self) -> Iterator[Chunk]:

@@ -78,6 +78,22 @@ def test_an_error_in_the_reader_is_raised_where_the_chunks_are_read(small_book_d
     assert str(process_error.value) == str(thread_error.value)
 
 
+def test_an_error_before_the_model_is_known_keeps_its_words(small_book_dir, as_of, tmp_path) -> None:
+    """A table that cannot be read fails the reader before the label rule arrives, and the reader has
+    ended by the time the rule is sent: its own error is raised, not "stopped unexpectedly"."""
+    folder = tmp_path / "book"
+    folder.mkdir()
+    for f in small_book_dir.glob("*.parquet"):
+        (folder / f.name).write_bytes(b"" if f.name == "collateral.parquet" else f.read_bytes())
+    reader = ProcessReader(ReadPlan(folder, pd.Timestamp(as_of), 400))
+    reader._proc.join(timeout=60)  # ended (its error sent) before anyone asks for a chunk
+    assert reader._proc.exitcode == 0
+    with pytest.raises(Exception) as e:
+        list(reader(LabelRule()))
+    assert not isinstance(e.value, ChildProcessError)
+    assert "collateral.parquet" in str(e.value)
+
+
 def test_a_reader_that_dies_is_an_error_not_a_hang(small_book_dir, as_of) -> None:
     reader = ProcessReader(ReadPlan(small_book_dir, pd.Timestamp(as_of), 400))
     os.kill(reader.pid, signal.SIGKILL)
