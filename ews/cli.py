@@ -165,26 +165,30 @@ def book_generate(
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
 ) -> None:
     """Generate a synthetic book and its oracle PDs (oracle.parquet, beside the five tables)."""
-    from features.book import write_book
+    from features.book import check_replaceable, write_book
     from features.generate import generate_book, profile
 
     settings: Settings = ctx.obj
     target = out_dir or settings.demo_book
     try:
         params = profile(profile_name)
+        if fmt not in ("parquet", "csv"):
+            raise ValueError(f"unknown book format {fmt!r}; use parquet or csv")
+        # before the minutes of generating: never over a folder that is not a book
+        check_replaceable(target, {"oracle.parquet", "generator.json"})
+        t0 = time.perf_counter()
+        with progress_bar() as cb:
+            gen = generate_book(loans, months, seed, params, progress=cb)
+        meta = {**gen.params, "profile": profile_name}
+        write_book(
+            gen.book,
+            target,
+            fmt=fmt,
+            extras={"oracle": gen.oracle},
+            texts={"generator.json": json.dumps(meta, indent=2, sort_keys=True, default=str)},
+        )
     except ValueError as e:
         _fail(str(e))
-    t0 = time.perf_counter()
-    with progress_bar() as cb:
-        gen = generate_book(loans, months, seed, params, progress=cb)
-    meta = {**gen.params, "profile": profile_name}
-    write_book(
-        gen.book,
-        target,
-        fmt=fmt,
-        extras={"oracle": gen.oracle},
-        texts={"generator.json": json.dumps(meta, indent=2, sort_keys=True, default=str)},
-    )
     perf = gen.book.performance
     console.print(
         f"wrote {target} ({profile_name}): {len(gen.book.loans):,} loans, {len(perf):,} performance rows, "

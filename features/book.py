@@ -366,6 +366,7 @@ def write_book(
     book reader never reads them.
     """
     folder = Path(folder)
+    check_replaceable(folder, {f"{name}.parquet" for name in extras or {}} | set(texts or {}))
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -389,6 +390,27 @@ def write_book(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def check_replaceable(folder: Path, side_files: set[str] = frozenset()) -> None:
+    """A book replaces only an empty folder or a book holding nothing but its tables (Parquet or CSV) and
+    `side_files` (the generator's oracle, say): `--out .` or a project folder must never be wiped."""
+    ours = {f"{t}.{ext}" for t in TABLE_NAMES for ext in ("parquet", "csv")} | set(side_files)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a book folder")
+    if not folder.is_dir():
+        return
+    entries = list(folder.iterdir())
+    if not entries:
+        return
+    is_book = any((folder / f"loans.{ext}").is_file() for ext in ("parquet", "csv"))
+    others = sorted(p.name for p in entries if not (p.is_file() and p.name in ours))
+    if not is_book or others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ValueError(
+            f"{folder} is not an empty folder or a book: it holds {shown or 'no loans table'}; "
+            "nothing was written (write the book to a new or empty folder)"
+        )
 
 
 def replace_dir(src: Path, dst: Path) -> None:

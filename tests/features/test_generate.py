@@ -68,6 +68,36 @@ def test_same_seed_gives_byte_identical_tables(tmp_path: Path) -> None:
     ).read_bytes()
 
 
+def _generate(out: Path, *args: str):
+    return runner.invoke(app, ["book", "generate", "--loans", "60", "--months", "12", "--out", str(out), *args])
+
+
+def test_generate_never_replaces_a_folder_that_is_not_a_book(tmp_path: Path) -> None:
+    """`--out` at a project folder is refused before anything is written; a book is replaced (in either
+    format); impossible sizes are one-line errors."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "a.py").write_text("code")
+    (project / "notes.txt").write_text("x")
+    res = _generate(project)
+    assert res.exit_code == 1 and "is not an empty folder or a book" in res.output, res.output
+    assert (project / "src" / "a.py").read_text() == "code" and (project / "notes.txt").exists()
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt", "src"]
+
+    book = tmp_path / "book"
+    assert _generate(book).exit_code == 0
+    assert _generate(book, "--seed", "2", "--format", "csv").exit_code == 0  # a book is replaced
+    assert (book / "loans.csv").exists() and not (book / "loans.parquet").exists()
+    (book / "mine.txt").write_text("y")
+    res = _generate(book)
+    assert res.exit_code == 1 and "mine.txt" in res.output, res.output
+    assert (book / "loans.csv").exists()
+
+    for bad in (["--loans", "0"], ["--months", "1"]):
+        res = runner.invoke(app, ["book", "generate", *bad, "--out", str(tmp_path / "x")])
+        assert res.exit_code == 1 and "need at least" in res.output and "Traceback" not in res.output
+
+
 def test_demo_size_book_validates(demo_generated, tmp_path: Path) -> None:
     from features.book import write_book
 
