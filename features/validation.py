@@ -286,7 +286,8 @@ def _parse_column(col: Column, s: pd.Series) -> tuple[pd.Series, pd.Series]:
         if pd.api.types.is_bool_dtype(s):
             return pd.Series(np.nan, index=s.index), present
         vals = pd.to_numeric(s, errors="coerce").astype("float64")
-        bad = present & vals.isna()
+        bad = present & (vals.isna() | np.isinf(vals))  # an infinite amount is no number of the contract
+        vals = vals.where(~bad)
         if col.kind == "int":
             frac = vals.notna() & (vals != np.floor(vals.fillna(0)))
             bad = bad | frac
@@ -359,7 +360,8 @@ def _check_table(ck: _Checker, spec: Table, df: pd.DataFrame) -> pd.DataFrame:
             typed[col.name] = pd.Series(pd.NA, index=df.index, dtype="object")
             continue
         vals, bad = _parse_column(col, df[col.name])
-        ck.add_rows(name, col.name, "type", f"value is not a valid {col.kind}", bad)
+        finite = " (a finite number)" if col.kind in ("int", "float") else ""
+        ck.add_rows(name, col.name, "type", f"value is not a valid {col.kind}{finite}", bad)
         typed[col.name] = vals
         missing = vals.isna() & ~bad
         if not col.nullable:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -86,6 +87,31 @@ def test_wrong_type_is_an_error_and_not_coerced(book_copy: Path) -> None:
     # the typed book keeps the bad value missing, never a guessed number
     book = validate_folder(book_copy).book
     assert pd.isna(book.performance.loc[3, "balance"])
+
+
+def test_an_infinite_amount_is_an_error_of_its_loan(book_copy: Path) -> None:
+    """Infinity is no amount: each infinite value sets its loan aside (it silently moved PDs before)."""
+    perf = read(book_copy, "performance").astype({"days_past_due": "float64"})
+    loans = read(book_copy, "loans")
+    borrowers = read(book_copy, "borrowers")
+    perf.loc[3, "paid_amount"] = np.inf
+    perf.loc[40, "days_past_due"] = np.inf
+    loans.loc[7, "principal"] = np.inf
+    borrowers.loc[9, "annual_income"] = -np.inf
+    for name, df in (("performance", perf), ("loans", loans), ("borrowers", borrowers)):
+        write_raw(book_copy, name, df)
+    res = run_validate(book_copy)
+    assert res.exit_code == 3, res.output
+    for where in ("performance.paid_amount", "performance.days_past_due", "loans.principal"):
+        assert f"{where} [type]" in res.output, res.output
+    assert "a finite number" in res.output
+    report = validate_folder(book_copy)
+    rejected = set(report.rejected_loans())
+    assert {perf.loc[3, "loan_id"], perf.loc[40, "loan_id"], loans.loc[7, "loan_id"]} <= rejected
+    assert "borrowers.annual_income [type]" in res.output
+    book = report.book
+    assert np.isfinite(book.performance["paid_amount"].dropna()).all()
+    assert np.isfinite(book.loans["principal"].dropna()).all()
 
 
 def test_missing_table(book_copy: Path) -> None:
