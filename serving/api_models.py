@@ -66,8 +66,8 @@ def _in_range(d: date, text: str) -> date:
     return d
 
 
-DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}")
-MONTH_TEXT = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
+DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits: \d would take any script's
+MONTH_TEXT = re.compile(r"([0-9]{4})-([0-9]{2})(?:-([0-9]{2}))?")
 
 
 def _date(v: object) -> date:

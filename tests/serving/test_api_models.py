@@ -112,6 +112,18 @@ def test_the_documented_example_is_valid() -> None:
             ("performance", 2, "days_past_due"),
         ),
         (lambda b: b["performance"][1].__setitem__("status", "paid_off"), ("performance", 2, "status")),
+        # digits of other scripts are not ASCII digits (the OpenAPI pattern says [0-9])
+        (lambda b: b.__setitem__("as_of", "\uff12\uff10\uff12\uff14-\uff10\uff14"), ("as_of",)),
+        (
+            lambda b: b["performance"][2].__setitem__("month", "2024-\u0660\u0664"),
+            ("performance", 2, "month"),
+        ),
+        (
+            lambda b: b["loan"].__setitem__("origination_date", "2024-01-\u0661\u0665"),
+            ("loan", "origination_date"),
+        ),
+        (lambda b: b["performance"][2].__setitem__("month", "2024-13"), ("performance", 2, "month")),
+        (lambda b: b["performance"][2].__setitem__("month", "2024-04-15"), ("performance", 2, "month")),
     ],
 )
 def test_bounds_beyond_the_contract(mutate, loc) -> None:
