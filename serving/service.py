@@ -194,4 +194,19 @@ def _openapi() -> dict:
     return document(LoanEWS.openapi_spec.asdict())
 
 
+def _forbid_unknown_fields(service) -> None:
+    """BentoML builds each endpoint's body model from its signature and ignores fields it does not
+    know; here an unknown top-level field is a 400, as it is inside a loan (a typo such as `as_off`
+    must not be scored as if it were absent)."""
+    for api in service.apis.values():
+        spec = api.input_spec
+        if spec.model_config.get("extra") != "forbid":
+            api.input_spec = type(
+                spec.__name__,
+                (spec,),
+                {"model_config": {**spec.model_config, "extra": "forbid"}, "__module__": spec.__module__},
+            )
+
+
+_forbid_unknown_fields(LoanEWS)
 LoanEWS.add_asgi_middleware(RequestGuard, access=_access, openapi=_openapi)

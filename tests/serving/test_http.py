@@ -200,5 +200,17 @@ def test_bad_ids_lists_and_bodies_get_4xx_and_the_server_keeps_serving(server, b
     assert r.status_code == 400 and "json" in r.text.lower()
     r = server.post("/explain", json={})
     assert r.status_code == 422 and "exactly one of loan_id or loan" in r.text
+    # an unknown field beside the known ones is refused, never ignored (a typo of as_of, say)
+    for path, body in (
+        ("/score", {"loan": one, "as_off": "2024-01"}),
+        ("/score_by_id", {"loan_id": loan_ids[0], "foo": 1}),
+        ("/score_batch", {"loans": [one], "foo": 1}),
+        ("/explain", {"loan_id": loan_ids[0], "foo": 1}),
+    ):
+        r = server.post(path, json=body)
+        assert r.status_code == 400, (path, r.text)
+        assert [d["loc"] for d in r.json()["detail"]] == [
+            [next(k for k in body if k not in ("loan", "loan_id", "loans"))]
+        ], r.text
     assert server.get("/readyz").status_code == 200
     assert server.post("/score_by_id", json={"loan_id": loan_ids[0]}).status_code == 200
