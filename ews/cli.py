@@ -324,14 +324,14 @@ def features_build(
 ) -> None:
     """Write the panel: one row per performing (loan, as-of month) with features, label and oracle PD."""
     from features.labels import LabelRule
-    from features.months import month_range
+    from features.months import month_range, parse_month
     from training.panel import write_panel
 
     settings: Settings = ctx.obj
     folder = _book(settings, book_dir)
     t0 = time.perf_counter()
     try:
-        months = month_range(start, end)
+        months = month_range(parse_month(start), parse_month(end))
         rule = LabelRule(dpd, probation)
         with progress_bar() as cb:
             rows, rejects = write_panel(

@@ -5,6 +5,8 @@ A horizon of H months is exactly H calendar months whatever the day counts.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -24,6 +26,18 @@ def index_to_month(idx) -> pd.DatetimeIndex:
     """First day of the month of each integer month index."""
     idx = np.asarray(idx, dtype=np.int64)
     return pd.DatetimeIndex((idx - 1970 * 12).astype("datetime64[M]").astype("datetime64[ns]"))
+
+
+MONTH_TEXT = re.compile(r"([0-9]{4})-([0-9]{2})")
+
+
+def parse_month(text: str) -> pd.Timestamp:
+    """A month an operator typed: exactly 'YYYY-MM' (ASCII digits), never whatever pandas can read
+    ('2025Q4' or 'Dec 2025' would name another month, or overwrite the outputs of one)."""
+    m = MONTH_TEXT.fullmatch(text)
+    if m is None or not 1 <= int(m.group(2)) <= 12:
+        raise ValueError(f"{text!r} is not a month: use YYYY-MM, e.g. 2025-12")
+    return pd.Timestamp(year=int(m.group(1)), month=int(m.group(2)), day=1)
 
 
 def as_month(value) -> pd.Timestamp:

@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from features.book import find_table_file, month_span
-from features.months import as_month
+from features.months import parse_month
 from features.stability import PSI_SHIFTED, psi
 from features.validation import check_reject_share
 from model.spec import LISTS
@@ -427,9 +427,9 @@ def _write(cfg: BatchConfig, scores, watch, rejects, summary) -> None:
 
 def parse_as_of(value: str) -> pd.Timestamp:
     try:
-        return as_month(value)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"--as-of {value!r} is not a month (YYYY-MM)") from e
+        return parse_month(value)
+    except ValueError as e:
+        raise ValueError(f"--as-of {e}") from e
 
 
 def log_batch_run(
