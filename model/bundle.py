@@ -127,6 +127,23 @@ class FeatureEncoder:
         return maps[c]
 
 
+TIE_RTOL = 1e-9  # a PD this close (relative) to a threshold is at it
+
+
+def tiers_at(pd_: np.ndarray, lists: np.ndarray, thresholds: dict[str, dict[str, float]]) -> np.ndarray:
+    """red / amber / green against the thresholds of each score's list. A threshold is a PD of the
+    calibration window, where many loans can share the top PD (a coarse card model): the same loan's PD
+    computed again (summed in another order) can differ in its last bits, so a PD within `TIE_RTOL` of a
+    threshold counts as at it, or the list's top loans could never be red."""
+    pd_, lists = np.asarray(pd_), np.asarray(lists)
+    out = np.full(len(pd_), "green", dtype=object)
+    for name, t in thresholds.items():
+        m = lists == name
+        red, amber = t["red"] * (1 - TIE_RTOL), t["amber"] * (1 - TIE_RTOL)
+        out[m] = np.where(pd_[m] >= red, "red", np.where(pd_[m] >= amber, "amber", "green"))
+    return out.astype(str)
+
+
 @dataclass
 class ModelBundle:
     booster: lgb.Booster
@@ -192,12 +209,7 @@ class ModelBundle:
 
     def tier(self, pd_: np.ndarray, lists: np.ndarray) -> np.ndarray:
         """red / amber / green against the thresholds of each score's list."""
-        pd_, lists = np.asarray(pd_), np.asarray(lists)
-        out = np.full(len(pd_), "green", dtype=object)
-        for name, t in self.tier_thresholds.items():
-            m = lists == name
-            out[m] = np.where(pd_[m] >= t["red"], "red", np.where(pd_[m] >= t["amber"], "amber", "green"))
-        return out.astype(str)
+        return tiers_at(pd_, lists, self.tier_thresholds)
 
     def reason_text(self, feature: str, value: object) -> str:
         return self.catalog[feature].reason_text(value)
