@@ -563,9 +563,11 @@ def report(ctx: typer.Context, model: ModelOpt = None) -> None:
     settings: Settings = ctx.obj
     ref = _model(settings, model)
     client = _client(settings)
+    explicit = model is not None and ("@" in model or ":" in model)  # NAME@champion means that one
     try:
-        if ref.alias == CHAMPION and resolve(client, ref) is None:
+        if ref.alias == CHAMPION and not explicit and resolve(client, ref) is None:
             ref = ModelRef(ref.name)  # no champion yet: the newest version
+            out.print(f"{ref.name} has no champion yet: the newest version")
         v = require(client, ref)
         bundle = load_bundle(ref.name, v)
     except ValueError as e:

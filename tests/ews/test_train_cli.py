@@ -188,8 +188,14 @@ def test_messy_books_validate_train_promote_and_score_without_hand_edits(
             ],
         )
         report = runner.invoke(app, ["report", "--model", f"{name}:1"])
+        champion_report = runner.invoke(app, ["report", "--model", f"{name}@champion"])
     finally:
         mp.undo()
+    if promote.exit_code == 0:
+        assert "version 1 (champion" in champion_report.output, champion_report.output
+    else:  # asked for the champion by name: there is none, and no other version stands in for it
+        assert champion_report.exit_code == 1, champion_report.output
+        assert "has no alias @champion" in champion_report.output, champion_report.output
     assert val.exit_code == 0 and "WARNING performance.days_past_due [dpd_jump]" in val.output, val.output
     assert train.exit_code == 0, train.output
     assert "WARNING degenerate" not in train.output
