@@ -52,10 +52,24 @@ class Feature:
         for v, text in self.exact:
             if value == v:
                 return text
+        shown = _Compact(value) if isinstance(value, float) and abs(value) >= COMPACT_FROM else value
         try:
-            return self.reason.format(value=value, s="" if value == 1 else "s")
+            return self.reason.format(value=shown, s="" if value == 1 else "s")
         except (ValueError, TypeError):
             return f"{self.title}: {value}"
+
+
+COMPACT_FROM = 1e12  # values this large are told in three significant digits, not hundreds of them
+
+
+class _Compact(float):
+    """A huge value (a balance of 1e308 is a valid request) formatted as '9.43e+307' (or '...%'),
+    whatever the sentence's format asks, so a reason stays a sentence."""
+
+    def __format__(self, spec: str) -> str:
+        if spec.endswith("%"):
+            return f"{float(self) * 100:.3g}%"
+        return f"{float(self):.3g}"
 
 
 def _n(name, concept, title, reason, direction=0, exact=(), telling=True) -> Feature:

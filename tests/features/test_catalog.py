@@ -25,6 +25,10 @@ from features.catalog import BY_NAME, FEATURES, HISTORY_MONTHS
         ("borrower_type", "sme", "Small or medium enterprise"),
         ("utilisation", 0.92, "Using 92% of the credit limit"),
         ("book_arrears_rate", 0.042, "4.2% of the book is behind on payments now"),
+        # a valid but absurd value stays a sentence (three significant digits, not three hundred)
+        ("utilisation", 9.43e305, "Using 9.43e+307% of the credit limit"),
+        ("annual_income", 1.5e20, "Declared income of 1.5e+20"),
+        ("annual_income", 120_000.0, "Declared income of 120,000"),
         ("bureau_score", None, None),
         ("current_ltv", float("nan"), None),
     ],
