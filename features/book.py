@@ -17,8 +17,8 @@ import hashlib
 import io
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,7 +368,7 @@ def write_book(
     folder = Path(folder)
     check_replaceable(folder, {f"{name}.parquet" for name in extras or {}} | set(texts or {}))
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = new_dir(folder.parent, f".{folder.name}.")
     try:
         for name, df in book.tables().items():
             table = to_arrow(name, df)
@@ -411,6 +411,19 @@ def check_replaceable(folder: Path, side_files: set[str] = frozenset()) -> None:
             f"{folder} is not an empty folder or a book: it holds {shown or 'no loans table'}; "
             "nothing was written (write the book to a new or empty folder)"
         )
+
+
+def new_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A new folder of a unique name, with the mode the umask gives (as readable as the user's other
+    files: `tempfile.mkdtemp` would make every book and output folder private to its owner)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free name for a new folder in {parent}")
 
 
 def replace_dir(src: Path, dst: Path) -> None:

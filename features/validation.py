@@ -142,7 +142,7 @@ def check_reject_share(loans_rejected: int, loans_in_book: int, max_share: float
     if share > max_share:
         raise ValueError(
             f"{what}: {loans_rejected:,} of {loans_in_book:,} loans ({share:.1%}) break the contract, more "
-            f"than the {max_share:.0%} allowed (EWS_MAX_REJECT_SHARE); fix the book or raise the limit"
+            f"than the {max_share * 100:g}% allowed (EWS_MAX_REJECT_SHARE); fix the book or raise the limit"
         )
 
 

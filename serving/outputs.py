@@ -33,10 +33,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+
+from features.book import new_dir
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def publish(out_dir: Path, name: str, writers: Mapping[str, Callable[[Path], Non
 def _publish(out_dir: Path, name: str, writers: Mapping[str, Callable[[Path], None]]) -> Path:
     versions, target = out_dir / VERSIONS, out_dir / name
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    partial = Path(tempfile.mkdtemp(prefix=f".{name}.{stamp}.", suffix=".partial", dir=versions))
+    partial = new_dir(versions, f".{name}.{stamp}.", ".partial")
     version = versions / partial.name[1 : -len(".partial")]
     try:
         for file, write in writers.items():

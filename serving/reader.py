@@ -20,6 +20,7 @@ raised as if it had happened there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -209,10 +210,9 @@ class ProcessReader:
         return self._proc.pid
 
     def __call__(self, rule: LabelRule) -> Iterator[Chunk]:
-        try:
+        # a reader that has ended already cannot take it; why (its error, if it said one) is in the pipe
+        with contextlib.suppress(OSError):
             self._rules_out.send(rule)
-        except OSError:  # it has ended already; why (its error, if it said one) is still in the chunk pipe
-            pass
         return _Stream(self._chunks(), self.close)
 
     def _chunks(self) -> Iterator[Chunk]:

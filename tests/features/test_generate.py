@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,16 @@ def test_same_seed_gives_byte_identical_tables(tmp_path: Path) -> None:
     ).read_bytes()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _generate(out: Path, *args: str):
-    return runner.invoke(app, ["book", "generate", "--loans", "60", "--months", "12", "--out", str(out), *args])
+    return runner.invoke(
+        app, ["book", "generate", "--loans", "60", "--months", "12", "--out", str(out), *args]
+    )
 
 
 def test_generate_never_replaces_a_folder_that_is_not_a_book(tmp_path: Path) -> None:
@@ -92,6 +101,8 @@ def test_generate_never_replaces_a_folder_that_is_not_a_book(tmp_path: Path) -> 
     res = _generate(book)
     assert res.exit_code == 1 and "mine.txt" in res.output, res.output
     assert (book / "loans.csv").exists()
+
+    assert (book.stat().st_mode & 0o777) == 0o777 & ~_umask()  # as readable as the user's other files
 
     for bad in (["--loans", "0"], ["--months", "1"]):
         res = runner.invoke(app, ["book", "generate", *bad, "--out", str(tmp_path / "x")])

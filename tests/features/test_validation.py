@@ -187,6 +187,8 @@ def test_too_many_broken_loans_make_the_book_unusable(book_copy: Path) -> None:
     assert res.exit_code == 1 and "more than the 20% allowed" in res.output, res.output
     res = runner.invoke(app, ["book", "validate", str(book_copy)], env={"EWS_MAX_REJECT_SHARE": "0.5"})
     assert res.exit_code == 3, res.output
+    res = runner.invoke(app, ["book", "validate", str(book_copy)], env={"EWS_MAX_REJECT_SHARE": "0.001"})
+    assert res.exit_code == 1 and "more than the 0.1% allowed" in res.output, res.output  # not "0%"
 
 
 def test_rows_before_origination_and_after_close(book_copy: Path) -> None:
