@@ -106,11 +106,16 @@ def _string_set(values) -> pa.Array:
 
 
 def find_table_file(folder: Path, table: str) -> Path | None:
-    for suffix in (".parquet", ".csv"):
-        p = folder / f"{table}{suffix}"
-        if p.exists():
-            return p
-    return None
+    """The table's file: Parquet if there is one, else CSV. Both present is a warning (once per folder
+    and table in a process): the CSV file is then not read."""
+    found = [p for p in (folder / f"{table}.parquet", folder / f"{table}.csv") if p.exists()]
+    if len(found) == 2 and (key := (str(Path(folder).resolve()), table)) not in _WARNED_BOTH:
+        _WARNED_BOTH.add(key)
+        log.warning("%s and %s both exist: reading %s, not the CSV file", *(p.name for p in found), found[0])
+    return found[0] if found else None
+
+
+_WARNED_BOTH: set[tuple[str, str]] = set()
 
 
 def read_raw_tables(

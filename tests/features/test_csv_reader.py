@@ -133,3 +133,16 @@ def test_an_empty_file_or_a_bad_header_is_a_whole_book_problem(csv_book, tmp_pat
     (book / "loans.csv").write_bytes(b'loan_id,"borrower_id\nL1,B1\n')
     with pytest.raises(ValueError, match="header line .* quote that is never closed"):
         validate_folder(book)
+
+
+def test_a_table_in_both_formats_reads_the_parquet_file_and_says_so(csv_book, tmp_path, caplog) -> None:
+    book = tmp_path / "book"
+    shutil.copytree(csv_book, book)
+    loans = read_raw_tables(book, ("loans",))[0]["loans"]
+    loans.iloc[:0].to_parquet(book / "loans.parquet")  # an empty Parquet table beside the full CSV one
+    with caplog.at_level("WARNING", logger="features.book"):
+        raw, _ = read_raw_tables(book, ("loans",))
+        read_raw_tables(book, ("loans",))
+    assert len(raw["loans"]) == 0  # the Parquet file, as documented
+    said = [r.getMessage() for r in caplog.records if "both exist" in r.getMessage()]
+    assert len(said) == 1 and "loans.parquet and loans.csv" in said[0]  # once, not on every read
