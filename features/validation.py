@@ -521,9 +521,12 @@ def _parse_all(spec: Table, df: pd.DataFrame) -> pd.DataFrame:
 
 
 def validate_tables(
-    raw: dict[str, pd.DataFrame], missing: list[str] | tuple[str, ...] = ()
+    raw: dict[str, pd.DataFrame],
+    missing: list[str] | tuple[str, ...] = (),
+    empty_ok: frozenset[str] = frozenset(),
 ) -> ValidationReport:
-    """Check raw tables against the contract; never stops at the first problem."""
+    """Check raw tables against the contract; never stops at the first problem. `empty_ok`: tables that
+    may be empty here (a partition of a book whose table has rows for other loans)."""
     ck = _Checker(raw)
     for name in missing:
         if name in REQUIRED_NONEMPTY:
@@ -537,7 +540,7 @@ def validate_tables(
         if df is None:
             typed[name] = _empty_typed(spec)
             continue
-        if df.empty and not spec.may_be_empty:
+        if df.empty and not spec.may_be_empty and name not in empty_ok:
             ck.add_table(name, "empty_table", "table has no rows", whole_book=True)
         ck.add_csv_lines(name)
         typed[name] = _check_table(ck, spec, df)

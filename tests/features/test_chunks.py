@@ -37,6 +37,26 @@ def test_every_row_lands_in_one_partition_even_of_ids_outside_the_loans_table(
         assert all(rejected[x] == "performance.loan_id:foreign_key" for x in orphans["loan_id"])
 
 
+def test_loans_without_rows_yet_leave_a_partition_empty_not_the_book_unusable(
+    small_generated, tmp_path
+) -> None:
+    """The last 500 loans have no performance rows yet: their partition is valid (they are simply not
+    performing), in both formats; a book with no performance rows at all is still unusable."""
+    book = small_generated.book
+    ids = sorted(book.loans["loan_id"])
+    perf = book.performance[book.performance["loan_id"] < ids[1000]]
+    gap = type(book)(book.borrowers, book.loans, book.collateral, book.house_prices, perf)
+    for fmt in ("parquet", "csv"):
+        reports = list(iter_book_chunks(write_book(gap, tmp_path / fmt, fmt=fmt), 500))
+        assert [r.unusable for r in reports] == [False, False, False], fmt
+        assert len(reports[-1].book.performance) == 0 and len(reports[-1].book.loans) == 500
+        assert sum(len(r.book.performance) for r in reports) == len(perf)
+    empty = type(book)(book.borrowers, book.loans, book.collateral, book.house_prices, perf.iloc[:0])
+    reports = list(iter_book_chunks(write_book(empty, tmp_path / "empty"), 500))
+    assert all(r.unusable for r in reports)
+    assert "empty_table" in {p.rule for r in reports for p in r.errors}
+
+
 def test_the_context_of_a_folder_is_the_context_of_the_book(small_generated, small_book_dir) -> None:
     b = small_generated.book
     pd.testing.assert_frame_equal(
