@@ -26,10 +26,14 @@ def reference_bins(values: pd.Series | np.ndarray, categorical: bool = False, n_
             "shares": [float(x) for x in shares.to_numpy()],
             "missing": missing,
         }
-    qs = (
-        np.unique(np.quantile(s.to_numpy(dtype=float), np.linspace(0, 1, n_bins + 1)[1:-1])) if len(s) else []
-    )
-    counts = _numeric_counts(s.to_numpy(dtype=float), np.asarray(qs))
+    x = s.to_numpy(dtype=float)
+    qs = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)[1:-1])) if len(x) else np.empty(0)
+    # a value many loans share (0 days past due, 0 missed payments) gets a bin of its own: with the
+    # quantile edge alone it shares its bin with every larger value, and arrears could rise unseen
+    heavy = [q for q in qs if np.mean(x == q) >= 1 / (2 * n_bins)]
+    qs = np.unique(np.concatenate([qs, np.nextafter(heavy, np.inf)])) if heavy else qs
+    qs = _merge_thin_bins(x, qs, 1 / (4 * n_bins))
+    counts = _numeric_counts(x, qs)
     total = max(len(s), 1)
     return {
         "kind": "num",
@@ -37,6 +41,21 @@ def reference_bins(values: pd.Series | np.ndarray, categorical: bool = False, n_
         "shares": [float(c / total) for c in counts],
         "missing": missing,
     }
+
+
+def _merge_thin_bins(x: np.ndarray, edges: np.ndarray, min_share: float) -> np.ndarray:
+    """Drop the upper edge of each bin between two edges that holds less than `min_share` (a quantile
+    interpolated just above a heavy value leaves such a bin): a reference bin with almost nothing in it
+    turns a few values into a large PSI."""
+    edges = list(edges)
+    j = 1
+    while j < len(edges):
+        share = np.mean((x >= edges[j - 1]) & (x < edges[j])) if len(x) else 0.0
+        if share < min_share:
+            del edges[j]
+        else:
+            j += 1
+    return np.asarray(edges, dtype=float)
 
 
 def _numeric_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:

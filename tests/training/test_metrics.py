@@ -68,6 +68,20 @@ def test_calibration_in_the_large_gives_o_e_with_an_interval_and_a_slope() -> No
     assert metrics.calibration_in_the_large(y, spread)["calibration_slope"] < 0.7
 
 
+def test_psi_sees_arrears_rise_in_a_feature_that_is_mostly_zero() -> None:
+    """96% of the training loans at 0 days past due: the zeros get a bin of their own, so half the book
+    in arrears is a large PSI (it was exactly 0: the zeros shared a bin with every larger value)."""
+    from features.stability import psi, reference_bins
+
+    ref = reference_bins(np.r_[np.zeros(960), np.full(40, 30.0)])
+    assert psi(ref, np.r_[np.zeros(960), np.full(40, 30.0)]) < 1e-9
+    assert psi(ref, np.r_[np.zeros(500), np.full(500, 120.0)]) > 0.25
+    counts = np.random.default_rng(3).integers(0, 4, 10_000).astype(float)  # a few distinct values
+    ref = reference_bins(counts)
+    assert min(ref["shares"][1:-1]) > 0.2  # a bin per value, none left almost empty
+    assert psi(ref, np.where(counts == 0, 1.0, counts)) > 0.25
+
+
 def test_psi_of_a_sample_against_its_own_reference_is_near_zero_and_a_shift_is_large() -> None:
     from features.stability import psi, psi_band, reference_bins
 
