@@ -69,6 +69,23 @@ class Access:
         return user
 
 
+def _audit(access: Access, user: User, path: str, status: int, loans: list[tuple[str, str | None]]) -> None:
+    """The audit line of one request to a loan endpoint: who, when, status and the loans it read."""
+    access.audit.append(
+        AuditRecord(
+            who=user.name,
+            role=user.role,
+            when=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            endpoint=path,
+            status=status,
+            model_name=access.model_name,
+            model_version=access.model_version,
+            loan_ids=[lid for lid, _ in loans],
+            as_of=[t for _, t in loans],
+        )
+    )
+
+
 async def _send_json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
     data = json.dumps(body).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
@@ -120,14 +137,14 @@ class RequestGuard:
             return await _send_json(send, 403, FORBIDDEN)
         if scope["method"] == "POST":
             refused = self._refuse_content(headers, access.body_limit(path))
+            if refused is None and (body_bytes := await _read_body(receive, access.body_limit(path))) is None:
+                refused = 413, _too_large(access.body_limit(path))
             if refused is not None:
                 status, body = refused
                 log.info("%d %s %s: %s", status, scope["method"], path, body["error"])
+                if path in LOAN_READS:  # a known key's request to a loan endpoint: audited, even refused
+                    _audit(access, user, path, status, [])
                 return await _send_json(send, status, body)
-            body_bytes = await _read_body(receive, access.body_limit(path))
-            if body_bytes is None:
-                log.info("413 %s %s: body over %d bytes", scope["method"], path, access.body_limit(path))
-                return await _send_json(send, 413, _too_large(access.body_limit(path)))
             receive = _replay(body_bytes, receive)
         scope.setdefault("state", {})["user"] = user
         if path not in LOAN_READS:
@@ -156,20 +173,7 @@ class RequestGuard:
         try:
             await self.app(scope, receive, watch)
         finally:
-            loans = scope["state"].get("loans", [])
-            access.audit.append(
-                AuditRecord(
-                    who=user.name,
-                    role=user.role,
-                    when=datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    endpoint=scope["path"],
-                    status=status,
-                    model_name=access.model_name,
-                    model_version=access.model_version,
-                    loan_ids=[lid for lid, _ in loans],
-                    as_of=[t for _, t in loans],
-                )
-            )
+            _audit(access, user, scope["path"], status, scope["state"].get("loans", []))
 
     async def _serve_docs(self, send: Send) -> None:
         if self._docs is None:

@@ -237,6 +237,9 @@ def test_every_read_of_a_loan_is_in_the_audit_log(served, loan_body, not_perform
     served.admin.post("/explain", json={"loan_id": lid})
     served.officer.post("/score", json={"loan": loan_body})
     served.officer.post("/score_batch", json={"loans": [loan_body]})
+    # refused before any loan is read, but a known key's request all the same
+    served.officer.post("/score", content=b"{}", headers={"content-type": "text/plain"})
+    served.officer.post("/score", content=b" " * (3 * 2**20), headers={"content-type": "application/json"})
     served.anonymous.post("/score_by_id", json={"loan_id": lid})  # 401: no user, no loan read
     served.admin.post("/model_info", json={})  # not a loan read
     new = _audit(served)[before:]
@@ -248,6 +251,8 @@ def test_every_read_of_a_loan_is_in_the_audit_log(served, loan_body, not_perform
         ("pytest-admin", "admin", "/explain", [lid], [AS_OF], 200),
         ("pytest-officer", "officer", "/score", [lid], [AS_OF], 200),
         ("pytest-officer", "officer", "/score_batch", [lid], [AS_OF], 200),
+        ("pytest-officer", "officer", "/score", [], [], 415),
+        ("pytest-officer", "officer", "/score", [], [], 413),
     ]
     assert all(r["model_name"] == "loan-ews-pd-12m" and r["model_version"] == "1" for r in new)
     assert all(r["when"].endswith("+00:00") for r in new)
