@@ -27,16 +27,22 @@ LIBRARIES = ("pandas", "numpy", "lightgbm", "scikit-learn", "mlflow", "bentoml",
 
 
 def code_version() -> str:
+    """The commit of this code (`-dirty` with uncommitted changes), asked of the checkout this module
+    lies in, not of the folder the command runs from; the package version where there is no checkout."""
+    here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True
+            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=here
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        try:
+            return f"loan-ews {metadata.version('loan-ews')}"
+        except metadata.PackageNotFoundError:
+            return "unknown"
 
 
 def log_training(

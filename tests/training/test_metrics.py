@@ -101,3 +101,20 @@ def test_decile_table_is_riskiest_first_and_captures_everything() -> None:
     d = metrics.decile_table(y, p)
     assert len(d) == 10 and d["count"].sum() == 1000
     assert d["mean_pd"].is_monotonic_decreasing and d["cum_capture"].iloc[-1] == pytest.approx(1.0)
+
+
+def test_the_code_version_is_this_checkout_s_from_any_folder(tmp_path, monkeypatch) -> None:
+    """A model's lineage must not depend on where `ews train` ran (it said 'unknown' outside the repo)."""
+    import subprocess
+    from pathlib import Path
+
+    from training.tracking import code_version
+
+    repo = Path(__file__).resolve().parents[2]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    if not head:
+        pytest.skip("the tests run from a copy that is not a git checkout")
+    monkeypatch.chdir(tmp_path)
+    assert code_version().removesuffix("-dirty") == head
