@@ -131,6 +131,10 @@ def check_access(settings: ServingSettings) -> int:
     return len(users.users())
 
 
+class PortInUse(StartupError):
+    """Another process listens on the port."""
+
+
 def check_port(host: str, port: int) -> None:
     """Nothing may listen on host:port already (the supervisor would fail after the checks)."""
     try:
@@ -140,7 +144,7 @@ def check_port(host: str, port: int) -> None:
             s.bind((host, port))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise StartupError(f"port {port} on {host} is in use") from e
+            raise PortInUse(f"port {port} on {host} is in use") from e
         raise StartupError(f"cannot listen on {host}:{port}: {one_line(e)}") from e
 
 

@@ -82,7 +82,7 @@ def run_server(
             return 0
         if not_ready:
             stop_server(proc, server_id)  # first, so nothing the server prints lands after the error line
-            error(f"{not_ready}; stopped it (its log is above)")
+            error(f"{_port_taken(url) or not_ready}; stopped it (its log is above)")
             return 1
         say(f"ready on {url} (docs at {url}/); SIGTERM or Ctrl-C stops it")
         while not stop and proc.poll() is None:
@@ -97,6 +97,21 @@ def run_server(
         stop_server(proc, server_id)
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _port_taken(url: str) -> str | None:
+    """Why a server that failed to start could not listen, when another process took its port after
+    the start-up checks (two `ews serve` started together): the checks' own words, else None."""
+    from urllib.parse import urlsplit
+
+    from serving.preflight import PortInUse, check_port
+
+    parts = urlsplit(url)
+    try:
+        check_port(parts.hostname or "127.0.0.1", parts.port or 80)
+    except PortInUse as e:
+        return f"{e} (taken while this server was starting)"
+    return None
 
 
 def wait_ready(proc, url: str, timeout: float, stop: list[int]) -> str | None:

@@ -44,3 +44,15 @@ def test_a_supervisor_that_exits_before_ready_is_reported() -> None:
     rc, _, errors = _run([sys.executable, "-c", "raise SystemExit(3)"], "http://127.0.0.1:9", 60)
     assert rc == 1
     assert errors == ["the server exited with code 3 before it was ready; stopped it (its log is above)"]
+
+
+def test_a_port_taken_while_starting_is_named() -> None:
+    """Two `ews serve` started together both pass the port check; the one that loses says why."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc, _, errors = _run([sys.executable, "-c", "raise SystemExit(1)"], f"http://127.0.0.1:{port}", 60)
+    assert rc == 1
+    why = f"port {port} on 127.0.0.1 is in use (taken while this server was starting)"
+    assert errors == [f"{why}; stopped it (its log is above)"]
