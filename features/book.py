@@ -13,6 +13,7 @@ as a `csv_line` error, so the loan it belongs to is set aside and every other li
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import logging
@@ -143,6 +144,23 @@ def read_raw_tables(
     return frames, missing
 
 
+def _names_its_file(fn):
+    """Arrow's errors name the file only sometimes ("Parquet magic bytes not found in footer" does not):
+    the error of a read names the file it read, keeping its kind (ValueError or OSError)."""
+
+    @functools.wraps(fn)
+    def read(path, *args, **kwargs):
+        try:
+            return fn(path, *args, **kwargs)
+        except pa.ArrowException as e:
+            if str(path) in str(e):
+                raise
+            raise (OSError if isinstance(e, OSError) else ValueError)(f"{path}: {e}") from e
+
+    return read
+
+
+@_names_its_file
 def read_table_columns(
     path: Path, columns: Sequence[str], months: tuple[pd.Timestamp, pd.Timestamp] | None = None
 ) -> pd.DataFrame:
@@ -164,6 +182,7 @@ def read_table_columns(
     return df.drop(columns=CSV_LINE, errors="ignore")
 
 
+@_names_its_file
 def month_span(path: Path, month: pd.Timestamp) -> tuple[bool, pd.Timestamp | None]:
     """(whether the table has rows dated `month`, its last readable month) from its `month` column alone.
     Parquet dates are compared in Arrow; anything else (CSV text) is parsed, unreadable dates ignored."""
@@ -333,12 +352,20 @@ def _records_in_python(records: list[bytes], names: list[str], keep: list[str]) 
     )
 
 
+@_names_its_file
+def parquet_rows(path: Path) -> int:
+    """The number of rows a Parquet file says it holds (its footer only)."""
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+@_names_its_file
 def read_parquet(path: Path, filters: list | None = None) -> pd.DataFrame:
     """A Parquet table file as stored, with dates as datetime64 rather than Python date objects (the same
     values; validation parses them ten times faster)."""
     return pq.read_table(path, filters=filters).to_pandas(date_as_object=False)
 
 
+@_names_its_file
 def read_parquet_columns(path: Path, columns: list[str]) -> pd.DataFrame:
     """Some columns of a Parquet table file (dates as datetime64)."""
     return pq.read_table(path, columns=columns).to_pandas(date_as_object=False)

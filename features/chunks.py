@@ -17,9 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from features.book import find_table_file, isin, read_parquet, read_raw_tables, read_table_columns
+from features.book import (
+    find_table_file,
+    isin,
+    parquet_rows,
+    read_parquet,
+    read_raw_tables,
+    read_table_columns,
+)
 from features.months import add_months, as_month, month_index, month_number
 from features.validation import ValidationReport, validate_tables
 
@@ -45,7 +51,7 @@ def iter_book_chunks(folder: str | Path, chunk_loans: int = 50_000) -> Iterator[
     ids = pd.Series(loans["loan_id"].dropna().astype(str).unique()).sort_values(ignore_index=True)
     whole_perf = None if perf_path.suffix == ".parquet" else read_raw_tables(folder, ("performance",))[0]
     whole_perf = whole_perf["performance"] if whole_perf is not None else None
-    perf_rows = len(whole_perf) if whole_perf is not None else pq.ParquetFile(perf_path).metadata.num_rows
+    perf_rows = len(whole_perf) if whole_perf is not None else parquet_rows(perf_path)
     # loans without rows yet (new loans, a servicer's late file) leave a partition empty: not the book
     empty_ok = frozenset({"performance"}) if perf_rows else frozenset()
     starts = ids.iloc[::chunk_loans].tolist() if len(ids) else [None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from features.book import write_book
 from features.chunks import book_context, iter_book_chunks
@@ -110,3 +111,13 @@ def test_a_month_range_read_keeps_exactly_the_rows_of_those_months(tmp_path) -> 
     csv = tmp_path / "performance.csv"
     every.to_csv(csv, index=False)
     assert len(read_table_columns(csv, ["loan_id", "month"], (pd.Timestamp("2025-01-01"),) * 2)) == len(days)
+
+
+def test_a_truncated_parquet_table_is_an_error_naming_its_file(small_book_dir, tmp_path) -> None:
+    folder = tmp_path / "book"
+    folder.mkdir()
+    for f in small_book_dir.glob("*.parquet"):
+        data = f.read_bytes()
+        (folder / f.name).write_bytes(data[: len(data) // 2] if f.name == "performance.parquet" else data)
+    with pytest.raises(ValueError, match="performance.parquet: .*magic bytes"):
+        list(iter_book_chunks(folder, 400))
