@@ -50,7 +50,6 @@ def test_a_port_taken_while_starting_is_named() -> None:
     """Two `ews serve` started together both pass the port check; the one that loses says why."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
-        taken.listen()
         port = taken.getsockname()[1]
         rc, _, errors = _run([sys.executable, "-c", "raise SystemExit(1)"], f"http://127.0.0.1:{port}", 60)
     assert rc == 1
