@@ -611,7 +611,6 @@ def serve(
     seconds; SIGTERM or SIGINT stops the server and every process it started (exit 0)."""
     import os
     import shutil
-    import tempfile
 
     from serving import supervisor
 
@@ -643,10 +642,8 @@ def serve(
             "add one with `ews user add NAME --role officer`",
             soft_wrap=True,
         )
-    # BentoML keeps its prometheus multiprocess folder under BENTOML_HOME, shared by every server on the
-    # host (and wiped by each one that starts): this server gets a home of its own, removed on exit
-    home = tempfile.mkdtemp(prefix="ews-serve-")
-    env["BENTOML_HOME"] = home
+    home = supervisor.server_home()  # removed on exit (and by the next server if this one is killed)
+    env["BENTOML_HOME"] = str(home)
     console.print(
         f"starting {verdict['model_name']} version {verdict['model_version']} ({env['EWS_MODEL_REF']}) "
         f"on http://{host}:{port}"

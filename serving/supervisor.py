@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,19 @@ def preflight(host: str, port: int, env: dict[str, str]) -> dict:
         return json.loads(check.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
         return {"ok": False, "error": f"the startup checks crashed (exit code {check.returncode})"}
+
+
+def server_home() -> Path:
+    """A BENTOML_HOME of this server's own (BentoML keeps its prometheus multiprocess folder there,
+    wiped by each server that starts), named by this process's id; the homes of servers whose process is
+    gone (killed with SIGKILL, so they never removed theirs) are removed first."""
+    import psutil
+
+    for old in Path(tempfile.gettempdir()).glob("ews-serve-*-*"):
+        pid = old.name.split("-")[2]
+        if old.is_dir() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"ews-serve-{os.getpid()}-"))
 
 
 def bentoml_command(host: str, port: int) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -55,3 +56,22 @@ def test_a_port_taken_while_starting_is_named() -> None:
     assert rc == 1
     why = f"port {port} on 127.0.0.1 is in use (taken while this server was starting)"
     assert errors == [f"{why}; stopped it (its log is above)"]
+
+
+def test_a_killed_server_s_home_is_removed_by_the_next_one(tmp_path, monkeypatch) -> None:
+    """`ews serve` killed with SIGKILL cannot remove its BENTOML_HOME; the next server does, and only the
+    homes of processes that are gone."""
+    import tempfile
+
+    from serving.supervisor import server_home
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tmp_path / f"ews-serve-{dead.pid}-abc"
+    alive = tmp_path / f"ews-serve-{os.getpid()}-def"
+    for d in (gone, alive):
+        (d / "prometheus").mkdir(parents=True)
+    home = server_home()
+    assert home.parent == tmp_path and home.name.startswith(f"ews-serve-{os.getpid()}-") and home.is_dir()
+    assert not gone.exists() and alive.exists()
