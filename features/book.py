@@ -153,7 +153,7 @@ def _names_its_file(fn):
         try:
             return fn(path, *args, **kwargs)
         except pa.ArrowException as e:
-            if str(path) in str(e):
+            if str(path) in str(e) or not isinstance(e, (ValueError, OSError)):
                 raise
             raise (OSError if isinstance(e, OSError) else ValueError)(f"{path}: {e}") from e
 
@@ -446,12 +446,13 @@ def check_replaceable(folder: Path, side_files: set[str] = frozenset()) -> None:
 
 
 def new_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
-    """A new folder of a unique name, with the mode the umask gives (as readable as the user's other
-    files: `tempfile.mkdtemp` would make every book and output folder private to its owner)."""
+    """A new folder of a unique name that the owner's group may read as the umask allows, and nobody
+    else: books and outputs hold loan-level data (income, balances, PDs), so never world-readable, but a
+    risk team's group can share them (`tempfile.mkdtemp` made them the owner's alone)."""
     for _ in range(100):
         path = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
         try:
-            path.mkdir()
+            path.mkdir(mode=0o770)  # and the umask
             return path
         except FileExistsError:
             continue

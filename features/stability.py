@@ -31,7 +31,8 @@ def reference_bins(values: pd.Series | np.ndarray, categorical: bool = False, n_
     # a value many loans share (0 days past due, 0 missed payments) gets a bin of its own: with the
     # quantile edge alone it shares its bin with every larger value, and arrears could rise unseen
     heavy = [q for q in qs if np.mean(x == q) >= 1 / (2 * n_bins)]
-    qs = np.unique(np.concatenate([qs, np.nextafter(heavy, np.inf)])) if heavy else qs
+    if heavy:
+        qs = _own_bins(np.unique(x), qs, heavy)
     qs = _merge_thin_bins(x, qs, 1 / (4 * n_bins))
     counts = _numeric_counts(x, qs)
     total = max(len(s), 1)
@@ -40,7 +41,20 @@ def reference_bins(values: pd.Series | np.ndarray, categorical: bool = False, n_
         "edges": [float(x) for x in qs],
         "shares": [float(c / total) for c in counts],
         "missing": missing,
+        "median": float(np.median(x)) if len(x) else None,  # the scorer's "typical loan" (reasons)
     }
+
+
+def _own_bins(distinct: np.ndarray, edges: np.ndarray, heavy: list[float]) -> np.ndarray:
+    """Edges that give each heavy value a bin of its own, reaching halfway to the nearest other values
+    seen (a value recomputed in another order, a PD off in its last bits, stays in its bin)."""
+    out = set(edges) - set(heavy)
+    for v in heavy:
+        i = int(np.searchsorted(distinct, v))
+        pad = abs(v) * 1e-9 + 1e-12  # beyond the smallest or largest value seen
+        out.add((distinct[i - 1] + v) / 2 if i > 0 else v - pad)
+        out.add((v + distinct[i + 1]) / 2 if i + 1 < len(distinct) else v + pad)
+    return np.array(sorted(out), dtype=float)
 
 
 def _merge_thin_bins(x: np.ndarray, edges: np.ndarray, min_share: float) -> np.ndarray:

@@ -84,9 +84,14 @@ class ConceptMap:
 
 
 def _median(ref: dict | None) -> float:
-    """The training median of a numeric feature, from its reference bins (NaN if unknown): the lower edge
-    of the bin where the cumulative share reaches one half (bin i holds edges[i-1] <= x < edges[i])."""
-    if not ref or ref.get("kind") != "num" or not ref.get("edges"):
+    """The training median of a numeric feature (NaN if unknown): stored in the reference; for a bundle
+    older than that, estimated from its bins, as the lower edge of the bin where the cumulative share
+    reaches one half (bin i holds edges[i-1] <= x < edges[i])."""
+    if not ref or ref.get("kind") != "num":
+        return float("nan")
+    if ref.get("median") is not None:
+        return float(ref["median"])
+    if not ref.get("edges"):
         return float("nan")
     edges = ref["edges"]
     i = int(np.searchsorted(np.cumsum(ref["shares"]), 0.5))

@@ -99,7 +99,8 @@ def run_server(
             return 0
         if not_ready:
             stop_server(proc, server_id)  # first, so nothing the server prints lands after the error line
-            error(f"{_port_taken(url) or not_ready}; stopped it (its log is above)")
+            taken = _port_taken(url) if proc.returncode is not None else None  # the supervisor could not bind
+            error(f"{not_ready}{f': {taken}' if taken else ''}; stopped it (its log is above)")
             return 1
         say(f"ready on {url} (docs at {url}/); SIGTERM or Ctrl-C stops it")
         while not stop and proc.poll() is None:

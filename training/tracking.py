@@ -30,7 +30,13 @@ def code_version() -> str:
     """The commit of this code (`-dirty` with uncommitted changes), asked of the checkout this module
     lies in, not of the folder the command runs from; the package version where there is no checkout."""
     here = Path(__file__).resolve().parent
-    try:
+    try:  # this file must be tracked there: a venv inside another project's checkout is not this code
+        subprocess.run(
+            ["git", "ls-files", "--error-unmatch", Path(__file__).name],
+            capture_output=True,
+            check=True,
+            cwd=here,
+        )
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here
         ).stdout.strip()

@@ -125,6 +125,28 @@ def test_demo_promotes_the_first_model_and_report_prints_the_checks(champion_sto
     assert bad.exit_code == 1 and "is not NAME, NAME@alias or NAME:version" in bad.output
 
 
+def test_report_of_a_champion_that_is_not_there(champion_store) -> None:
+    """NAME@champion names the champion: without one it is an error, never another version reported in its
+    place; a bare NAME falls back to the newest version and says so. (The alias is put back after.)"""
+    root, uri, _ = champion_store
+    client = MlflowClient(tracking_uri=uri)
+    name = "loan-ews-pd-12m"
+    version = client.get_model_version_by_alias(name, "champion").version
+    mp = pytest.MonkeyPatch()
+    _env(mp, root)
+    client.delete_registered_model_alias(name, "champion")
+    try:
+        explicit = runner.invoke(app, ["report", "--model", f"{name}@champion"])
+        bare = runner.invoke(app, ["report", "--model", name])
+    finally:
+        client.set_registered_model_alias(name, "champion", version)
+        mp.undo()
+    assert explicit.exit_code == 1 and "has no alias @champion" in explicit.output, explicit.output
+    assert "version" not in explicit.output.split("has no alias")[0]  # no report of another version
+    assert "has no champion yet: the newest version" in bare.output, bare.output
+    assert f"{name} version {version}" in bare.output
+
+
 def test_registered_model_loads_back_into_an_identical_bundle(
     champion_store, demo_generated, demo_context
 ) -> None:

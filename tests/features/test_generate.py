@@ -102,7 +102,7 @@ def test_generate_never_replaces_a_folder_that_is_not_a_book(tmp_path: Path) -> 
     assert res.exit_code == 1 and "mine.txt" in res.output, res.output
     assert (book / "loans.csv").exists()
 
-    assert (book.stat().st_mode & 0o777) == 0o777 & ~_umask()  # as readable as the user's other files
+    assert (book.stat().st_mode & 0o777) == 0o770 & ~_umask()  # the group as the umask allows; no others
 
     for bad in (["--loans", "0"], ["--months", "1"]):
         res = runner.invoke(app, ["book", "generate", *bad, "--out", str(tmp_path / "x")])

@@ -37,7 +37,7 @@ def test_counts_reconcile_and_every_performing_loan_is_scored_with_reasons(
     assert c["loans_in_book"] == 20_000 and c["rejected"] == 0
     mask = os.umask(0)
     os.umask(mask)
-    assert ((tmp_path / "2025-12").resolve().stat().st_mode & 0o777) == 0o777 & ~mask  # not owner-only
+    assert ((tmp_path / "2025-12").resolve().stat().st_mode & 0o777) == 0o770 & ~mask  # group, never others
     assert c["scored"] + c["not_performing"] == c["loans_in_book"] and c["scored"] > 5_000
     perf = pd.read_parquet(demo_book_dir / "performance.parquet")
     open_now = perf[

@@ -202,3 +202,16 @@ def test_typed_records_match_the_validated_book(demo_generated) -> None:
         pd.testing.assert_frame_equal(
             fast, getattr(validated, name).reset_index(drop=True), check_index_type=False
         )
+
+
+def test_the_typical_loan_is_the_stored_training_median_and_older_bundles_estimate_it() -> None:
+    """Which side of a feature is risky is judged against the training median: stored with the reference
+    bins of a new bundle; estimated from the bins of an older one (which has no median)."""
+    from features.stability import reference_bins
+    from serving.scorer import _median
+
+    ref = reference_bins(np.arange(101, dtype=float))
+    assert _median(ref) == 50.0
+    old = {k: v for k, v in ref.items() if k != "median"}
+    assert 40.0 <= _median(old) <= 50.0  # the lower edge of the bin holding the median
+    assert np.isnan(_median(None)) and np.isnan(_median({"kind": "cat"}))

@@ -55,7 +55,9 @@ def test_a_port_taken_while_starting_is_named() -> None:
         rc, _, errors = _run([sys.executable, "-c", "raise SystemExit(1)"], f"http://127.0.0.1:{port}", 60)
     assert rc == 1
     why = f"port {port} on 127.0.0.1 is in use (taken while this server was starting)"
-    assert errors == [f"{why}; stopped it (its log is above)"]
+    assert errors == [
+        f"the server exited with code 1 before it was ready: {why}; stopped it (its log is above)"
+    ]
 
 
 def test_a_killed_server_s_home_is_removed_by_the_next_one(tmp_path, monkeypatch) -> None:

@@ -80,6 +80,12 @@ def test_psi_sees_arrears_rise_in_a_feature_that_is_mostly_zero() -> None:
     ref = reference_bins(counts)
     assert min(ref["shares"][1:-1]) > 0.2  # a bin per value, none left almost empty
     assert psi(ref, np.where(counts == 0, 1.0, counts)) > 0.25
+    # a coarse model's few PD levels, recomputed a float step off either way, are the same distribution
+    levels = np.random.default_rng(4).choice([0.01, 0.02, 0.05, 0.1, 0.2], 20_000)
+    ref = reference_bins(levels)
+    for again in (np.nextafter(levels, 1), levels * (1 - 1e-15), levels * (1 + 1e-15)):
+        assert psi(ref, again) < 1e-9
+    assert ref["median"] == 0.05  # the training median itself (the scorer's typical loan), not a bin edge
 
 
 def test_psi_of_a_sample_against_its_own_reference_is_near_zero_and_a_shift_is_large() -> None:
