@@ -331,7 +331,20 @@ def features_build(
     folder = _book(settings, book_dir)
     t0 = time.perf_counter()
     try:
-        months = month_range(parse_month(start), parse_month(end))
+        asked = month_range(parse_month(start), parse_month(end))
+        first, last = _book_months(folder)
+        months = [m for m in asked if first <= m <= last]  # an as-of month needs the book's rows at it
+        if len(months) == 0:
+            raise ValueError(
+                f"no as-of month of {start}..{end} is in the book (it reports {first:%Y-%m}..{last:%Y-%m})"
+            )
+        if len(months) < len(asked):
+            console.print(
+                f"[yellow]warning:[/yellow] the book reports {first:%Y-%m}..{last:%Y-%m}: as-of months "
+                f"{months[0]:%Y-%m}..{months[-1]:%Y-%m} only ({len(asked) - len(months)} of {start}..{end} "
+                "are outside it)",
+                soft_wrap=True,
+            )
         rule = LabelRule(dpd, probation)
         with progress_bar() as cb:
             rows, rejects = write_panel(

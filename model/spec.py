@@ -12,11 +12,12 @@ from typing import Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.catalog import BY_NAME, FEATURE_NAMES
 from features.labels import LabelRule
 from features.months import as_month
+from model.ref import NAME
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,17 @@ class WindowSpec(_Strict):
 
 
 class LightGBMSpec(_Strict):
-    learning_rate: float = 0.05
-    num_leaves: int = 15
-    min_child_samples: int = 200
-    subsample: float = 0.8
-    subsample_freq: int = 1
-    colsample_bytree: float = 0.8
-    reg_lambda: float = 5.0
-    n_estimators: int = 2000
-    early_stopping_rounds: int = 100
+    """LightGBM's parameters, within the ranges LightGBM accepts (checked here, before any work)."""
+
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(15, ge=2, le=131_072)
+    min_child_samples: int = Field(200, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    subsample_freq: int = Field(1, ge=0)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(5.0, ge=0)
+    n_estimators: int = Field(2000, ge=1)
+    early_stopping_rounds: int = Field(100, ge=1)
     early_stopping_metric: Literal["auc", "binary_logloss"] = "auc"  # AUC: blind to a level shift out of time
     # cross-fitting (training.ensemble): K boosters, each early-stopped on loans it never trained on,
     # merged into one; 1 fits a single booster stopped on the calibration data
@@ -117,6 +120,15 @@ class TierSpec(_Strict):
 
     red_share: float = Field(0.01, gt=0, lt=1)
     amber_share: float = Field(0.04, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _within_the_book(self) -> TierSpec:
+        if self.red_share + self.amber_share >= 1:
+            raise ValueError(
+                f"red_share + amber_share is {self.red_share + self.amber_share:g}: the watchlist must be "
+                "less than the whole book"
+            )
+        return self
 
 
 class GradeSpec(_Strict):
@@ -143,21 +155,24 @@ class CalibrationSpec(_Strict):
 
 
 class GateSpec(_Strict):
-    max_auc_drop: float = 0.005
-    max_ece: float = 0.01
-    max_score_psi: float = 0.25
-    min_auc: float = 0.75
+    max_auc_drop: float = Field(0.005, ge=0, le=1)
+    max_ece: float = Field(0.01, ge=0, le=1)
+    max_score_psi: float = Field(0.25, ge=0)
+    min_auc: float = Field(0.75, ge=0, le=1)
     # a degenerate model fails whatever its AUC
-    min_iterations: int = 10
-    min_distinct_pds: int = 50
-    max_watchlist_over_capacity: float = 1.5  # flagged share on the calibration window / capacity
-    min_tuned_auc: float = 0.5
+    min_iterations: int = Field(10, ge=1)
+    min_distinct_pds: int = Field(50, ge=1)
+    max_watchlist_over_capacity: float = Field(
+        1.5, ge=1
+    )  # flagged share on the calibration window / capacity
+    min_tuned_auc: float = Field(0.5, ge=0, le=1)
     # on a generated book: an AUC this far above the oracle's (the true PD's) on the same rows is a leak
-    max_auc_over_oracle: float = 0.005
+    max_auc_over_oracle: float = Field(0.005, ge=0)
 
 
 class ModelSpec(_Strict):
-    name: str
+    # the registered model's name: NAME@alias and NAME:version must be able to name it
+    name: str = Field(pattern=f"^{NAME}$", max_length=100)
     description: str = ""
     label: LabelSpec = LabelSpec()
     population: PopulationSpec = PopulationSpec()
@@ -178,6 +193,8 @@ class ModelSpec(_Strict):
     def _known_features(cls, v):
         if v == "all":
             return v
+        if not v:
+            raise ValueError("the feature list is empty: give features, or `all`")
         return _known(v)
 
     @field_validator("exclude_features", "protected")
@@ -203,6 +220,9 @@ def _known(v: list[str]) -> list[str]:
     unknown = [f for f in v if f not in BY_NAME]
     if unknown:
         raise ValueError(f"unknown features {unknown}; see features/catalog.py")
+    repeated = sorted({f for f in v if v.count(f) > 1})
+    if repeated:
+        raise ValueError(f"features listed more than once: {repeated}")
     return v
 
 

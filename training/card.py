@@ -82,7 +82,7 @@ def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_vers
     cal_txt = (
         f"calibration {cal[0]:%Y-%m}..{cal[1]:%Y-%m}"
         if cal
-        else f"calibration on {spec.windows.holdout_share:.0%} of the training loans held out"
+        else f"calibration on {spec.windows.holdout:.0%} of the training loans held out"
     )
     dropped = "\n".join(f"- `{f}`: {why}" for f, why in result.dropped.items()) or "- none"
     warnings = "\n".join(f"- {x}" for x in result.warnings) or "- none"

@@ -136,6 +136,8 @@ def calibration_by_grade(y, p, grades, n_grades: int = 10) -> pd.DataFrame:
         n, obs = int(m.sum()), int(y[m].sum())
         exp_pd = float(p[m].mean()) if n else float("nan")
         lo, hi = beta.ppf([0.025, 0.975], obs + 0.5, n - obs + 0.5) if n else (np.nan, np.nan)
+        # the usual boundary rule (Brown, Cai and DasGupta 2001): the interval holds the observed rate
+        lo, hi = (0.0 if obs == 0 else lo), (1.0 if n and obs == n else hi)
         rows.append(
             {
                 "grade": grade,

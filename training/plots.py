@@ -78,7 +78,8 @@ def reliability_by_grade(grades: pd.DataFrame, path: Path) -> Path:
             ax.errorbar(
                 g["mean_pd"].to_numpy()[mask],
                 obs[mask],
-                yerr=[obs[mask] - lo[mask], hi[mask] - obs[mask]],
+                # clipped at 1e-4 for the log scale, an interval can end on the wrong side of its point
+                yerr=np.nan_to_num(np.clip([obs[mask] - lo[mask], hi[mask] - obs[mask]], 0, None)),
                 fmt="o",
                 capsize=3,
                 color=colour,

@@ -96,7 +96,7 @@ def log_training(
                 f"window_{k}": (
                     f"{v[0]:%Y-%m}..{v[1]:%Y-%m}"
                     if v
-                    else f"holdout {spec.windows.holdout_share:.0%} of training loans"
+                    else f"holdout {spec.windows.holdout:.0%} of training loans"
                 )
                 for k, v in w.items()
             },

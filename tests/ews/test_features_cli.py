@@ -61,3 +61,16 @@ def test_features_build_refuses_a_bad_month_with_one_line(small_book_dir, tmp_pa
     res = build(small_book_dir, "--from", "2023-13", "--out", str(tmp_path / "p"))
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert not (tmp_path / "p").exists()
+
+
+def test_features_build_keeps_to_the_book_s_months(small_book_dir, small_generated, tmp_path) -> None:
+    """A range outside the book is an error naming the book's months (it wrote an empty panel and exit
+    0); a range partly outside it is cut to the book, with a warning."""
+    perf = small_generated.book.performance
+    first, last = perf["month"].min(), perf["month"].max()
+    res = build(small_book_dir, "--from", "2010-01", "--to", "2011-06", "--out", str(tmp_path / "p"))
+    assert res.exit_code == 1 and f"it reports {first:%Y-%m}..{last:%Y-%m}" in res.output, res.output
+    assert not (tmp_path / "p").exists()
+    res = build(small_book_dir, "--from", "2010-01", "--to", f"{first:%Y-%m}", "--out", str(tmp_path / "q"))
+    assert res.exit_code in (0, 3), res.output
+    assert "warning: the book reports" in res.output and "over 1 as-of months" in res.output, res.output

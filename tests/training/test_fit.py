@@ -180,6 +180,10 @@ def test_one_month_windows_and_held_out_calibration(trained, demo_generated) -> 
     assert res.evaluation.scores["as_of"].eq(pd.Timestamp("2024-06-01")).all()
     assert res.test_metrics["auc"] > 0.8 and res.best_iteration >= 10
     assert "book_arrears_rate" in res.dropped  # one month holds no cycle to learn the context from
+    # the model card names the default held-out share (it crashed on the unset `holdout_share`)
+    from training.card import model_card
+
+    assert "calibration on 25% of the training loans held out" in model_card(res, short, "sha", "code")
 
 
 def test_unusable_windows_fail_before_any_work_naming_the_window(trained) -> None:
