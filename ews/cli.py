@@ -411,7 +411,7 @@ def train(
     book_dir: BookOpt = None,
     register: Annotated[bool, typer.Option(help="Register the model under the spec's name.")] = True,
     tune_trials: Annotated[
-        int, typer.Option("--tune", help="Optuna trials on the calibration data before the final fit.")
+        int, typer.Option("--tune", min=0, help="Optuna trials on the calibration data before the final fit.")
     ] = 0,
 ) -> None:
     """Build the panel, fit and calibrate LightGBM, validate out of time, log to MLflow and register."""
@@ -441,7 +441,8 @@ def train(
     run_id, version = log_training(
         result, spec, spec_path, folder, len(panel), artifact_root, register, trials
     )
-    out.print(f"trained {spec.name} version {version} (run {run_id}) in {time.perf_counter() - t0:.0f}s")
+    what = f"version {version}" if version is not None else "not registered"
+    out.print(f"trained {spec.name} {what} (run {run_id}) in {time.perf_counter() - t0:.0f}s")
     if trials:
         best = max(trials, key=lambda t: t["value"])
         out.print(
