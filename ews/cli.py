@@ -254,6 +254,7 @@ def book_summary(
 ) -> None:
     """Size, realised default rates by product, city tier and year, and the oracle AUC (generated books),
     for any label: e.g. `--dpd 30 --horizon 1` for a short card book."""
+    import numpy as np
     import pandas as pd
 
     from features.labels import LabelRule
@@ -296,11 +297,12 @@ def book_summary(
     oracle_path = Path(book_dir) / "oracle.parquet"
     if oracle_path.exists():
         for h, auc in oracle_aucs(book, pd.read_parquet(oracle_path), rule, horizon).items():
-            out.print(
-                f"oracle AUC {h:>2}m: {auc:.4f}"
-                if auc is not None
-                else f"no exact oracle for {dpd}+ DPD in {h} months"
-            )
+            if auc is None:
+                out.print(f"no exact oracle for {dpd}+ DPD in {h} months")
+            elif np.isnan(auc):  # no complete window (or no default in one) to rank
+                out.print(f"oracle AUC {h:>2}m: n/a (no complete {h}-month window with defaults in the book)")
+            else:
+                out.print(f"oracle AUC {h:>2}m: {auc:.4f}")
     else:
         out.print("no oracle.parquet: not a generated book")
 

@@ -253,6 +253,7 @@ def test_summary_of_a_short_card_book_takes_its_label(card_book_dir: Path) -> No
     res = runner.invoke(app, ["book", "summary", str(card_book_dir)])
     assert res.exit_code == 0, res.output
     assert "no performing loan-month has its whole 12-month window" in res.output and "nan%" not in res.output
+    assert "oracle AUC 12m: n/a" in res.output and "nan" not in res.output
     res = runner.invoke(app, ["book", "summary", str(card_book_dir), "--dpd", "30", "--horizon", "1"])
     assert res.exit_code == 0, res.output
     assert "1-month 30+ DPD default rate" in res.output and "oracle AUC  1m: 0." in res.output
