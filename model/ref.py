@@ -11,9 +11,7 @@ from dataclasses import dataclass
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # a registered model's name (a spec's `name` must be one)
-_REF = re.compile(
-    rf"^(?P<name>{NAME})(?:@(?P<alias>[A-Za-z][A-Za-z0-9_-]*)|:(?P<version>\d+))?$"
-)
+_REF = re.compile(rf"^(?P<name>{NAME})(?:@(?P<alias>[A-Za-z][A-Za-z0-9_-]*)|:(?P<version>\d+))?$")
 
 
 @dataclass(frozen=True)
