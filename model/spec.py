@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from features.catalog import BY_NAME, FEATURE_NAMES
 from features.labels import LabelRule
-from features.months import as_month
+from features.months import parse_month
 from model.ref import NAME
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,8 @@ class PopulationSpec(_Strict):
 
 
 def _month_text(v: str) -> str:
-    try:
-        return f"{as_month(v):%Y-%m}"
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{v!r} is not a month (YYYY-MM)") from e
+    """A spec's month: exactly YYYY-MM, parsed as on the command line (`features.months.parse_month`)."""
+    return f"{parse_month(v):%Y-%m}"
 
 
 class WindowSpec(_Strict):

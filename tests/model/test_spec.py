@@ -28,6 +28,9 @@ from model.spec import ModelSpec, load_spec
         ({"lightgbm": {"n_estimators": 0}}, "lightgbm.n_estimators"),
         ({"gates": {"max_ece": -1}}, "gates.max_ece"),
         ({"gates": {"min_auc": 1.5}}, "gates.min_auc"),
+        # a spec's months parse as the command line's: exactly YYYY-MM
+        ({"windows": {"test_end": "Dec 2025"}}, "windows.test_end"),
+        ({"windows": {"train": ["2024Q1", "2024-06"]}}, "windows.train"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_field(change: dict, field: str) -> None:
