@@ -143,8 +143,11 @@ def _windows(spec, demo_generated):
     return resolve_windows(spec, book.performance["month"].min(), book.last_month)
 
 
-def test_same_spec_data_and_seed_reproduce_the_model_and_metrics(trained, demo_generated) -> None:
-    spec, panel, _ = trained
+def test_same_spec_data_and_seed_reproduce_the_model_and_metrics(
+    trained, demo_panel_sample, demo_generated
+) -> None:
+    spec, _, _ = trained
+    panel = demo_panel_sample
     quick = _quick_spec(spec)
     w = _windows(quick, demo_generated)
     a = train_model(quick, panel, w)
@@ -213,10 +216,11 @@ def test_unusable_windows_fail_before_any_work_naming_the_window(trained) -> Non
         )
 
 
-def test_a_model_that_stops_at_once_is_called_degenerate(trained, demo_generated) -> None:
+def test_a_model_that_stops_at_once_is_called_degenerate(trained, demo_panel_sample, demo_generated) -> None:
     from training.report import checks
 
-    spec, panel, _ = trained
+    spec, _, _ = trained
+    panel = demo_panel_sample
     stump = spec.model_copy(
         update={"lightgbm": spec.lightgbm.model_copy(update={"n_estimators": 1, "early_stopping_rounds": 1})}
     )
@@ -229,11 +233,12 @@ def test_a_model_that_stops_at_once_is_called_degenerate(trained, demo_generated
 
 
 def test_tuning_searches_on_the_calibration_window_and_returns_a_trained_spec(
-    trained, demo_generated
+    trained, demo_panel_sample, demo_generated
 ) -> None:
     from training.tune import tune
 
-    spec, panel, _ = trained
+    spec, _, _ = trained
+    panel = demo_panel_sample
     quick = _quick_spec(spec)
     w = _windows(quick, demo_generated)
     test_start = pd.Timestamp("2024-07-01")

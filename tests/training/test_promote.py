@@ -110,10 +110,11 @@ def _register(result, spec, book_dir: Path, root: Path) -> str:
 
 
 def test_first_model_becomes_champion_then_worse_and_non_monotone_ones_are_refused(
-    store, demo_trained, demo_book_dir, demo_generated
+    store, demo_trained, demo_panel_sample, demo_book_dir, demo_generated
 ) -> None:
     root, client = store
-    spec, panel, result = demo_trained
+    spec, _, result = demo_trained
+    panel = demo_panel_sample  # the challengers train and every promotion compares on a quarter of the loans
     book = demo_generated.book
 
     def win(s):
