@@ -47,7 +47,7 @@ test: $(STAMP) ## Run the test suite
 	$(VENV)/bin/pytest -q
 
 test-fast: $(STAMP) ## The fast loop: every test that trains no model, starts no server and kills no process (under a minute)
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(VENV)/bin/pytest -q -m "not slow" -n 2  # pytest-xdist: both cores (each worker builds its own fixtures)
 
 bench: $(STAMP) ## Run the benchmarks (large books; prints time and memory)
 	$(VENV)/bin/python -m bench

@@ -660,6 +660,10 @@ def serve(
         )
     home = supervisor.server_home()  # removed on exit (and by the next server if this one is killed)
     env["BENTOML_HOME"] = str(home)
+    # BentoML's workers make temp folders (bentoml-uds-*, bentoml-client-*) they never remove when killed:
+    # inside the server's home they go with it
+    (home / "tmp").mkdir()
+    env["TMPDIR"] = str(home / "tmp")
     console.print(
         f"starting {verdict['model_name']} version {verdict['model_version']} ({env['EWS_MODEL_REF']}) "
         f"on http://{host}:{port}"

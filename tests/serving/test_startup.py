@@ -318,6 +318,9 @@ def test_sigterm_of_ews_serve_stops_the_server_and_its_workers(base_env) -> None
         assert workers and len(homes) == 1
         home = Path(homes.pop())
         assert home.is_dir() and home.name.startswith("ews-serve-")
+        # BentoML's own temp folders (which its killed workers never remove) are made inside that home
+        assert {p.environ()["TMPDIR"] for p in workers} == {str(home / "tmp")}
+        assert list((home / "tmp").glob("bentoml-*")), list(home.rglob("*"))
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         free = port_is_free(port)
