@@ -626,7 +626,6 @@ def serve(
     (exit 1) on a fault; exits 1 if the workers keep failing or are not ready within EWS_STARTUP_TIMEOUT
     seconds; SIGTERM or SIGINT stops the server and every process it started (exit 0)."""
     import os
-    import shutil
 
     from serving import supervisor
 
@@ -649,7 +648,21 @@ def serve(
         env["EWS_BOOK"] = str(Path(book).resolve())
     else:
         env.pop("EWS_BOOK", None)
-    verdict = supervisor.preflight(host, port, env)
+    with supervisor.StopSignals() as stop:  # from here to the end, a stop signal is a clean stop
+        _serve(settings, host, port, env, stop)
+
+
+def _serve(settings: Settings, host: str, port: int, env: dict[str, str], stop) -> None:
+    """`ews serve` once its environment is set: the start-up checks, then the server; a stop signal at
+    any point stops what runs and exits 0."""
+    import shutil
+
+    from serving import supervisor
+
+    verdict = supervisor.preflight(host, port, env, stop)
+    if verdict.get("stopped"):
+        console.print("stopped during the start-up checks")
+        raise typer.Exit(0)
     if not verdict["ok"]:
         _fail(f"cannot start the service: {verdict['error']}")
     if verdict["users"] == 0:
@@ -676,6 +689,7 @@ def serve(
             settings.startup_timeout,
             say=console.print,
             error=_error_line,
+            stop=stop,
         )
     finally:
         shutil.rmtree(home, ignore_errors=True)

@@ -3,7 +3,10 @@
 Behind a small interface (`AuditLog.append`) so the officer pages and a database store can use it later;
 today it is `JsonlAuditLog`, an append-only file of JSON lines under the models folder (the
 `EWS_AUDIT_LOG` setting). Each record is one `write` to a file opened with O_APPEND, so the lines of
-several workers never interleave and nothing already written is ever rewritten.
+several workers never interleave and nothing already written is ever rewritten. A file moved or deleted
+(log rotation) is noticed at the next record, which starts a new file at the path, as `logging`'s
+WatchedFileHandler does; a record that cannot be written raises OSError, and the guard then refuses the
+request it records.
 """
 
 from __future__ import annotations
@@ -42,19 +45,34 @@ class JsonlAuditLog:
         self._lock = threading.Lock()
 
     def open(self) -> JsonlAuditLog:
-        """Open (creating the folder and file) now, so a log that cannot be written stops startup."""
+        """Open (creating the folder and file) now, so a log that cannot be opened stops startup."""
         with self._lock:
-            if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._current()
         return self
 
     def append(self, record: AuditRecord) -> None:
         line = (json.dumps(asdict(record), ensure_ascii=True, separators=(",", ":")) + "\n").encode()
-        fd = self.open()._fd
-        assert fd is not None
-        if os.write(fd, line) != len(line):  # one write per line, or the lines could interleave
-            raise OSError(f"audit log {self.path}: short write")
+        with self._lock:
+            fd = self._current()
+            if os.write(fd, line) != len(line):  # one write per line, or the lines could interleave
+                raise OSError(f"audit log {self.path}: short write")
+
+    def _current(self) -> int:
+        """The open file, reopened when the path no longer names it (rotated or deleted)."""
+        if self._fd is not None:
+            try:
+                on_path = os.stat(self.path)
+                ours = os.fstat(self._fd)
+                moved = (on_path.st_dev, on_path.st_ino) != (ours.st_dev, ours.st_ino)
+            except FileNotFoundError:
+                moved = True
+            if moved:
+                os.close(self._fd)
+                self._fd = None
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return self._fd
 
     def close(self) -> None:
         with self._lock:

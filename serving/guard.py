@@ -1,11 +1,16 @@
 """What every HTTP request meets before BentoML parses it, and the audit line after it.
 
 `RequestGuard` is an ASGI middleware on the BentoML service (`LoanEWS.add_asgi_middleware`). In order:
-public paths pass (liveness, readiness, the docs page, whose document it serves itself from
-`serving.openapi`); then the API key (401, the same body for a missing, unknown or wrong key) and its
-role (403); then for a POST the content type (415 unless JSON) and the body size (413 from the
-Content-Length header, or as soon as a streamed body passes the limit, without reading the rest). A
-request that reads a loan is then written to the audit log with its status once answered.
+public paths pass (liveness, readiness, and the front page and OpenAPI document, which it serves
+itself from `serving.openapi`); a path the service does not have is called OTHER_PATH from here on, in
+every log line and metric (`printable`, `bound_request_paths`); then the API key (401, the same body
+for a missing, unknown or wrong key) and its role (403); then for a POST the content type (415 unless
+JSON), the body size (413 from the Content-Length header, or as soon as a streamed body passes the
+limit, without reading the rest) and the time the body may take to arrive (408). A body the client
+abandons half-sent is never scored.
+
+A request that reads a loan is written to the audit log when its answer starts, before any of it is
+sent: a read that cannot be recorded is not answered (503), so the log never misses a loan that left.
 
 The guard holds no settings of its own: it reads `Access` from the service instance, which the service
 builds from the settings at startup, so settings are read once per worker.
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
@@ -36,11 +42,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC = frozenset({"/livez", "/healthz", "/readyz", "/", "/docs.json"})
-PUBLIC_PREFIXES = ("/static_content/",)  # the docs page's scripts and styles
 ADMIN = frozenset({"/model_info", "/metrics"})
 LOAN_READS = frozenset({"/score", "/score_by_id", "/score_batch", "/explain"})
 BATCH = "/score_batch"
 MAX_KEY_CHARS = 256
+OTHER_PATH = "/(other)"  # what logs and metrics call a path the service does not have
 
 
 @dataclass
@@ -53,6 +59,7 @@ class Access:
     max_batch_body_bytes: int
     model_name: str
     model_version: str
+    body_timeout: float = 30.0  # seconds a request body may take to arrive (then 408)
 
     def body_limit(self, path: str) -> int:
         return self.max_batch_body_bytes if path == BATCH else self.max_body_bytes
@@ -69,60 +76,89 @@ class Access:
         return user
 
 
-def _audit(access: Access, user: User, path: str, status: int, loans: list[tuple[str, str | None]]) -> None:
-    """The audit line of one request to a loan endpoint: who, when, status and the loans it read."""
-    access.audit.append(
-        AuditRecord(
-            who=user.name,
-            role=user.role,
-            when=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            endpoint=path,
-            status=status,
-            model_name=access.model_name,
-            model_version=access.model_version,
-            loan_ids=[lid for lid, _ in loans],
-            as_of=[t for _, t in loans],
+def _audit(access: Access, user: User, path: str, status: int, loans: list[tuple[str, str | None]]) -> bool:
+    """Write the audit line of one request to a loan endpoint (who, when, status, the loans it read);
+    False, logged as one line, when it cannot be written (a full disk, a folder gone)."""
+    try:
+        access.audit.append(
+            AuditRecord(
+                who=user.name,
+                role=user.role,
+                when=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                endpoint=path,
+                status=status,
+                model_name=access.model_name,
+                model_version=access.model_version,
+                loan_ids=[lid for lid, _ in loans],
+                as_of=[t for _, t in loans],
+            )
         )
-    )
+    except OSError as e:
+        log.error(
+            "audit log cannot be written (%s): %s %s by %s refused with 503", e, path, status, user.name
+        )
+        return False
+    return True
 
 
 async def _send_json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-    data = json.dumps(body).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    if status == 413:
-        raw.append((b"connection", b"close"))  # the unread rest of the body cannot be skipped
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": data})
+    headers = dict(headers or {})
+    if status in (408, 413):
+        headers["connection"] = "close"  # the unread rest of the body cannot be skipped
+    await _send(send, status, json.dumps(body).encode(), b"application/json", headers)
 
 
 def _error(msg: str, loc: list[str] | None = None) -> dict:
     return {"error": msg, "detail": [{"loc": loc, "msg": msg}] if loc else []}
 
 
-UNAUTHORIZED = _error("a valid API key is required: send Authorization: Bearer KEY")
-FORBIDDEN = _error("this key's role may not call this endpoint")
+UNAUTHORIZED = _error(
+    "a valid API key is required: send Authorization: Bearer KEY", ["header", "authorization"]
+)
+FORBIDDEN = _error("this key's role may not call this endpoint", ["header", "authorization"])
 NOT_READY = _error("the service is starting")
+AUDIT_DOWN = _error("the audit log cannot be written, so no loan is read: tell the service's operator")
+GONE = 499  # the audit status of a request whose client left before its body was complete (nginx's code)
+
+
+SYSTEM_PATHS = frozenset({*PUBLIC, *ADMIN, *LOAN_READS, "/healthz"})
+
+
+def printable(path: str, known: frozenset[str]) -> str:
+    """A request path as logs and metrics may show it: a path the service has, or OTHER_PATH, so a
+    caller can neither write lines of its own into the log (`%0A`) nor make each request a new metric
+    series (each costs the server disk)."""
+    return path if path in known else OTHER_PATH
 
 
 class RequestGuard:
     """ASGI middleware: authentication, roles, content type, body size, audit (see the module doc)."""
 
     def __init__(
-        self, app: ASGIApp, access: Callable[[], Access | None], openapi: Callable[[], dict]
+        self,
+        app: ASGIApp,
+        access: Callable[[], Access | None],
+        openapi: Callable[[], dict],
+        paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.access = access  # None until the service instance has started
         self.openapi = openapi
+        self.known = SYSTEM_PATHS | paths  # the service's endpoints
         self._docs: bytes | None = None
+        self._page: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        path = scope["path"]
+        path = printable(scope["path"], self.known)
+        if path != scope["path"]:  # nothing behind the guard sees (or logs) a path the service lacks
+            scope = {**scope, "path": path, "raw_path": path.encode()}
         if path == "/docs.json" and scope["method"] in ("GET", "HEAD"):
             return await self._serve_docs(send)
-        if path in PUBLIC or path.startswith(PUBLIC_PREFIXES):
+        if path == "/" and scope["method"] in ("GET", "HEAD"):
+            return await self._serve_page(send)
+        if path in PUBLIC:
             return await self.app(scope, receive, send)
         access = self.access()
         if access is None:
@@ -137,13 +173,16 @@ class RequestGuard:
             return await _send_json(send, 403, FORBIDDEN)
         if scope["method"] == "POST":
             refused = self._refuse_content(headers, access.body_limit(path))
-            if refused is None and (body_bytes := await _read_body(receive, access.body_limit(path))) is None:
-                refused = 413, _too_large(access.body_limit(path))
+            if refused is None:
+                refused, body_bytes = await _read_body(receive, access.body_limit(path), access.body_timeout)
             if refused is not None:
                 status, body = refused
                 log.info("%d %s %s: %s", status, scope["method"], path, body["error"])
-                if path in LOAN_READS:  # a known key's request to a loan endpoint: audited, even refused
-                    _audit(access, user, path, status, [])
+                # a known key's request to a loan endpoint is audited, even refused
+                if path in LOAN_READS and not _audit(access, user, path, status, []):
+                    status, body = 503, AUDIT_DOWN
+                if status == GONE:
+                    return None  # nobody is there to answer
                 return await _send_json(send, status, body)
             receive = _replay(body_bytes, receive)
         scope.setdefault("state", {})["user"] = user
@@ -162,37 +201,93 @@ class RequestGuard:
         return None
 
     async def _audited(self, scope: Scope, receive: Receive, send: Send, access: Access, user: User) -> None:
-        status = 500
+        """Run the endpoint; its answer goes out only once its audit line is written (else 503)."""
+        path = scope["path"]
+        started = refused = False
 
         async def watch(message: Message) -> None:
-            nonlocal status
+            nonlocal started, refused
             if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+                started = True
+                if not _audit(access, user, path, message["status"], scope["state"].get("loans", [])):
+                    refused = True
+                    return await _send_json(send, 503, AUDIT_DOWN)
+            if not refused:
+                await send(message)
 
         try:
             await self.app(scope, receive, watch)
         finally:
-            _audit(access, user, scope["path"], status, scope["state"].get("loans", []))
+            if not started:  # the endpoint raised: the server answers 500
+                _audit(access, user, path, 500, scope["state"].get("loans", []))
+
+    def _document(self) -> dict | None:
+        try:
+            return self.openapi()
+        except Exception:
+            log.exception("cannot build the OpenAPI document")
+            return None
 
     async def _serve_docs(self, send: Send) -> None:
         if self._docs is None:
-            try:
-                self._docs = json.dumps(self.openapi()).encode()
-            except Exception:
-                log.exception("cannot build the OpenAPI document")
+            if (doc := self._document()) is None:
                 return await _send_json(send, 500, _error("the OpenAPI document cannot be built"))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(self._docs)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": self._docs})
+            self._docs = json.dumps(doc).encode()
+        await _send(send, 200, self._docs, b"application/json")
+
+    async def _serve_page(self, send: Send) -> None:
+        """The service's own front page: its endpoints and a link to the OpenAPI document. It replaces
+        BentoML's stock page, which loads Google Tag Manager into every officer's browser; nothing on
+        it comes from another host (the Content-Security-Policy forbids it)."""
+        if self._page is None:
+            if (doc := self._document()) is None:
+                return await _send_json(send, 500, _error("the OpenAPI document cannot be built"))
+            self._page = front_page(doc).encode()
+        await _send(send, 200, self._page, b"text/html; charset=utf-8", PAGE_HEADERS)
+
+
+PAGE_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+async def _send(
+    send: Send, status: int, data: bytes, media: bytes, headers: dict[str, str] | None = None
+) -> None:
+    raw = [(b"content-type", media), (b"content-length", str(len(data)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})
+
+
+def front_page(doc: dict) -> str:
+    """A plain HTML page of the OpenAPI document's endpoints (method, path, summary)."""
+    from html import escape
+
+    def first_line(text: object) -> str:
+        return escape(str(text or "").strip().split("\n")[0])
+
+    info = doc.get("info", {})
+    rows = "".join(
+        f"<tr><td>{escape(method.upper())}</td><td><code>{escape(path)}</code></td>"
+        f"<td>{first_line(op.get('summary') or op.get('description'))}</td></tr>"
+        for path, ops in sorted(doc.get("paths", {}).items())
+        for method, op in ops.items()
+        if isinstance(op, dict)
+    )
+    title = escape(str(info.get("title") or "loan-ews"))
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td{padding:.2em 1em .2em 0}</style></head>"
+        f"<body><h1>{title}</h1><p>{first_line(info.get('description'))}</p>"
+        "<p>Every endpoint but <code>/livez</code>, <code>/readyz</code>, this page and "
+        '<a href="/docs.json">the OpenAPI document</a> needs <code>Authorization: Bearer KEY</code>.</p>'
+        f"<table><tr><th>method</th><th>path</th><th>what it does</th></tr>{rows}</table></body></html>"
+    )
 
 
 class _ClientErrorsOneLine(logging.Filter):
@@ -215,6 +310,30 @@ class _ClientErrorsOneLine(logging.Filter):
         return True
 
 
+def bound_request_paths(known: frozenset[str]) -> None:
+    """Make BentoML's outermost middleware (its request metrics, then the access log) see OTHER_PATH for
+    every path the service does not have, before anything records it. Otherwise each distinct unknown
+    path, even a keyless 401, becomes new Prometheus series in the server's folder (2,000 such requests
+    grew it by 84 MB and made /metrics 87 MB) and is printed as sent in the access log (a `%0A` forges a
+    line). BentoML 1.4 builds that middleware from this module attribute when a worker builds its app,
+    after it imports the service, so the subclass is installed from the service module."""
+    from bentoml._internal.server.http import instruments
+
+    base = instruments.RunnerTrafficMetricsMiddleware
+    if getattr(base, "bounds_paths", False):
+        return
+
+    class _BoundedPaths(base):  # type: ignore[misc, valid-type]
+        bounds_paths = True
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["path"] not in known:
+                scope = {**scope, "path": OTHER_PATH, "raw_path": OTHER_PATH.encode()}
+            await super().__call__(scope, receive, send)
+
+    instruments.RunnerTrafficMetricsMiddleware = _BoundedPaths
+
+
 def quiet_client_errors() -> None:
     """Install `_ClientErrorsOneLine` on the logger of BentoML's request errors (once per process)."""
     logger = logging.getLogger("bentoml._internal.server.http_app")
@@ -226,20 +345,25 @@ def _too_large(limit: int) -> dict:
     return _error(f"the body is larger than {limit:,} bytes", ["body"])
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it passes `limit` (the rest is never read)."""
+async def _read_body(receive: Receive, limit: int, timeout: float) -> tuple[tuple[int, dict] | None, bytes]:
+    """(None, the whole body), or why it is refused: 413 as soon as it passes `limit` (the rest is never
+    read), 408 when it takes longer than `timeout` seconds, GONE when the client leaves before its end
+    (a half-sent body is not a request, so it is never scored)."""
     chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    with anyio.move_on_after(timeout) as waited:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return (GONE, _error("the client left before its body was complete", ["body"])), b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return (413, _too_large(limit)), b""
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return None, b"".join(chunks)
+    assert waited.cancelled_caught
+    return (408, _error(f"the body did not arrive within {timeout:g} s", ["body"])), b""
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -285,8 +285,15 @@ def _not_performing(
 class BookIndex:
     """The configured book held in memory, indexed by loan id for scoring by id."""
 
-    def __init__(self, book: Book, source: str = "", context: pd.DataFrame | None = None) -> None:
+    def __init__(
+        self,
+        book: Book,
+        source: str = "",
+        context: pd.DataFrame | None = None,
+        set_aside: dict[str, str] | None = None,
+    ) -> None:
         self.source = source
+        self.set_aside = set_aside or {}  # loan id -> the first validation rule it broke
         self.context = (
             context if context is not None else context_table(book.performance, book.loans, book.borrowers)
         )
@@ -302,9 +309,9 @@ class BookIndex:
 
     @classmethod
     def load(cls, folder: Path, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> BookIndex:
-        """The book with the loans that break the contract set aside (they are unknown ids here)."""
+        """The book with the loans that break the contract set aside (asked for, each says its rule)."""
         kept = load_book(folder, max_reject_share)
-        return cls(kept.book, str(folder))
+        return cls(kept.book, str(folder), set_aside=kept.rejected)
 
     @property
     def house_prices(self) -> pd.DataFrame:
@@ -321,7 +328,13 @@ class BookIndex:
         return ContextIndex(self.context)
 
     def loan_book(self, loan_id: str, as_of: str | pd.Timestamp | None = None) -> tuple[Book, pd.Timestamp]:
-        """One loan with its rows; 404 for an unknown id, 422 for a month the loan has no row for."""
+        """One loan with its rows; 404 for an unknown id, 422 for a loan set aside by the book's
+        validation or a month the loan has no row for."""
+        if loan_id in self.set_aside:
+            rule = self.set_aside[loan_id]
+            raise InputError(
+                422, [("loan_id", f"loan {loan_id!r} was set aside by the book's validation ({rule})")]
+            )
         if loan_id not in self._loans.index:
             raise InputError(404, [("loan_id", f"unknown loan id {loan_id!r}")])
         i = np.searchsorted(self._ids, loan_id)

@@ -25,18 +25,21 @@ ERRORS = {
     401: "No API key, or not a valid one (the same answer for both).",
     403: "The key's role may not call this endpoint.",
     404: "No loan with this id in the configured book (or no book configured).",
+    408: "The body did not arrive within the server's time limit.",
     413: "The body is larger than the server's limit; it was not read.",
     415: "The body is not `application/json`.",
     422: "Well-formed, but the loan cannot be scored as asked: it is not performing at as_of, or has "
-    "no row for that month, or a batch repeats a loan id.",
+    "no row for that month, or the book's validation set it aside (the rule is named), or a batch "
+    "repeats a loan id.",
     500: "An error of the server, not of the request.",
+    503: "The service is starting, or its audit log cannot be written (no loan is read then).",
 }
 API_ERRORS = {
-    "/score": (400, 401, 413, 415, 422, 500),
-    "/score_by_id": (400, 401, 404, 413, 415, 422, 500),
-    "/score_batch": (400, 401, 413, 415, 422, 500),
-    "/explain": (400, 401, 404, 413, 415, 422, 500),
-    "/model_info": (400, 401, 403, 413, 415, 500),
+    "/score": (400, 401, 408, 413, 415, 422, 500, 503),
+    "/score_by_id": (400, 401, 404, 408, 413, 415, 422, 500, 503),
+    "/score_batch": (400, 401, 408, 413, 415, 422, 500, 503),
+    "/explain": (400, 401, 404, 408, 413, 415, 422, 500, 503),
+    "/model_info": (400, 401, 403, 408, 413, 415, 500, 503),
 }
 INFRA = {"/livez": "public", "/healthz": "public", "/readyz": "public", "/metrics": "admin"}
 ROLES = {"/model_info": "admin"}  # every other API path: officer

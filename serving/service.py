@@ -28,7 +28,7 @@ from serving.api_models import (
     Month,
     ScoreResponse,
 )
-from serving.guard import Access, RequestGuard
+from serving.guard import SYSTEM_PATHS, Access, RequestGuard, bound_request_paths
 from serving.loans import InputError
 
 log = logging.getLogger("loan_ews.service")
@@ -87,6 +87,7 @@ class LoanEWS:
             max_batch_body_bytes=settings.max_batch_body_bytes,
             model_name=bundle.name,
             model_version=bundle.version,
+            body_timeout=settings.body_timeout,
         )
         log.info(
             "loan-ews serving %s version %s (%s)%s",
@@ -209,4 +210,6 @@ def _forbid_unknown_fields(service) -> None:
 
 
 _forbid_unknown_fields(LoanEWS)
-LoanEWS.add_asgi_middleware(RequestGuard, access=_access, openapi=_openapi)
+PATHS = SYSTEM_PATHS | frozenset(api.route for api in LoanEWS.apis.values())
+bound_request_paths(PATHS)
+LoanEWS.add_asgi_middleware(RequestGuard, access=_access, openapi=_openapi, paths=PATHS)

@@ -27,17 +27,60 @@ SERVER_ID = "EWS_SERVER_ID"  # in the environment of everything one `ews serve` 
 MAX_WORKER_EXITS = 3  # workers that exit before the server is ready: they are failing, not flaky
 
 
-def preflight(host: str, port: int, env: dict[str, str]) -> dict:
+class StopSignals:
+    """SIGTERM and SIGINT, recorded instead of ending the process, from `with` until its end (the
+    previous handlers are restored then): `ews serve` holds them over its start-up checks and its
+    server alike, so a stop at any moment stops what runs and exits 0."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        import signal
+
+        self._previous = {
+            s: signal.signal(s, lambda signum, _frame: self.received.append(signum))
+            for s in (signal.SIGTERM, signal.SIGINT)
+        }
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def __bool__(self) -> bool:
+        return bool(self.received)
+
+
+def preflight(host: str, port: int, env: dict[str, str], stop: StopSignals | list | None = None) -> dict:
     """`serving.preflight` in a fresh interpreter with the workers' environment: {"ok": True, model_name,
-    model_version, users, ...} or {"ok": False, "error": why} (a crash of the checks is such an error)."""
-    check = subprocess.run(
+    model_version, users, ...} or {"ok": False, "error": why} (a crash of the checks is such an error);
+    {"ok": False, "stopped": True, ...} when a stop signal arrived first (the checks are then ended).
+    The checks run in a session of their own, so a terminal's Ctrl-C reaches only this process."""
+    check = subprocess.Popen(
         [sys.executable, "-m", "serving.preflight", host, str(port)],
         env=env,
         stdout=subprocess.PIPE,
         text=True,
+        start_new_session=True,
+        preexec_fn=_stop_with_parent,
     )
+    out = ""
+    while not stop:
+        try:
+            out, _ = check.communicate(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if stop:
+        check.kill()
+        check.communicate()
+        return {"ok": False, "stopped": True, "error": "stopped by a signal during the start-up checks"}
     try:
-        return json.loads(check.stdout.strip().splitlines()[-1])
+        return json.loads(out.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
         return {"ok": False, "error": f"the startup checks crashed (exit code {check.returncode})"}
 
@@ -76,20 +119,19 @@ def run_server(
     startup_timeout: float,
     say: Callable[[str], None],
     error: Callable[[str], None],
+    stop: StopSignals | None = None,
 ) -> int:
     """Run the BentoML supervisor until it exits or SIGTERM/SIGINT arrives; the exit code of `ews serve`.
 
     The supervisor runs in a session of its own (so a terminal's Ctrl-C reaches only this process, which
     forwards it) and is told to stop if this process dies. Whatever happens, everything it started is
-    stopped before this returns (`stop_server`): never a half-up server."""
-    import signal
+    stopped before this returns (`stop_server`): never a half-up server. `stop` is the caller's
+    `StopSignals`, already held (else this holds its own)."""
+    if stop is None:
+        with StopSignals() as own:
+            return run_server(cmd, env, url, startup_timeout, say, error, own)
     import uuid
 
-    stop: list[int] = []
-    previous = {
-        s: signal.signal(s, lambda signum, _frame: stop.append(signum))
-        for s in (signal.SIGTERM, signal.SIGINT)
-    }
     server_id = uuid.uuid4().hex
     env = {**env, SERVER_ID: server_id}  # inherited by everything the supervisor starts
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_with_parent)
@@ -109,12 +151,10 @@ def run_server(
         if stop:
             return 0
         stop_server(proc, server_id)
-        error(f"the server exited with code {proc.returncode}")
-        return proc.returncode or 1
+        error(f"the server exited with code {proc.returncode}; stopped its workers")
+        return 1
     finally:
         stop_server(proc, server_id)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _port_taken(url: str) -> str | None:
@@ -196,13 +236,20 @@ def _started_by(server_id: str) -> list:
 
 def stop_server(proc, server_id: str, grace: float = 20.0) -> None:
     """Stop the supervisor and every process it started: SIGTERM to the supervisor, which stops its
-    workers; after `grace` seconds SIGKILL to whatever still carries the server's id."""
+    workers; once the supervisor is gone (it stopped, or was killed and left its workers serving),
+    SIGTERM to whatever still carries the server's id; after `grace` seconds SIGKILL to what is left."""
     import psutil
 
     with suppress(psutil.NoSuchProcess):
         psutil.Process(proc.pid).terminate()
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _started_by(server_id):
+    orphans_told = False
+    while time.monotonic() < deadline and (left := _started_by(server_id)):
+        if proc.poll() is not None and not orphans_told:
+            for p in left:
+                with suppress(psutil.NoSuchProcess):
+                    p.terminate()
+            orphans_told = True
         with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=0.2)  # reaps the supervisor once it exits
     left = _started_by(server_id)

@@ -65,9 +65,12 @@ class UserStore:
         if not self.path.exists():
             return {}
         try:
-            return {r["key_id"]: r for r in json.loads(self.path.read_text())["users"]}
+            records = json.loads(self.path.read_text())["users"]
+            for r in records:
+                _check_record(r)
+            return {r["key_id"]: r for r in records}
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"users file {str(self.path)!r} is unreadable: {e!r}") from e
+            raise ValueError(f"users file {str(self.path)!r} is unreadable: {e}") from e
 
     def _load(self) -> dict[str, dict]:
         """The records, re-read when the file changes (a key added or removed while the server runs
@@ -158,6 +161,28 @@ class UserStore:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         log.debug("wrote %d users to %s", len(records), self.path)
+
+
+_FIELDS = {
+    "name": _NAME,
+    "key_id": re.compile(r"[0-9a-f]{12}"),
+    "salt": re.compile(r"[0-9a-f]{32}"),
+    "hash": re.compile(r"[0-9a-f]{64}"),
+    "created": re.compile(r"\S{1,40}"),
+}
+
+
+def _check_record(r: object) -> None:
+    """ValueError naming the user and field of a record `ews user add` could not have written (a hand
+    edit): such a record would fail at its first request, after the server said it was ready."""
+    if not isinstance(r, dict):
+        raise ValueError(f"a user record is {type(r).__name__}, not an object")
+    who = r.get("name") if isinstance(r.get("name"), str) else "?"
+    for name, pattern in _FIELDS.items():
+        if not (isinstance(r.get(name), str) and pattern.fullmatch(r[name])):
+            raise ValueError(f"user {who!r}: {name} is missing or malformed")
+    if r.get("role") not in ROLES:
+        raise ValueError(f"user {who!r}: role {r.get('role')!r} is not one of {', '.join(ROLES)}")
 
 
 def _user(r: dict) -> User:

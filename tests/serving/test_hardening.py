@@ -200,7 +200,7 @@ def test_officer_scores_and_reads_loans_admin_also_sees_the_model(served, loan_b
         r = served.officer.request(
             "POST" if path == "/model_info" else "GET", path, json={} if path == "/model_info" else None
         )
-        assert r.status_code == 403 and r.json()["detail"] == [], path
+        assert r.status_code == 403 and r.json()["detail"][0]["loc"] == ["header", "authorization"], path
     assert served.admin.post("/model_info", json={}).status_code == 200
     assert served.admin.post("/score_by_id", json={"loan_id": lid}).status_code == 200
     metrics = served.admin.get("/metrics")
@@ -287,6 +287,28 @@ def test_the_openapi_document_validates_and_documents_the_real_errors(served) ->
     assert "403" in spec["paths"]["/model_info"]["post"]["responses"]
     assert spec["components"]["schemas"]["ErrorBody"]["properties"]["detail"]["type"] == "array"
     assert spec["paths"]["/readyz"]["get"]["security"] == []
+
+
+def test_unknown_paths_are_one_name_in_the_metrics_and_cannot_write_log_lines(served) -> None:
+    """A keyless caller sending distinct paths made new Prometheus series each (84 MB of the server's
+    folder for 2,000 of them) and a `%0A` in a path printed a forged line in the server's log."""
+    forged = "FORGED-LINE-7731 user root deleted"
+    paths = [f"/no-such-{i}-zq9" for i in range(40)] + [f"/x%0A2026-12-01T20:00:00+0000 [ERROR] {forged}"]
+    for path in paths:
+        assert served.anonymous.get(path).status_code == 401, path
+    assert served.officer.get("/no-such-with-a-key-zq9").status_code == 404
+    metrics = served.admin.get("/metrics").text
+    assert "zq9" not in metrics and 'endpoint="/(other)"' in metrics
+    served.anonymous.get("/livez")  # let the log catch up
+    text = served.log.read_text()
+    assert forged not in text and "zq9" not in text, [x for x in text.splitlines() if "zq9" in x][:3]
+
+
+def test_the_front_page_is_the_services_own_and_calls_no_other_host(served) -> None:
+    r = served.anonymous.get("/")
+    assert r.status_code == 200 and "googletagmanager" not in r.text and "<script" not in r.text
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert "<code>/score_by_id</code>" in r.text and 'href="/docs.json"' in r.text
 
 
 def test_metrics_come_from_this_servers_own_folder(served) -> None:

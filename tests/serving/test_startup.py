@@ -331,3 +331,44 @@ def test_sigterm_of_ews_serve_stops_the_server_and_its_workers(base_env) -> None
     assert proc.returncode == 0 and "Traceback" not in out, out
     assert free and left == [], (free, left)
     assert not home.exists()  # its BENTOML_HOME (prometheus folder) is removed
+
+
+def test_sigterm_during_the_startup_checks_stops_them_and_exits_0(base_env) -> None:
+    """A stop in the first seconds, while the checks run, exited 143 and left the checks' process
+    running (it then died on a broken pipe with a traceback)."""
+    proc, port, marker = _start(base_env)
+    try:
+        checking = lambda: any("serving.preflight" in p.cmdline() for p in _marked(marker))  # noqa: E731
+        assert _wait(checking, 60), "the start-up checks never ran"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        time.sleep(0.5)
+        left = _reap(marker)
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    assert "stopped during the start-up checks" in out and left == [], (out, left)
+
+
+def test_a_killed_bentoml_supervisor_has_its_workers_stopped_at_once(base_env) -> None:
+    """SIGKILL of BentoML's own supervisor left its workers answering for the 20 s grace and `ews serve`
+    exited 247; now the workers get SIGTERM as soon as the supervisor is seen gone, and the exit is 1."""
+    from tests.serving.conftest import wait_ready
+
+    proc, port, marker = _start(base_env)
+    try:
+        assert wait_ready(proc, f"http://127.0.0.1:{port}"), "server did not start"
+        (bento,) = [p for p in _marked(marker) if p.cmdline()[1:4] == ["-m", "bentoml", "serve"]]
+        killed = time.monotonic()
+        bento.kill()
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - killed
+        free = port_is_free(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        left = _reap(marker)
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert "the server exited with code -9; stopped its workers" in out, out
+    assert free and left == [] and took < 15, (free, left, took)

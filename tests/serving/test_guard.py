@@ -1,0 +1,205 @@
+"""The request guard in process (an ASGI app behind it, real users and audit files): a read that cannot
+be audited is not answered, a half-sent or too slow body is never scored, unknown paths get one name,
+the front page loads nothing from elsewhere; the audit log follows rotation; a hand-broken users file is
+refused naming the record."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from serving.audit import AuditRecord, JsonlAuditLog
+from serving.guard import OTHER_PATH, Access, RequestGuard, front_page
+from serving.users import UserStore
+
+
+class _App:
+    """The endpoint behind the guard: answers 200 and names one loan it read."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.calls.append(scope["path"])
+        await receive()
+        scope["state"]["loans"] = [("L1", "2025-12")]
+        body = b'{"pd": 0.1}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _access(tmp_path: Path, audit_path: Path, body_timeout: float = 30.0) -> tuple[Access, str]:
+    users = UserStore(tmp_path / "users.json")
+    key = users.add("olivia", "officer")
+    access = Access(
+        users=users,
+        audit=JsonlAuditLog(audit_path),
+        max_body_bytes=10_000,
+        max_batch_body_bytes=10_000,
+        model_name="m",
+        model_version="1",
+        body_timeout=body_timeout,
+    )
+    return access, key
+
+
+def _guard(app, access: Access) -> RequestGuard:
+    doc = {"info": {"title": "t <b>", "description": "d"}, "paths": {"/score": {"post": {"summary": "s"}}}}
+    return RequestGuard(app, access=lambda: access, openapi=lambda: doc, paths=frozenset({"/score"}))
+
+
+async def _post(guard: RequestGuard, key: str, path: str = "/score") -> httpx.Response:
+    transport = httpx.ASGITransport(app=guard)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        return await c.post(path, json={"loan_id": "L1"}, headers={"authorization": f"Bearer {key}"})
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_read_that_cannot_be_audited_is_refused_and_nothing_of_its_answer_leaves(tmp_path) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full (a device that is always full)")
+    app = _App()
+    access, key = _access(tmp_path, Path("/dev/full"))
+    r = anyio.run(_post, _guard(app, access), key)
+    assert app.calls == ["/score"]  # the endpoint ran, but its answer was held back
+    assert r.status_code == 503 and "audit log cannot be written" in r.json()["error"]
+    assert "pd" not in r.text
+    # the same guard with a writable log answers, and the line is written before the answer
+    ok_access, ok_key = _access(tmp_path / "ok", tmp_path / "audit.jsonl")
+    r = anyio.run(_post, _guard(_App(), ok_access), ok_key)
+    assert r.status_code == 200 and r.json() == {"pd": 0.1}
+    (line,) = _lines(tmp_path / "audit.jsonl")
+    assert line["status"] == 200 and line["loan_ids"] == ["L1"] and line["who"] == "olivia"
+
+
+def _raw_call(guard: RequestGuard, key: str, messages: list[dict], delay: float = 0.0):
+    """Call the guard with the request body messages given (then, if they run out, wait `delay` s and
+    disconnect); what it sent back."""
+    sent: list[dict] = []
+    queue = list(messages)
+
+    async def receive():
+        if queue:
+            return queue.pop(0)
+        await anyio.sleep(delay)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/score",
+        "raw_path": b"/score",
+        "query_string": b"",
+        "headers": [
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"100"),
+        ],
+    }
+    anyio.run(guard, scope, receive, send)
+    return sent
+
+
+def test_a_body_the_client_abandons_half_sent_is_never_scored_and_is_audited_as_gone(tmp_path) -> None:
+    app = _App()
+    access, key = _access(tmp_path, tmp_path / "audit.jsonl")
+    part = {"type": "http.request", "body": b'{"loan_id": "L0', "more_body": True}
+    sent = _raw_call(_guard(app, access), key, [part, {"type": "http.disconnect"}])
+    assert app.calls == [] and sent == []  # not scored; nobody left to answer
+    (line,) = _lines(tmp_path / "audit.jsonl")
+    assert line["status"] == 499 and line["loan_ids"] == []
+
+
+def test_a_body_slower_than_the_limit_is_408_audited_and_the_connection_closed(tmp_path) -> None:
+    app = _App()
+    access, key = _access(tmp_path, tmp_path / "audit.jsonl", body_timeout=0.3)
+    part = {"type": "http.request", "body": b'{"loan_id"', "more_body": True}
+    sent = _raw_call(_guard(app, access), key, [part], delay=5.0)
+    assert app.calls == []
+    start = sent[0]
+    assert start["status"] == 408 and (b"connection", b"close") in start["headers"]
+    assert json.loads(sent[1]["body"])["detail"][0]["loc"] == ["body"]
+    assert [x["status"] for x in _lines(tmp_path / "audit.jsonl")] == [408]
+
+
+def test_unknown_paths_reach_nothing_under_their_own_name(tmp_path) -> None:
+    app = _App()
+    access, key = _access(tmp_path, tmp_path / "audit.jsonl")
+    guard = _guard(app, access)
+    anyio.run(_post, guard, key, "/x%0A2026 [ERROR] forged")
+    anyio.run(_post, guard, key, "/score")
+    assert app.calls == [OTHER_PATH, "/score"]
+
+
+def test_the_front_page_lists_the_endpoints_and_loads_nothing_from_elsewhere(tmp_path) -> None:
+    access, _ = _access(tmp_path, tmp_path / "audit.jsonl")
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=_guard(_App(), access))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.get("/")
+
+    r = anyio.run(get)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert "<code>/score</code>" in r.text and "t &lt;b&gt;" in r.text  # escaped
+    assert "http://" not in r.text and "https://" not in r.text and "<script" not in r.text
+    assert "googletagmanager" not in front_page({"paths": {}})
+
+
+def _record(n: int) -> AuditRecord:
+    return AuditRecord("u", "officer", f"2026-01-01T00:00:0{n}", "/score", 200, "m", "1", [f"L{n}"], [None])
+
+
+def test_the_audit_log_starts_a_new_file_when_its_file_is_rotated_or_deleted(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = JsonlAuditLog(path).open()
+    audit.append(_record(1))
+    path.rename(tmp_path / "audit.1")  # logrotate without copytruncate
+    audit.append(_record(2))
+    assert [x["loan_ids"] for x in _lines(tmp_path / "audit.1")] == [["L1"]]
+    assert [x["loan_ids"] for x in _lines(path)] == [["L2"]]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    path.unlink()
+    audit.append(_record(3))
+    assert [x["loan_ids"] for x in _lines(path)] == [["L3"]]
+    audit.close()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r.pop("salt"), "user 'ann': salt is missing or malformed"),
+        (lambda r: r.update(salt="zz"), "user 'ann': salt is missing or malformed"),
+        (lambda r: r.update(role="Admin"), "user 'ann': role 'Admin' is not one of officer, admin"),
+        (lambda r: r.update(hash=5), "user 'ann': hash is missing or malformed"),
+    ],
+)
+def test_a_hand_broken_users_file_is_refused_naming_the_user_and_field(tmp_path, edit, message) -> None:
+    store = UserStore(tmp_path / "users.json")
+    key = store.add("ann", "officer")
+    store.add("bob", "admin")
+    data = json.loads(store.path.read_text())
+    edit(next(r for r in data["users"] if r["name"] == "ann"))
+    store.path.write_text(json.dumps(data))
+    os.utime(store.path, ns=(1, 1))  # a change the running server notices (its stamp differs)
+    with pytest.raises(ValueError, match=message):
+        store.check()
+    assert store.verify(key) is None  # a running server refuses every key until the file is fixed
