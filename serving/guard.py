@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -187,7 +188,7 @@ class RequestGuard:
             receive = _replay(body_bytes, receive)
         scope.setdefault("state", {})["user"] = user
         if path not in LOAN_READS:
-            return await self.app(scope, receive, send)
+            return await self.app(scope, receive, _error_bodies(send))
         await self._audited(scope, receive, send, access, user)
 
     def _refuse_content(self, headers: dict[str, str], limit: int) -> tuple[int, dict] | None:
@@ -205,6 +206,8 @@ class RequestGuard:
         path = scope["path"]
         started = refused = False
 
+        answer = _error_bodies(send)
+
         async def watch(message: Message) -> None:
             nonlocal started, refused
             if message["type"] == "http.response.start":
@@ -213,7 +216,7 @@ class RequestGuard:
                     refused = True
                     return await _send_json(send, 503, AUDIT_DOWN)
             if not refused:
-                await send(message)
+                await answer(message)
 
         try:
             await self.app(scope, receive, watch)
@@ -339,6 +342,67 @@ def quiet_client_errors() -> None:
     logger = logging.getLogger("bentoml._internal.server.http_app")
     if not any(isinstance(f, _ClientErrorsOneLine) for f in logger.filters):
         logger.addFilter(_ClientErrorsOneLine())
+
+
+_PYDANTIC_SUMMARY = re.compile(r"\d+ validation errors? for ")
+SERVER_ERROR = _error("an error of the server, not of the request (its log has the details)")
+
+
+def error_body(status: int, data: bytes) -> dict:
+    """The `ErrorBody` of an error the app behind the guard answered in its own shape: BentoML's 400
+    (summary "1 validation error for Input", pydantic's documentation links in each entry), its other
+    4xx (a JSON list), Starlette's plain-text 404/405 and 500. The summary names the fields at fault;
+    each entry keeps loc, msg and type only; a 5xx says nothing of the server."""
+    if status >= 500:
+        return SERVER_ERROR
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = {"error": data.decode("utf-8", "replace").strip() or f"HTTP {status}"}
+    if isinstance(body, list):
+        body = body[0] if body and isinstance(body[0], dict) else {"error": f"HTTP {status}"}
+    if not isinstance(body, dict):
+        body = {"error": f"HTTP {status}"}
+    detail = [
+        {"loc": list(d.get("loc") or ["body"]), "msg": str(d.get("msg", "")), "type": d.get("type")}
+        for d in body.get("detail") or []
+        if isinstance(d, dict)
+    ]
+    summary = str(body.get("error") or f"HTTP {status}")
+    if detail and _PYDANTIC_SUMMARY.match(summary):  # BentoML's words for a request pydantic refused
+        shown = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in detail[:3])
+        more = f" (and {len(detail) - 3} more)" if len(detail) > 3 else ""
+        summary = f"{len(detail)} problem(s): {shown}{more}"
+    return {"error": summary, "detail": detail}
+
+
+def _error_bodies(send: Send) -> Send:
+    """A `send` that passes answers below 400 as they are and rewrites the app's error answers as
+    `ErrorBody` JSON (`error_body`): every error a caller meets has one shape."""
+    held: dict | None = None
+    chunks: list[bytes] = []
+
+    async def wrapped(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            held = message
+            return None
+        if held is None or message["type"] != "http.response.body":
+            return await send(message)
+        chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return None
+        data = json.dumps(error_body(held["status"], b"".join(chunks))).encode()
+        keep = [(k, v) for k, v in held["headers"] if k.lower() not in (b"content-type", b"content-length")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+            *keep,
+        ]
+        await send({**held, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    return wrapped
 
 
 def _too_large(limit: int) -> dict:

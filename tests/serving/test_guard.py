@@ -203,3 +203,34 @@ def test_a_hand_broken_users_file_is_refused_naming_the_user_and_field(tmp_path,
     with pytest.raises(ValueError, match=message):
         store.check()
     assert store.verify(key) is None  # a running server refuses every key until the file is fixed
+
+
+def test_every_error_the_app_answers_in_its_own_shape_becomes_an_error_body() -> None:
+    from serving.guard import error_body
+
+    bentoml_400 = {
+        "error": "2 validation errors for Input",
+        "detail": [
+            {
+                "type": "missing",
+                "loc": ["loan", "loan_id"],
+                "msg": "Field required",
+                "url": "https://errors.x/2",
+            },
+            {"type": "float_type", "loc": ["loan", "principal"], "msg": "Input should be a number"},
+        ],
+    }
+    b = error_body(400, json.dumps(bentoml_400).encode())
+    assert (
+        b["error"] == "2 problem(s): loan.loan_id: Field required; loan.principal: Input should be a number"
+    )
+    assert b["detail"][0] == {"loc": ["loan", "loan_id"], "msg": "Field required", "type": "missing"}
+    assert error_body(400, b'[{"error": "Invalid JSON input"}]') == {
+        "error": "Invalid JSON input",
+        "detail": [],
+    }
+    assert error_body(404, b"Not Found") == {"error": "Not Found", "detail": []}
+    assert "server" in error_body(500, b"Internal Server Error\nTraceback ...")["error"]
+    assert "Traceback" not in json.dumps(error_body(500, b"Traceback"))
+    ours = {"error": "loan_id: unknown loan id 'X'", "detail": [{"loc": ["loan_id"], "msg": "unknown"}]}
+    assert error_body(404, json.dumps(ours).encode())["error"] == ours["error"]  # ours are kept

@@ -304,6 +304,17 @@ def test_unknown_paths_are_one_name_in_the_metrics_and_cannot_write_log_lines(se
     assert forged not in text and "zq9" not in text, [x for x in text.splitlines() if "zq9" in x][:3]
 
 
+def test_every_error_has_one_shape_that_names_the_field_and_not_the_library(served, loan_body) -> None:
+    bad = {"loan": {**loan_body, "loan": {**loan_body["loan"], "principal": "lots"}}}
+    r = served.officer.post("/score", json=bad)
+    assert r.status_code == 400 and "loan.loan.principal" in r.json()["error"], r.text
+    assert "pydantic" not in r.text and all(set(d) <= {"loc", "msg", "type"} for d in r.json()["detail"])
+    r = served.officer.get("/no-such-path")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json" and r.json()["error"]
+    r = served.officer.request("DELETE", "/score")
+    assert r.status_code == 405 and r.json()["detail"] == []
+
+
 def test_the_front_page_is_the_services_own_and_calls_no_other_host(served) -> None:
     r = served.anonymous.get("/")
     assert r.status_code == 200 and "googletagmanager" not in r.text and "<script" not in r.text
