@@ -28,6 +28,7 @@ ERRORS = {
     408: "The body did not arrive within the server's time limit.",
     413: "The body is larger than the server's limit; it was not read.",
     415: "The body is not `application/json`.",
+    429: "Too many wrong keys from this address lately; retry after `Retry-After` seconds.",
     422: "Well-formed, but the loan cannot be scored as asked: it is not performing at as_of, or has "
     "no row for that month, or the book's validation set it aside (the rule is named), or a batch "
     "repeats a loan id.",
@@ -35,11 +36,11 @@ ERRORS = {
     503: "The service is starting, or its audit log cannot be written (no loan is read then).",
 }
 API_ERRORS = {
-    "/score": (400, 401, 408, 413, 415, 422, 500, 503),
-    "/score_by_id": (400, 401, 404, 408, 413, 415, 422, 500, 503),
-    "/score_batch": (400, 401, 408, 413, 415, 422, 500, 503),
-    "/explain": (400, 401, 404, 408, 413, 415, 422, 500, 503),
-    "/model_info": (400, 401, 403, 408, 413, 415, 500, 503),
+    "/score": (400, 401, 408, 413, 415, 422, 429, 500, 503),
+    "/score_by_id": (400, 401, 404, 408, 413, 415, 422, 429, 500, 503),
+    "/score_batch": (400, 401, 408, 413, 415, 422, 429, 500, 503),
+    "/explain": (400, 401, 404, 408, 413, 415, 422, 429, 500, 503),
+    "/model_info": (400, 401, 403, 408, 413, 415, 429, 500, 503),
 }
 INFRA = {"/livez": "public", "/healthz": "public", "/readyz": "public", "/metrics": "admin"}
 ROLES = {"/model_info": "admin"}  # every other API path: officer
@@ -87,7 +88,7 @@ def document(generated: dict) -> dict:
                 continue
             if path in REQUEST_EXAMPLES:
                 op["requestBody"]["content"]["application/json"]["example"] = REQUEST_EXAMPLES[path]
-            codes = API_ERRORS.get(path, (401, 403))
+            codes = API_ERRORS.get(path, (401, 403, 429))
             op["responses"] = {
                 "200": op["responses"].get("200") or op["responses"][200],
                 **{str(c): _error_response(c) for c in codes},

@@ -28,7 +28,7 @@ from serving.api_models import (
     Month,
     ScoreResponse,
 )
-from serving.guard import SYSTEM_PATHS, Access, RequestGuard, bound_request_paths
+from serving.guard import SYSTEM_PATHS, Access, FailedKeys, RequestGuard, bound_request_paths
 from serving.loans import InputError
 
 log = logging.getLogger("loan_ews.service")
@@ -88,6 +88,7 @@ class LoanEWS:
             model_name=bundle.name,
             model_version=bundle.version,
             body_timeout=settings.body_timeout,
+            failed_keys=FailedKeys(settings.max_failed_keys),
         )
         log.info(
             "loan-ews serving %s version %s (%s)%s",

@@ -234,3 +234,32 @@ def test_every_error_the_app_answers_in_its_own_shape_becomes_an_error_body() ->
     assert "Traceback" not in json.dumps(error_body(500, b"Traceback"))
     ours = {"error": "loan_id: unknown loan id 'X'", "detail": [{"loc": ["loan_id"], "msg": "unknown"}]}
     assert error_body(404, json.dumps(ours).encode())["error"] == ours["error"]  # ours are kept
+
+
+def test_an_address_sending_wrong_keys_gets_429_without_more_checks_and_known_keys_still_pass(
+    tmp_path,
+) -> None:
+    from serving.guard import FailedKeys
+
+    now = [0.0]
+    access, key = _access(tmp_path, tmp_path / "audit.jsonl")
+    access.failed_keys = FailedKeys(limit=3, window=10.0, clock=lambda: now[0])
+    app = _App()
+    guard = _guard(app, access)
+    assert anyio.run(_post, guard, key).status_code == 200  # this worker now knows the real key
+
+    async def post(key: str, client: tuple[str, int] = ("10.0.0.1", 5)) -> httpx.Response:
+        transport = httpx.ASGITransport(app=guard, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.post("/score", json={}, headers={"authorization": f"Bearer {key}"})
+
+    checks = []
+    verify = access.users.verify
+    access.users.verify = lambda k: checks.append(k) or verify(k)  # count the scrypt checks
+    assert [anyio.run(post, "wrong").status_code for _ in range(3)] == [401, 401, 401]
+    r = anyio.run(post, "wrong")
+    assert r.status_code == 429 and r.headers["retry-after"] == "10" and len(checks) == 3
+    assert anyio.run(post, key).status_code == 200  # a key already verified is never held back
+    assert anyio.run(post, "wrong", ("10.0.0.2", 5)).status_code == 401  # another address
+    now[0] = 10.5  # the window has passed
+    assert anyio.run(post, "wrong").status_code == 401
