@@ -116,6 +116,19 @@ def test_malformed_lines_are_csv_line_errors_and_every_other_line_is_read(csv_bo
     )
 
 
+def test_a_lone_open_quote_loses_no_line_of_a_file_larger_than_arrows_block(csv_book, tmp_path) -> None:
+    """Arrow, given one quote left open and nothing else wrong, dropped the rest of its 1 MB block
+    without an error (17,789 rows of a real-size file); the reader now counts the lines."""
+    path = shutil.copyfile(csv_book / "performance.csv", tmp_path / "performance.csv")
+    assert path.stat().st_size > 1 << 20
+    lines = _edit_lines(path, {})
+    quote = 70
+    _edit_lines(path, {quote: lines[quote - 1].replace(b",open,", b',"open,')})
+    got = read_csv_table(path, "loan_id")
+    assert len(got) == len(lines) - 2  # every line after the header, the blank end excluded
+    assert got[CSV_LINE].dropna().tolist() == [f"line {quote} has a quote that is never closed"]
+
+
 def test_a_malformed_line_of_the_loans_table_sets_that_loan_aside(csv_book, tmp_path) -> None:
     book = shutil.copytree(csv_book, tmp_path / "book")
     lines = (book / "loans.csv").read_bytes().split(b"\n")
