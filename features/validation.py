@@ -295,12 +295,22 @@ def _parse_column(col: Column, s: pd.Series) -> tuple[pd.Series, pd.Series]:
             return vals.round().astype("Int64"), bad
         return vals, bad
     if col.kind in ("date", "month"):
+        none = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+        if isinstance(s.dtype, pd.DatetimeTZDtype):  # a time zone says which day only with a rule we lack
+            return none, present
         if pd.api.types.is_datetime64_any_dtype(s):  # already dates (Parquet): only the range to check
             ok = s.notna() & (s >= NS_RANGE[0]) & (s <= NS_RANGE[1])
             return s.where(ok).astype("datetime64[ns]"), present & ~ok
         if pd.api.types.is_numeric_dtype(s):
-            return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]"), present
-        vals = pd.to_datetime(s, errors="coerce", format="ISO8601").astype("datetime64[ns]")
+            return none, present
+        text = s.astype("str").where(present)
+        timed = text.str.contains(":", regex=False, na=False)  # only a value with a time can have a zone
+        zoned = timed & text.where(timed).str.contains(_ZONED, regex=True, na=False)
+        try:
+            vals = pd.to_datetime(text.where(~zoned), errors="coerce", format="ISO8601")
+        except (ValueError, TypeError):  # a form the zone test missed: value by value, never the book
+            vals = text.where(~zoned).map(_one_date)
+        vals = pd.Series(vals, index=s.index).astype("datetime64[ns]")
         return vals, present & vals.isna()
     if col.kind == "bool":
         if pd.api.types.is_bool_dtype(s):
@@ -310,6 +320,26 @@ def _parse_column(col: Column, s: pd.Series) -> tuple[pd.Series, pd.Series]:
         bad = present & mapped.isna()
         return mapped.astype("boolean"), bad
     raise ValueError(f"unknown column kind {col.kind!r}")
+
+
+TYPE_HINTS = {
+    "int": " (a finite number)",
+    "float": " (a finite number)",
+    "date": " (a plain date, no time zone)",
+    "month": " (a plain date, no time zone)",
+}
+# a time and a zone after a date (2021-06-25T00:00:00Z, ...+08:00): a contract date has no zone, and
+# one such value made pandas refuse the whole column ("Mixed timezones detected")
+_ZONED = r"\d[T ]?\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d{2}:?\d{2})$"
+
+
+def _one_date(value: object) -> pd.Timestamp:
+    """One text date as `_parse_column` reads a column of them; NaT for what is not a plain date."""
+    try:
+        t = pd.to_datetime(value, format="ISO8601")
+    except (ValueError, TypeError):
+        return pd.NaT
+    return pd.NaT if t is pd.NaT or t.tzinfo is not None else t
 
 
 def typed_records(name: str, records: list[dict]) -> pd.DataFrame:
@@ -360,8 +390,8 @@ def _check_table(ck: _Checker, spec: Table, df: pd.DataFrame) -> pd.DataFrame:
             typed[col.name] = pd.Series(pd.NA, index=df.index, dtype="object")
             continue
         vals, bad = _parse_column(col, df[col.name])
-        finite = " (a finite number)" if col.kind in ("int", "float") else ""
-        ck.add_rows(name, col.name, "type", f"value is not a valid {col.kind}{finite}", bad)
+        hint = TYPE_HINTS.get(col.kind, "")
+        ck.add_rows(name, col.name, "type", f"value is not a valid {col.kind}{hint}", bad)
         typed[col.name] = vals
         missing = vals.isna() & ~bad
         if not col.nullable:

@@ -114,6 +114,37 @@ def test_an_infinite_amount_is_an_error_of_its_loan(book_copy: Path) -> None:
     assert np.isfinite(book.loans["principal"].dropna()).all()
 
 
+def test_a_date_with_a_time_zone_is_an_error_of_its_loan_never_of_the_book(book_copy: Path) -> None:
+    """One `2021-06-25T00:00:00Z` made pandas refuse the whole column ("Mixed timezones detected"),
+    so the book was unusable with a message naming nothing; every date zoned gave a traceback."""
+    loans = read(book_copy, "loans").astype({"origination_date": "object"})
+    perf = read(book_copy, "performance").astype({"month": "object"})
+    loans["origination_date"] = loans["origination_date"].astype(str).str[:10]
+    loans.loc[4, "origination_date"] = loans.loc[4, "origination_date"] + "T00:00:00Z"
+    loans.loc[6, "origination_date"] = loans.loc[6, "origination_date"] + " 00:00:00+08:00"
+    perf["month"] = perf["month"].astype(str).str[:10]
+    perf.loc[9, "month"] = perf.loc[9, "month"] + "T00:00:00Z"
+    write_raw(book_copy, "loans", loans)
+    write_raw(book_copy, "performance", perf)
+    res = run_validate(book_copy)
+    assert res.exit_code == 3 and "Traceback" not in res.output, res.output
+    assert (
+        "loans.origination_date [type] value is not a valid date (a plain date, no time zone)" in res.output
+    )
+    rejected = validate_folder(book_copy).rejected_loans()
+    assert set(rejected) == {loans.loc[4, "loan_id"], loans.loc[6, "loan_id"], perf.loc[9, "loan_id"]}
+    # every date zoned, in CSV text or a zoned Parquet column: type errors, one clear verdict
+    loans["origination_date"] = loans["origination_date"].str[:10] + "T00:00:00Z"
+    write_raw(book_copy, "loans", loans)
+    res = run_validate(book_copy)
+    assert res.exit_code == 1 and "Traceback" not in res.output and "break the contract" in res.output
+    (book_copy / "loans.csv").unlink()
+    loans["origination_date"] = pd.to_datetime(loans["origination_date"].str[:10]).dt.tz_localize("UTC")
+    loans.to_parquet(book_copy / "loans.parquet")
+    res = run_validate(book_copy)
+    assert res.exit_code == 1 and "Traceback" not in res.output and "origination_date [type]" in res.output
+
+
 def test_missing_table(book_copy: Path) -> None:
     (book_copy / "loans.parquet").unlink()
     res = run_validate(book_copy)
