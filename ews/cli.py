@@ -825,7 +825,24 @@ def score_book_cmd(
             reader.close()
     took = time.perf_counter() - t0
     peak = reader.peak_rss_gib if reader is not None else None
-    log_batch_run(cfg, summary, sha, key, took, pipeline, artifact_root, peak)
+    # the outputs are published: a run log that fails is a warning, not a failed batch (MLflow's store
+    # logs such a failure as a traceback of its own; this says it in one line)
+    store_log = logging.getLogger("mlflow.store.db.utils")
+    level, store_log.level = store_log.level, logging.CRITICAL
+    try:
+        log_batch_run(cfg, summary, sha, key, took, pipeline, artifact_root, peak)
+    except Exception as e:  # MLflow, SQLAlchemy and the file system raise their own kinds
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        console.print(
+            Text.assemble(
+                ("warning:", "yellow"),
+                f" the outputs are written ({cfg.target}), but the MLflow run of this "
+                f"batch was not logged: {type(e).__name__}: {why}",
+            ),
+            soft_wrap=True,
+        )
+    finally:
+        store_log.setLevel(level)
     c, wl = summary["counts"], summary["watchlist"]
     out.print(
         f"scored {c['scored']:,} of {c['loans_in_book']:,} loans at {cfg.as_of:%Y-%m} with {ref.name} "
