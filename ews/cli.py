@@ -877,6 +877,9 @@ def score_book_cmd(
             markup=False,
             highlight=False,
         )
+    for w in summary["warnings"]:  # plausibility, not the contract: scored all the same, but said
+        rows = f" ({w['rows']:,} rows)" if w["rows"] else ""
+        out.print(f"warning: {w['rule']}: {w['message']}{rows}", markup=False, highlight=False)
     out.print(f"outputs in {cfg.target}")
     if summary["rejects"]["lines"]:
         raise typer.Exit(EXIT_REJECTS)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from features.book import CSV_LINE, TABLE_NAMES, Book, isin, order_by_loan_month, read_raw_tables
-from features.months import month_index
+from features.months import index_to_month, month_index
 from features.schema import TABLES, Column, Table
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class Problem:
     def describe(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
         ex = f" e.g. {', '.join(self.examples)}" if self.examples else ""
-        return f"{self.severity.upper():7s} {where} [{self.rule}] {self.message} ({self.count} rows){ex}"
+        rows = f" ({self.count} rows)" if self.count else ""  # a problem of the table itself has none
+        return f"{self.severity.upper():7s} {where} [{self.rule}] {self.message}{rows}{ex}"
 
 
 @dataclass
@@ -521,6 +522,46 @@ def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) ->
         )
 
 
+def _check_coverage(ck: _Checker, typed: dict[str, pd.DataFrame]) -> None:
+    """Warnings for what an extract can lose without breaking a row (a truncated file, a month or a
+    price feed left out): each still scores, but PDs move, so it is said, never silent."""
+    perf, loans, hp = typed["performance"], typed["loans"], typed["house_prices"]
+    months = perf["month"].dropna() if "month" in perf else pd.Series([], dtype="datetime64[ns]")
+    if len(months):
+        have = set(month_index(pd.Series(months.unique())).astype(int).tolist())
+        missing = sorted(set(range(min(have), max(have) + 1)) - have)
+        if missing:
+            names = ", ".join(f"{index_to_month(np.array([m]))[0]:%Y-%m}" for m in missing[:6])
+            more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+            ck.add_table(
+                "performance",
+                "month_gap",
+                f"no loan has a row for {names}{more}: a month left out of the extract? (the loans are "
+                "scored as if they had missed reporting it)",
+                "warning",
+                column="month",
+            )
+        if len(hp) and hp["month"].notna().any() and hp["month"].max() < months.max():
+            ck.add_table(
+                "house_prices",
+                "prices_end_early",
+                f"the house prices end at {hp['month'].max():%Y-%m}, before the book's last month "
+                f"{months.max():%Y-%m}: later months have no price level (a feed not updated?)",
+                "warning",
+                column="month",
+            )
+    if len(loans) and "loan_id" in perf:
+        rowless = loans["loan_id"].notna() & ~isin(loans["loan_id"], perf["loan_id"].dropna().unique())
+        ck.add_rows(
+            "loans",
+            "loan_id",
+            "no_rows",
+            "loan has no performance rows (a truncated extract?): it is not scored",
+            rowless,
+            severity="warning",
+        )
+
+
 def _check_foreign_keys(ck: _Checker, typed: dict[str, pd.DataFrame]) -> None:
     for spec in TABLES.values():
         df = typed.get(spec.name)
@@ -576,6 +617,7 @@ def validate_tables(
         typed[name] = _check_table(ck, spec, df)
     _check_foreign_keys(ck, typed)
     _check_performance(ck, typed["performance"], typed["loans"])
+    _check_coverage(ck, typed)
     book = Book(**typed)
     return ValidationReport(ck.problems, book)
 

@@ -155,6 +155,7 @@ def score_book(
         scorer.bundle.shap_tables()
         n_loans = _count_loans(cfg.book_dir)
         scored_parts, feature_parts, reject_parts, shadow_parts = [], [], [], []
+        warnings: dict[str, dict] = {}
         counts = {
             "loans_in_book": 0,
             "scored": 0,
@@ -175,6 +176,7 @@ def score_book(
             scored_parts.append(scored)
             feature_parts.append(feats)
             reject_parts.append(chunk.rejects)
+            _add_warnings(warnings, chunk.warnings)
             counts["loans_in_book"] += chunk.loans
             counts["scored"] += len(scored)
             counts["rejected"] += chunk.rejected_in_book
@@ -209,6 +211,7 @@ def score_book(
     watch = _watchlist(scores, scorer.top_k, prev)
     summary = _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow, shadow_parts)
     summary["rejects"] = _reject_summary(rejects)
+    summary["warnings"] = [warnings[k] for k in sorted(warnings)]
     summary["tier_thresholds"] = {
         "capacity_at_as_of": thresholds,
         "calibration_window": scorer.bundle.tier_thresholds,
@@ -400,6 +403,14 @@ def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow,
             "challenger_mean_pd": round(float(c.mean()), 6),
         }
     return s
+
+
+def _add_warnings(total: dict[str, dict], found: tuple[tuple[str, str, int], ...]) -> None:
+    """Validation warnings over the partitions: rows summed by rule; a problem of a whole table (no
+    rows: each partition sees the same one) once."""
+    for rule, message, rows in found:
+        w = total.setdefault(rule, {"rule": rule, "message": message, "rows": 0})
+        w["rows"] += rows
 
 
 def _reject_summary(rejects: pd.DataFrame) -> dict:

@@ -61,6 +61,8 @@ class Chunk:
     orphan_rows: int  # performance rows of no loan in the loans table (unknown or missing loan id)
     features: pd.DataFrame
     info: pd.DataFrame  # what a credit officer needs beside the score: who, what, where, how much
+    # the partition's validation warnings: (rule name, message, rows; 0 for a problem of a whole table)
+    warnings: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ def prepare(report: ValidationReport, as_of: pd.Timestamp, rule: LabelRule, book
     info["dpd"] = feats["dpd_now"].to_numpy() if "dpd_now" in feats else np.nan
     if len(info) != len(feats):  # the loans and rows kept are unique per loan: a bug, never bad data
         raise AssertionError(f"{len(info)} info rows for {len(feats)} scored loans")
-    return Chunk(kept.loans_in_book, rej, kept.loans_rejected, orphan_rows, feats, info)
+    warnings = tuple((p.rule_name, p.message, p.count) for p in report.warnings)
+    return Chunk(kept.loans_in_book, rej, kept.loans_rejected, orphan_rows, feats, info, warnings)
 
 
 def rejects_of(report: ValidationReport, ids: pd.Series) -> pd.DataFrame:

@@ -145,6 +145,32 @@ def test_a_date_with_a_time_zone_is_an_error_of_its_loan_never_of_the_book(book_
     assert res.exit_code == 1 and "Traceback" not in res.output and "origination_date [type]" in res.output
 
 
+def test_what_an_extract_can_lose_without_breaking_a_row_is_a_warning(book_copy: Path) -> None:
+    """A month left out, a price feed not updated, a file cut short: each still validates and scores,
+    but PDs move (218 and 9,098 of the demo book's), so each is said (they passed without a word)."""
+    assert not validate_folder(book_copy).warnings  # a whole generated book: none of these
+    perf, hp, loans = (
+        read(book_copy, "performance"),
+        read(book_copy, "house_prices"),
+        read(book_copy, "loans"),
+    )
+    months = pd.to_datetime(perf["month"])
+    gap = months.sort_values().unique()[-3]
+    cut = loans["loan_id"].iloc[-3:]
+    perf = perf[(months != gap).to_numpy() & ~perf["loan_id"].isin(cut).to_numpy()]
+    hp = hp[pd.to_datetime(hp["month"]) < months.max() - pd.DateOffset(months=2)]
+    write_raw(book_copy, "performance", perf)
+    write_raw(book_copy, "house_prices", hp)
+    res = run_validate(book_copy)
+    assert res.exit_code == 0, res.output  # warnings only
+    text = " ".join(res.output.split())
+    assert f"[month_gap] no loan has a row for {pd.Timestamp(gap):%Y-%m}" in text
+    assert "[prices_end_early] the house prices end at" in text
+    nr = find(book_copy, "loans", "loan_id", "no_rows")
+    assert nr.count == 3 and set(nr.examples) == set(cut)
+    assert "(0 rows)" not in res.output
+
+
 def test_missing_table(book_copy: Path) -> None:
     (book_copy / "loans.parquet").unlink()
     res = run_validate(book_copy)

@@ -449,3 +449,19 @@ def test_a_run_log_that_fails_after_the_outputs_are_published_is_a_warning(
     text = " ".join(res.output.split())
     assert "warning: the outputs are written" in text and "MLflow run of this batch was not logged" in text
     assert "scored" in res.output and (tmp_path / "out" / as_of / "summary.json").exists()
+
+
+def test_the_batch_says_the_books_validation_warnings_and_keeps_them_in_its_summary(
+    champion_store, small_book_dir, as_of, tmp_path
+) -> None:
+    """`score-book` printed no validation warning: a month left out of the extract scored silently."""
+    book = shutil.copytree(small_book_dir, tmp_path / "book")
+    perf = pd.read_parquet(book / "performance.parquet")
+    gap = pd.Timestamp(as_of) - pd.DateOffset(months=2)
+    perf[pd.to_datetime(perf["month"]) != gap].to_parquet(book / "performance.parquet", index=False)
+    res = _score_book(champion_store, book, as_of, tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert f"warning: performance.month:month_gap: no loan has a row for {gap:%Y-%m}" in text
+    summary = json.loads((tmp_path / "out" / as_of / "summary.json").read_text())
+    assert [w["rule"] for w in summary["warnings"]] == ["performance.month:month_gap"]
