@@ -12,6 +12,7 @@ None for it.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,10 +54,23 @@ class Feature:
             if value == v:
                 return text
         shown = _Compact(value) if isinstance(value, float) and abs(value) >= COMPACT_FROM else value
+        if isinstance(shown, str):
+            shown = shown.replace("_", " ")  # a category code as words: 'export manufacturing'
         try:
             return self.reason.format(value=shown, s="" if value == 1 else "s")
         except (ValueError, TypeError):
             return f"{self.title}: {value}"
+
+
+    @property
+    def display_step(self) -> float:
+        """The smallest difference the reason sentence shows ('{value:.0%}': 0.01; '{value:,.0f}': 1);
+        0 where it shows the value as it is. Two values closer than this read alike."""
+        m = re.search(r"\{value:[^}]*?\.(\d+)([f%])\}", self.reason)
+        if m is None:
+            return 0.0
+        step = 10.0 ** -int(m.group(1))
+        return step / 100 if m.group(2) == "%" else step
 
 
 COMPACT_FROM = 1e12  # values this large are told in three significant digits, not hundreds of them

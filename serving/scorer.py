@@ -69,14 +69,21 @@ class ConceptMap:
         self.direction = np.array([bundle.catalog[f].direction for f in self.features])
         self.numeric = np.array([bundle.catalog[f].dtype == "num" for f in self.features], dtype=bool)
         self.median = np.array([_median(bundle.reference.get(f)) for f in self.features])
+        # compared as the sentence shows them: "Paid 100% of the amounts due" is never a risk because
+        # 99.6% sits below a median of 100% (an officer reads the typical value as a reason)
+        self.step = np.array([bundle.catalog[f].display_step for f in self.features])
 
     def telling(self, X: np.ndarray, contrib: np.ndarray) -> np.ndarray:
         """Per (row, feature): the value may be told as a reason for this row."""
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
+            shown = np.where(self.step > 0, np.round(X / np.where(self.step > 0, self.step, 1.0)), X)
+            typical = np.where(
+                self.step > 0, np.round(self.median / np.where(self.step > 0, self.step, 1.0)), self.median
+            )
             risky = np.where(
                 self.direction > 0,
-                self.median < X,
-                np.where(self.direction < 0, self.median > X, True),
+                typical < shown,
+                np.where(self.direction < 0, typical > shown, True),
             )
         known = ~np.isnan(X)
         risky = np.where(self.numeric & np.isnan(self.median), True, risky)

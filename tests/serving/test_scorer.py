@@ -215,3 +215,35 @@ def test_the_typical_loan_is_the_stored_training_median_and_older_bundles_estima
     old = {k: v for k, v in ref.items() if k != "median"}
     assert 40.0 <= _median(old) <= 50.0  # the lower edge of the bin holding the median
     assert np.isnan(_median(None)) and np.isnan(_median({"kind": "cat"}))
+
+
+def test_a_value_that_reads_as_the_typical_one_is_never_a_reason() -> None:
+    """99.6% paid, below a training median of 100%, was told as "Paid 100% of the amounts due over 12
+    months", raising the risk; values are compared as the sentence shows them."""
+    from types import SimpleNamespace
+
+    from features.catalog import BY_NAME, FEATURE_NAMES
+    from serving.scorer import ConceptMap
+
+    names = ["pay_ratio_12m", "current_ltv", "dpd_now"]
+    assert set(names) <= set(FEATURE_NAMES)
+    bundle = SimpleNamespace(
+        features=names,
+        catalog=BY_NAME,
+        model_spec=SimpleNamespace(protected=()),
+        reference={
+            "pay_ratio_12m": {"kind": "num", "median": 1.0},
+            "current_ltv": {"kind": "num", "median": 0.60},
+            "dpd_now": {"kind": "num", "median": 0.0},
+        },
+    )
+    cm = ConceptMap(bundle)
+    X = np.array(
+        [
+            [0.996, 0.604, 0.4],  # each reads as the median: 100%, 60%, 0 days
+            [0.90, 0.75, 30.0],  # each on the risky side as shown
+        ]
+    )
+    tell = cm.telling(X, np.ones_like(X))
+    assert not tell[0].any() and tell[1].all()
+    assert BY_NAME["pay_ratio_12m"].reason_text(0.996) == "Paid 100% of the amounts due over 12 months"
