@@ -214,7 +214,7 @@ FEATURES: tuple[Feature, ...] = (
         "months_delinquent_3m",
         "arrears",
         "Months delinquent, 3 months",
-        "{value:.0f} month{s} behind on payments in the last 3",
+        "{value:.0f} month{s} behind on payments in the last 3 months",
         1,
     ),
     _n(
@@ -278,7 +278,7 @@ FEATURES: tuple[Feature, ...] = (
         "months_delinquent_12m",
         "payment_history",
         "Months delinquent, 12 months",
-        "{value:.0f} month{s} behind on payments in the last 12",
+        "{value:.0f} month{s} behind on payments in the last 12 months",
         1,
     ),
     _n(

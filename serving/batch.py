@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import resource
 import time
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from features.book import find_table_file, month_span
+from features.book import find_table_file, month_span, new_dir
 from features.months import parse_month
 from features.stability import PSI_SHIFTED, psi
 from features.validation import check_reject_share
@@ -142,6 +143,7 @@ def score_book(
     a reader thread in this process; the command line passes the reader process it started before MLflow
     and the model loaded. It is called (with the model's label rule) after the book is found usable, and
     closed whatever happens."""
+    check_writable(cfg.out_dir)
     recover(cfg.out_dir)
     if cfg.reasons not in ("all", "flagged"):
         raise ValueError(f"reasons must be 'all' or 'flagged', got {cfg.reasons!r}")
@@ -433,7 +435,26 @@ def _write(cfg: BatchConfig, scores, watch, rejects, summary) -> None:
         "rejects.csv": lambda p: rejects.to_csv(p, index=False),
         "summary.json": lambda p: p.write_text(text),
     }
-    publish(cfg.out_dir, f"{cfg.as_of:%Y-%m}", writers)
+    try:
+        publish(cfg.out_dir, f"{cfg.as_of:%Y-%m}", writers)
+    except OSError as e:  # a full disk says neither file nor folder by itself
+        raise OSError(f"writing the outputs to {cfg.target} failed (the previous ones are kept): {e}") from e
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail before the book is read if the output folder cannot take a new version (read-only, a
+    file in its place): found only after all the scoring otherwise."""
+    try:
+        if out_dir.exists():
+            new_dir(out_dir, ".write-check-").rmdir()  # a real try: modes do not stop root, mounts do
+            return
+        parent = next(p for p in out_dir.parents if p.exists())  # a failed run creates no folder
+        if not parent.is_dir():
+            raise NotADirectoryError(20, f"{parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(13, f"{parent} is not writable")
+    except OSError as e:
+        raise OSError(f"the output folder {out_dir} cannot be written: {e.strerror or e}") from e
 
 
 def parse_as_of(value: str) -> pd.Timestamp:

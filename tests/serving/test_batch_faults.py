@@ -465,3 +465,17 @@ def test_the_batch_says_the_books_validation_warnings_and_keeps_them_in_its_summ
     assert f"warning: performance.month:month_gap: no loan has a row for {gap:%Y-%m}" in text
     summary = json.loads((tmp_path / "out" / as_of / "summary.json").read_text())
     assert [w["rule"] for w in summary["warnings"]] == ["performance.month:month_gap"]
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_the_book_is_scored(
+    champion_store, small_book_dir, as_of, tmp_path
+) -> None:
+    """A read-only output folder was found only after all the scoring (root ignores modes, so a file
+    stands where the folder's parent should be)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    res = _score_book(champion_store, small_book_dir, as_of, blocker / "scores")
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    errors = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and f"the output folder {blocker / 'scores'} cannot be written" in errors[0]
+    assert "scored" not in res.output
