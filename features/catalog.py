@@ -61,7 +61,6 @@ class Feature:
         except (ValueError, TypeError):
             return f"{self.title}: {value}"
 
-
     @property
     def display_step(self) -> float:
         """The smallest difference the reason sentence shows ('{value:.0%}': 0.01; '{value:,.0f}': 1);
