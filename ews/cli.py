@@ -828,7 +828,8 @@ def score_book_cmd(
     # the outputs are published: a run log that fails is a warning, not a failed batch (MLflow's store
     # logs such a failure as a traceback of its own; this says it in one line)
     store_log = logging.getLogger("mlflow.store.db.utils")
-    level, store_log.level = store_log.level, logging.CRITICAL
+    level = store_log.level
+    store_log.setLevel(logging.CRITICAL)
     try:
         log_batch_run(cfg, summary, sha, key, took, pipeline, artifact_root, peak)
     except Exception as e:  # MLflow, SQLAlchemy and the file system raise their own kinds

@@ -438,7 +438,7 @@ def _write(cfg: BatchConfig, scores, watch, rejects, summary) -> None:
     try:
         publish(cfg.out_dir, f"{cfg.as_of:%Y-%m}", writers)
     except OSError as e:  # a full disk says neither file nor folder by itself
-        raise OSError(f"writing the outputs to {cfg.target} failed (the previous ones are kept): {e}") from e
+        raise OSError(e.errno, f"writing the outputs to {cfg.target} failed: {e.strerror or e}") from e
 
 
 def check_writable(out_dir: Path) -> None:

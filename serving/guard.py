@@ -18,6 +18,7 @@ builds from the settings at startup, so settings are read once per worker.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -58,6 +59,8 @@ class FailedKeys:
     requests need (55 wrong keys a second had raised a real request's p50 from 0.13 s to 1 s). A key
     this worker already verified never meets the limit."""
 
+    MAX_ADDRESSES = 10_000  # addresses held at once: past it, those seen longest ago are forgotten
+
     def __init__(self, limit: int = 20, window: float = 10.0, clock: Callable[[], float] = time.monotonic):
         self.limit, self.window, self.clock = limit, window, clock
         self._seen: dict[str, deque[float]] = {}
@@ -77,7 +80,11 @@ class FailedKeys:
 
     def failed(self, client: str) -> None:
         self._recent(client)
-        self._seen.setdefault(client, deque()).append(self.clock())
+        q = self._seen.pop(client, deque())  # re-inserted: the dict runs from least to most recent
+        q.append(self.clock())
+        self._seen[client] = q
+        while len(self._seen) > self.MAX_ADDRESSES:  # many addresses (IPv6 is cheap): memory stays bounded
+            del self._seen[next(iter(self._seen))]
 
 
 @dataclass
@@ -95,14 +102,6 @@ class Access:
 
     def body_limit(self, path: str) -> int:
         return self.max_batch_body_bytes if path == BATCH else self.max_body_bytes
-
-    async def authenticate(self, authorization: str | None) -> User | None:
-        """The user of a `Bearer` key, or None; a key not seen before is checked off the event loop."""
-        key = _bearer(authorization)
-        user = self.users.cached(key)
-        if user is None:
-            user = await anyio.to_thread.run_sync(self.users.verify, key)
-        return user
 
 
 def _bearer(authorization: str | None) -> str:
@@ -158,7 +157,7 @@ AUDIT_DOWN = _error("the audit log cannot be written, so no loan is read: tell t
 GONE = 499  # the audit status of a request whose client left before its body was complete (nginx's code)
 
 
-SYSTEM_PATHS = frozenset({*PUBLIC, *ADMIN, *LOAN_READS, "/healthz"})
+SYSTEM_PATHS = frozenset({*PUBLIC, *ADMIN, *LOAN_READS})
 
 
 def printable(path: str, known: frozenset[str]) -> str:
@@ -186,6 +185,8 @@ class RequestGuard:
         self._page: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # the service has no websocket endpoint: refused unheard
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = printable(scope["path"], self.known)
@@ -207,8 +208,8 @@ class RequestGuard:
             log.warning("429 %s %s: %s sent too many wrong keys", scope["method"], path, client)
             retry = {"retry-after": f"{access.failed_keys.window:g}"}
             return await _send_json(send, 429, TOO_MANY, retry)
-        if user is None:
-            user = await access.authenticate(headers.get("authorization"))
+        if user is None:  # a key not seen before: one scrypt, off the event loop
+            user = await anyio.to_thread.run_sync(access.users.verify, _bearer(headers.get("authorization")))
         if user is None:
             access.failed_keys.failed(client)
             log.warning("401 %s %s: no valid API key", scope["method"], path)
@@ -262,11 +263,15 @@ class RequestGuard:
             if not refused:
                 await answer(message)
 
+        status = 500  # the endpoint raised: the server answers 500
         try:
             await self.app(scope, receive, watch)
+        except asyncio.CancelledError:
+            status = 504  # BentoML's request timeout answered and cancelled the endpoint
+            raise
         finally:
-            if not started:  # the endpoint raised: the server answers 500
-                _audit(access, user, path, 500, scope["state"].get("loans", []))
+            if not started:
+                _audit(access, user, path, status, scope["state"].get("loans", []))
 
     def _document(self) -> dict | None:
         try:
@@ -374,7 +379,7 @@ def bound_request_paths(known: frozenset[str]) -> None:
         bounds_paths = True
 
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http" and scope["path"] not in known:
+            if scope["type"] in ("http", "websocket") and scope["path"] not in known:
                 scope = {**scope, "path": OTHER_PATH, "raw_path": OTHER_PATH.encode()}
             await super().__call__(scope, receive, send)
 
@@ -407,6 +412,8 @@ def error_body(status: int, data: bytes) -> dict:
         body = body[0] if body and isinstance(body[0], dict) else {"error": f"HTTP {status}"}
     if not isinstance(body, dict):
         body = {"error": f"HTTP {status}"}
+    if isinstance(body.get("detail"), str) and not body.get("error"):  # Starlette's {"detail": "Not Found"}
+        body = {"error": body["detail"]}
     detail = [
         {"loc": list(d.get("loc") or ["body"]), "msg": str(d.get("msg", "")), "type": d.get("type")}
         for d in body.get("detail") or []

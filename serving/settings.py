@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 2**20
@@ -26,8 +27,10 @@ class ServingSettings(BaseSettings):
     audit_log: Path | None = None  # every read of a loan, JSON lines; default models_dir/audit.jsonl
     max_body_bytes: int = 2 * MiB  # request bodies above this get 413 unread...
     max_batch_body_bytes: int = 16 * MiB  # ...except /score_batch (1,000 full loans are about 7 MB)
-    max_failed_keys: int = 20  # wrong keys per client address in 10 s before 429 (per worker)
-    body_timeout: float = 30.0  # seconds a request body may take to arrive before a 408
+    # wrong keys per client address in 10 s before 429, counted by each worker (so up to workers x this)
+    max_failed_keys: int = Field(20, ge=1)
+    # seconds a request body may take to arrive before a 408: under BentoML's 60 s request timeout
+    body_timeout: float = Field(30.0, gt=0, lt=60)
     startup_timeout: float = 180.0  # seconds `ews serve` waits for its workers before it gives up
 
     @property

@@ -143,13 +143,24 @@ class UserStore:
         return f"ews_{key_id}_{secret}"
 
     def remove(self, name: str) -> bool:
-        """Delete a user (its key stops working at the server's next request); False if there is none."""
-        records = list(self._read().values())
+        """Delete a user (its key stops working at the server's next request); False if there is none.
+        Works on a file with a broken record too, so the broken one can be removed."""
+        records = self._raw_records()
         kept = [r for r in records if r["name"] != name]
         if len(kept) == len(records):
             return False
         self._write(kept)
         return True
+
+    def _raw_records(self) -> list[dict]:
+        """The file's records as stored, unchecked (only `remove` reads them so)."""
+        if not self.path.exists():
+            return []
+        try:
+            records = json.loads(self.path.read_text())["users"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"users file {str(self.path)!r} is unreadable: {e}") from e
+        return [r for r in records if isinstance(r, dict)]
 
     def _write(self, records: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

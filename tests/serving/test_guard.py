@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from serving.audit import AuditRecord, JsonlAuditLog
-from serving.guard import OTHER_PATH, Access, RequestGuard, front_page
+from serving.guard import OTHER_PATH, Access, FailedKeys, RequestGuard, _error_bodies
 from serving.users import UserStore
 
 
@@ -161,7 +161,6 @@ def test_the_front_page_lists_the_endpoints_and_loads_nothing_from_elsewhere(tmp
     assert "default-src 'none'" in r.headers["content-security-policy"]
     assert "<code>/score</code>" in r.text and "t &lt;b&gt;" in r.text  # escaped
     assert "http://" not in r.text and "https://" not in r.text and "<script" not in r.text
-    assert "googletagmanager" not in front_page({"paths": {}})
 
 
 def _record(n: int) -> AuditRecord:
@@ -195,14 +194,18 @@ def test_the_audit_log_starts_a_new_file_when_its_file_is_rotated_or_deleted(tmp
 def test_a_hand_broken_users_file_is_refused_naming_the_user_and_field(tmp_path, edit, message) -> None:
     store = UserStore(tmp_path / "users.json")
     key = store.add("ann", "officer")
-    store.add("bob", "admin")
+    bob = store.add("bob", "admin")
+    assert store.verify(bob) is not None
     data = json.loads(store.path.read_text())
     edit(next(r for r in data["users"] if r["name"] == "ann"))
     store.path.write_text(json.dumps(data))
     os.utime(store.path, ns=(1, 1))  # a change the running server notices (its stamp differs)
     with pytest.raises(ValueError, match=message):
         store.check()
-    assert store.verify(key) is None  # a running server refuses every key until the file is fixed
+    # a running server refuses every key until the file is fixed (a tampered file locks the door) ...
+    assert store.verify(key) is None and store.verify(bob) is None
+    # ... and `ews user remove` can take the broken record out
+    assert store.remove("ann") and store.check() is None and store.verify(bob) is not None
 
 
 def test_every_error_the_app_answers_in_its_own_shape_becomes_an_error_body() -> None:
@@ -239,8 +242,6 @@ def test_every_error_the_app_answers_in_its_own_shape_becomes_an_error_body() ->
 def test_an_address_sending_wrong_keys_gets_429_without_more_checks_and_known_keys_still_pass(
     tmp_path,
 ) -> None:
-    from serving.guard import FailedKeys
-
     now = [0.0]
     access, key = _access(tmp_path, tmp_path / "audit.jsonl")
     access.failed_keys = FailedKeys(limit=3, window=10.0, clock=lambda: now[0])
@@ -263,3 +264,60 @@ def test_an_address_sending_wrong_keys_gets_429_without_more_checks_and_known_ke
     assert anyio.run(post, "wrong", ("10.0.0.2", 5)).status_code == 401  # another address
     now[0] = 10.5  # the window has passed
     assert anyio.run(post, "wrong").status_code == 401
+
+
+def test_an_error_answer_sent_in_pieces_is_rewritten_whole_and_other_answers_pass_as_they_are() -> None:
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def run() -> None:
+        errors = _error_bodies(send)
+        await errors(
+            {
+                "type": "http.response.start",
+                "status": 404,
+                "headers": [(b"content-type", b"text/plain"), (b"x-a", b"1")],
+            }
+        )
+        await errors({"type": "http.response.body", "body": b"Not ", "more_body": True})
+        await errors({"type": "http.response.body", "body": b"Found"})
+        ok = _error_bodies(send)
+        await ok(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        await ok({"type": "http.response.body", "body": b"fine", "more_body": True})
+        await ok({"type": "http.response.body", "body": b"!"})
+
+    anyio.run(run)
+    assert sent[0]["status"] == 404 and (b"x-a", b"1") in sent[0]["headers"]
+    assert (b"content-type", b"application/json") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"]) == {"error": "Not Found", "detail": []}
+    assert [m.get("body") for m in sent[2:]] == [None, b"fine", b"!"]  # a 200 streams untouched
+
+
+def test_the_failed_key_table_stays_bounded_however_many_addresses_try() -> None:
+    now = [0.0]
+    keys = FailedKeys(limit=3, window=10.0, clock=lambda: now[0])
+    for i in range(FailedKeys.MAX_ADDRESSES + 500):
+        keys.failed(f"2001:db8::{i:x}")
+    assert len(keys._seen) == FailedKeys.MAX_ADDRESSES
+    for _ in range(3):
+        keys.failed("203.0.113.9")
+    assert keys.blocked("203.0.113.9")  # the newest address is kept; the oldest were forgotten
+
+
+def test_a_websocket_is_refused_unheard(tmp_path) -> None:
+    access, _ = _access(tmp_path, tmp_path / "audit.jsonl")
+    app = _App()
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    anyio.run(_guard(app, access), {"type": "websocket", "path": "/x"}, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}] and app.calls == []
