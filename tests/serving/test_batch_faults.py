@@ -431,20 +431,41 @@ def test_the_exit_codes_are_documented_in_the_help() -> None:
 def test_a_run_log_that_fails_after_the_outputs_are_published_is_a_warning(
     champion_store, small_book_dir, as_of, tmp_path
 ) -> None:
-    """Another process writing to the MLflow store (a training, a promotion) made the batch's own run
-    log fail after its outputs were published: exit 1 and a 234-line traceback, so a scheduler would
-    rerun a batch whose outputs were live. Now the outputs stand, the exit code is the batch's, and one
-    warning line says the run was not logged."""
+    """A run log that failed after the outputs were published (another process holding the store's
+    write lock; an artifact folder gone) exited 1 with a 234-line traceback, so a scheduler would rerun
+    a batch whose outputs were live. Now the outputs stand, the exit code is the batch's, and one
+    warning line says the run was not logged. The fault here: a copy of the store whose batch
+    experiment keeps its artifacts where a file stands (the lock waits MLflow's 20 s busy timeout)."""
     import sqlite3
 
-    db = champion_store[0] / "mlflow.db"
-    lock = sqlite3.connect(db, isolation_level=None, timeout=1)
+    from mlflow import MlflowClient
+
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copyfile(champion_store[0] / "mlflow.db", store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    blocker = tmp_path / "artifacts-are-a-file"
+    blocker.write_text("x")
+    if MlflowClient(uri).get_experiment_by_name("loan-ews-batch") is None:
+        MlflowClient(uri).create_experiment("loan-ews-batch", artifact_location=blocker.as_uri())
+    else:
+        with sqlite3.connect(store / "mlflow.db") as db:
+            db.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE name = 'loan-ews-batch'",
+                (blocker.as_uri(),),
+            )
+    mp = pytest.MonkeyPatch()
+    for k, v in serve_env(champion_store).items():
+        if k.startswith(("MLFLOW_", "EWS_")):
+            mp.setenv(k, v)
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
     try:
-        lock.execute("BEGIN IMMEDIATE")  # holds the write lock: readers go on, writers are refused
-        res = _score_book(champion_store, small_book_dir, as_of, tmp_path / "out")
+        res = runner.invoke(
+            app,
+            ["score-book", "--book", str(small_book_dir), "--as-of", as_of, "--out", str(tmp_path / "out")],
+        )
     finally:
-        lock.execute("ROLLBACK")
-        lock.close()
+        mp.undo()
     assert res.exit_code == 0 and "Traceback" not in res.output, res.output
     text = " ".join(res.output.split())
     assert "warning: the outputs are written" in text and "MLflow run of this batch was not logged" in text
