@@ -68,8 +68,21 @@ def load_bundle(name: str, version: str) -> ModelBundle:
 
 
 def ensure_experiment(name: str, artifact_root: Path | None) -> str:
+    """The experiment's id, created with its artifacts under `artifact_root`. An existing one keeps
+    the folder it was made with (MLflow stores it as an absolute path): one outside `artifact_root` is
+    said, since a copied store then writes its runs' files into the original's folder."""
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
+        if artifact_root is not None and exp.artifact_location.startswith("file:"):
+            root = Path(artifact_root).resolve().as_uri()
+            if not exp.artifact_location.startswith(f"{root}/"):
+                log.warning(
+                    "experiment %s keeps its artifacts at %s, outside this store's artifact folder %s "
+                    "(a copied store?): its runs write their files there",
+                    name,
+                    exp.artifact_location,
+                    root,
+                )
         return exp.experiment_id
     location = Path(artifact_root).resolve().as_uri() if artifact_root else None
     return mlflow.create_experiment(name, artifact_location=location and f"{location}/{name}")
