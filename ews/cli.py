@@ -15,6 +15,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -30,6 +31,18 @@ from rich.text import Text
 from ews.settings import Settings
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_REJECTS = 1, 2, 3
+EXIT_STOPPED = 128 + 15  # what a shell reports for SIGTERM
+
+
+class Stopped(BaseException):
+    """A stop signal, raised where the command is, so it unwinds as an error does (a BaseException, so
+    no `except Exception` on the way swallows it)."""
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 app = typer.Typer(
@@ -774,7 +787,8 @@ def score_book_cmd(
     Exit codes: 0 done, every loan scored or not performing; 3 done with rejects (rows that break the
     contract, loan ids not in the loans table, malformed CSV lines: see OUT/YYYY-MM/rejects.csv); 1 failed
     with a one-line message (unusable book, no rows at the as-of month, too many rejects, no model, a
-    write error): nothing written, the previous outputs stay."""
+    write error): nothing written, the previous outputs stay; 143 stopped by SIGTERM (one line, nothing
+    half-written)."""
     from features.book import book_fingerprint
     from features.stability import PSI_SHIFTED
     from serving.batch import BatchConfig, log_batch_run, parse_as_of, run_key, score_book
@@ -790,6 +804,9 @@ def score_book_cmd(
     except ValueError as e:
         _fail(str(e))
     t0 = time.perf_counter()
+    # SIGTERM (a scheduler's stop) unwinds like an error: the reader is stopped, nothing half-written stays,
+    # and one line says so; the outputs are whole either way (the swap is atomic)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
     # the book is read, validated and featurised in a reader process started before MLflow, LightGBM and
     # the model load here (both hold the GIL: in one process they would take turns on one core)
     reader = start_process_reader(ReadPlan(cfg.book_dir, cfg.as_of, cfg.chunk_loans), LOG_FORMAT)
@@ -820,7 +837,14 @@ def score_book_cmd(
         pipeline = time.perf_counter() - start
     except (ValueError, OSError) as e:
         _fail(str(e))
+    except Stopped as e:
+        _fail(
+            f"stopped by {e}: nothing half-written stays (the outputs are the previous set, or this "
+            "run's if the stop came during its final swap)",
+            EXIT_STOPPED,
+        )
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if reader is not None:
             reader.close()
     took = time.perf_counter() - t0

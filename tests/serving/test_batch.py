@@ -259,6 +259,34 @@ def test_killed_run_leaves_previous_outputs_and_rerun_gives_identical_files(
     assert runs[0].data.metrics["count_scored"] == summary["counts"]["scored"]
 
 
+def test_sigterm_stops_the_batch_with_one_line_and_leaves_nothing_half_written(
+    champion_store, demo_book_dir, tmp_path
+) -> None:
+    """SIGTERM (a scheduler's stop) exited 143 with nothing on stderr and left a link and a version
+    folder for the next run to clean up."""
+    import psutil
+
+    out = tmp_path / "scores"
+    run = _cli(champion_store, demo_book_dir, out, "--chunk-loans", "2000")
+    deadline, seen = time.time() + 300, ""
+    while time.time() < deadline:
+        line = run.stderr.readline()
+        seen += line
+        if "chunk done" in line or not line:
+            break
+    assert "chunk done" in seen, seen
+    children = psutil.Process(run.pid).children(recursive=True)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 143, err
+    errors = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: stopped by SIGTERM"), err
+    assert "Traceback" not in err
+    assert not out.exists() or not [p for p in out.iterdir() if p.name.startswith(".")]
+    psutil.wait_procs(children, timeout=10)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
 def test_batch_score_of_a_loan_equals_the_api_score(server, demo_book_dir, champion_scorer, tmp_path) -> None:
     s = _run(demo_book_dir, "2025-12", tmp_path, champion_scorer)
     scores = pd.read_parquet(tmp_path / "2025-12" / "scores.parquet")
