@@ -1,6 +1,6 @@
 """Schemathesis over the OpenAPI document the server publishes: every generated request (valid and
 invalid, boundary values included) gets a non-5xx answer that conforms to its documented status, content
-type and schema. Bounded (30 examples per operation per phase, a fixed seed) to stay near 30 s."""
+type and schema. Bounded (20 examples per operation per phase, a fixed seed) to stay near 10 s."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(served, api_keys, 
             "--checks",
             CHECKS,
             "--max-examples",
-            "30",
+            "20",
             "--seed",
             "14",
             "--workers",
