@@ -213,6 +213,18 @@ def _cli(champion_store, book: Path, out: Path, *extra: str) -> subprocess.Popen
     )
 
 
+def _after_first_chunk(run: subprocess.Popen) -> subprocess.Popen:
+    """The batch `run` once its log says a first chunk is scored (nothing is written yet)."""
+    deadline, seen = time.time() + 300, ""
+    while time.time() < deadline:
+        line = run.stderr.readline()
+        seen += line
+        if "chunk done" in line or not line:
+            break
+    assert "chunk done" in seen, seen
+    return run
+
+
 def test_killed_run_leaves_previous_outputs_and_rerun_gives_identical_files(
     champion_store, demo_book_dir, tmp_path
 ) -> None:
@@ -224,15 +236,7 @@ def test_killed_run_leaves_previous_outputs_and_rerun_gives_identical_files(
     target = out / "2025-12"
     before = {f: (target / f).read_bytes() for f in FILES}
     # kill a second run part way: after its first chunk is scored, before anything is written
-    run = _cli(champion_store, demo_book_dir, out, "--chunk-loans", "2000")
-    deadline = time.time() + 300
-    seen = ""
-    while time.time() < deadline:
-        line = run.stderr.readline()
-        seen += line
-        if "chunk done" in line or not line:
-            break
-    assert "chunk done" in seen, seen
+    run = _after_first_chunk(_cli(champion_store, demo_book_dir, out, "--chunk-loans", "2000"))
     os.kill(run.pid, signal.SIGKILL)
     run.wait(30)
     assert run.returncode == -signal.SIGKILL
@@ -267,14 +271,7 @@ def test_sigterm_stops_the_batch_with_one_line_and_leaves_nothing_half_written(
     import psutil
 
     out = tmp_path / "scores"
-    run = _cli(champion_store, demo_book_dir, out, "--chunk-loans", "2000")
-    deadline, seen = time.time() + 300, ""
-    while time.time() < deadline:
-        line = run.stderr.readline()
-        seen += line
-        if "chunk done" in line or not line:
-            break
-    assert "chunk done" in seen, seen
+    run = _after_first_chunk(_cli(champion_store, demo_book_dir, out, "--chunk-loans", "2000"))
     children = psutil.Process(run.pid).children(recursive=True)
     run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=60)
