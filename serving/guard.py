@@ -379,7 +379,7 @@ def bound_request_paths(known: frozenset[str]) -> None:
         bounds_paths = True
 
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] in ("http", "websocket") and scope["path"] not in known:
+            if scope["type"] in ("http", "websocket") and printable(scope["path"], known) != scope["path"]:
                 scope = {**scope, "path": OTHER_PATH, "raw_path": OTHER_PATH.encode()}
             await super().__call__(scope, receive, send)
 
