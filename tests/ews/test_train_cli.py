@@ -186,7 +186,7 @@ def test_messy_books_validate_train_promote_and_score_without_hand_edits(
     if book == "card":
         folder = card_book_dir
     else:
-        folder = write_book(generate_book(6000, 40, 31, profile("mixed")).book, tmp_path / "mixed")
+        folder = write_book(generate_book(3000, 40, 31, profile("mixed")).book, tmp_path / "mixed")
     mp = pytest.MonkeyPatch()
     _env(mp, tmp_path)
     try:

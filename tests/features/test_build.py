@@ -148,7 +148,8 @@ def book_wide(demo_generated, tmp_path_factory) -> pd.DataFrame:
     folder = tmp_path_factory.mktemp("parity") / "book"
     write_book(demo_generated.book, folder)
     ms = month_range("2023-01", "2025-12")
-    parts = list(iter_panel_chunks(folder, ms, LabelRule(), 12, chunk_loans=7_000))
+    n = demo_generated.book.loans["loan_id"].nunique()
+    parts = list(iter_panel_chunks(folder, ms, LabelRule(), 12, chunk_loans=-(-n // 3)))
     assert len(parts) == 3
     return pd.concat(parts, ignore_index=True)
 

@@ -14,6 +14,7 @@ from features.generate import generate_book, oracle_column, profile
 from features.labels import LabelRule
 from features.summary import default_rates, labelled_snapshots, oracle_auc
 from features.validation import validate_tables
+from tests.conftest import DEMO_LOANS
 
 RULE = LabelRule()
 
@@ -115,7 +116,7 @@ def test_demo_size_book_validates(demo_generated, tmp_path: Path) -> None:
     write_book(demo_generated.book, tmp_path / "demo")
     res = runner.invoke(app, ["book", "validate", str(tmp_path / "demo")])
     assert res.exit_code == 0, res.output
-    assert "VALID: 20,000 loans" in res.output
+    assert f"VALID: {DEMO_LOANS:,} loans" in res.output
 
 
 def test_oracle_covers_every_performing_loan_month(demo_generated) -> None:

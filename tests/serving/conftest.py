@@ -41,7 +41,14 @@ def port_is_free(port: int) -> bool:
 def serve_env(champion_store) -> dict[str, str]:
     root, uri, promote = champion_store
     assert promote.exit_code == 0, promote.output
-    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "EWS_MODELS_DIR": str(root / "models")}
+    # a data folder of its own: `ews serve` with no --book serves the demo book when data/ in the
+    # working folder has one (a `make demo` run), and a test must not depend on that
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "EWS_MODELS_DIR": str(root / "models"),
+        "EWS_DATA_DIR": str(root / "data"),
+    }
 
 
 def add_user(env: dict[str, str], name: str, role: str) -> str:

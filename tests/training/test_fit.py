@@ -1,4 +1,4 @@
-"""Training on the demo-size book: out-of-time windows, calibration, lists and tiers, monotonicity,
+"""Training on the session's demo book: out-of-time windows, calibration, lists and tiers, monotonicity,
 challenger and oracle; short windows and held-out calibration; a degenerate model is called out."""
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def test_one_month_windows_and_held_out_calibration(trained, demo_generated) -> 
     assert not held & kept and 0.2 < len(held) / len(held | kept) < 0.3  # grouped by loan, a quarter held out
     res = train_model(short, panel, w)
     assert res.evaluation.scores["as_of"].eq(pd.Timestamp("2024-06-01")).all()
-    assert res.test_metrics["auc"] > 0.8 and res.best_iteration >= 10
+    assert res.test_metrics["auc"] > 0.75 and res.best_iteration >= 10
     assert "book_arrears_rate" in res.dropped  # one month holds no cycle to learn the context from
     # the model card names the default held-out share (it crashed on the unset `holdout_share`)
     from training.card import model_card
