@@ -7,7 +7,9 @@ A CSV file is one record per line. A line that is not a record of the header's f
 few, an unterminated quote, not UTF-8) does not stop the read: it becomes a row that holds only the table's
 first key (the loan id of a performance or loans line, the borrower id of a borrowers line, ...) when that
 field can be read, with the line number and what is wrong in the `CSV_LINE` column; validation reports it
-as a `csv_line` error, so the loan it belongs to is set aside and every other line is used.
+as a `csv_line` error, so the loan it belongs to is set aside and every other line is used. The lines
+after one that leaves a quote open, up to the one that closes it (a line break inside a quoted value),
+are errors of that line's owner: a fragment of a value is never read as an id.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TABLE_NAMES = tuple(TABLES)
 CSV_LINE = "__csv_line__"  # column of a raw CSV frame: what is wrong with a line that is not a record
+OPEN_QUOTE = "has a quote that is never closed"
 
 
 @dataclass
@@ -308,6 +311,10 @@ def _read_csv_lines(
     records: list[bytes] = []
     owners: list[str | None] = []
     notes: list[str] = []
+    # a line break inside a quoted value: the line that left the quote open, and its owner; the lines
+    # after it up to the one that closes the quote are the rest of that record, not records of owners
+    # named by their first fragment
+    open_at: tuple[int, str | None] | None = None
     with path.open("rb") as f:
         f.seek(header_bytes)
         for number, raw in enumerate(f, start=2):
@@ -316,15 +323,28 @@ def _read_csv_lines(
                 continue  # a blank line is no record (Arrow and pandas skip it too)
             if b'"' not in line and line.count(b",") + 1 == width and _is_utf8(line):
                 records.append(line)  # the common line, told apart without splitting it
+                open_at = None
                 continue
             fields, problem = _line_problem(line, width)
             if problem is None:
                 records.append(line)
+                open_at = None
                 continue
+            if open_at is not None:
+                first, owner_id = open_at
+                notes.append(
+                    f"line {number} is the rest of a quoted value that line {first} left open "
+                    "(a line break inside quotes: a record must be one line)"
+                )
+                owners.append(owner_id)
+                if line.count(b'"') % 2 == 1:  # it closes the quote
+                    open_at = None
+                continue
+            owner_id = fields[owner_at] or None if owner_at is not None and owner_at < len(fields) else None
             notes.append(f"line {number} {problem}")
-            owners.append(
-                fields[owner_at] or None if owner_at is not None and owner_at < len(fields) else None
-            )
+            owners.append(owner_id)
+            if problem == OPEN_QUOTE:
+                open_at = (number, owner_id)
     good = _read_csv_fast(io.BytesIO(b"\n".join(records)), names, keep, skip_rows=0) if records else None
     if good is None:  # no records, or a line Arrow reads otherwise than Python's csv module: read in Python
         good = _records_in_python(records, names, keep)
@@ -350,7 +370,7 @@ def _line_problem(line: bytes, width: int) -> tuple[list[str], str | None]:
         return _split_line(line.decode("utf-8", errors="replace"))[0], "is not UTF-8 text"
     fields, open_quote = _split_line(line.decode("utf-8"))
     if open_quote:
-        return fields, "has a quote that is never closed"
+        return fields, OPEN_QUOTE
     if len(fields) != width:
         n = len(fields)
         return fields, f"has {n} field{'' if n == 1 else 's'} where the header has {width}"

@@ -159,3 +159,44 @@ def test_a_table_in_both_formats_reads_the_parquet_file_and_says_so(csv_book, tm
     assert len(raw["loans"]) == 0  # the Parquet file, as documented
     said = [r.getMessage() for r in caplog.records if "both exist" in r.getMessage()]
     assert len(said) == 1 and "loans.parquet and loans.csv" in said[0]  # once, not on every read
+
+
+def test_a_line_break_inside_quotes_sets_its_loan_aside_and_names_no_other_loan(csv_book, tmp_path) -> None:
+    """A quoted value with line breaks (an address exported from a spreadsheet) spans physical lines; the
+    lines after the first were read as records of their own, with a fragment of the value as loan id."""
+    book = shutil.copytree(csv_book, tmp_path / "book")
+    path = book / "loans.csv"
+    lines = path.read_bytes().split(b"\n")
+    two, three = 5, 9  # the lines whose city gets a line break (two lines) and two (three lines)
+    ids = [lines[n - 1].split(b",")[0].decode() for n in (two, three)]
+    city = {n: lines[n - 1].split(b",")[8] for n in (two, three)}
+    _edit_lines(
+        path,
+        {
+            two: lines[two - 1].replace(b"," + city[two] + b",", b',"' + city[two] + b'\nDistrict 9",'),
+            three: lines[three - 1].replace(
+                b"," + city[three] + b",", b',"' + city[three] + b'\nRoad 3\nNo. 7",'
+            ),
+        },
+    )
+    raw, _ = read_raw_tables(book, ("loans",))
+    loans = raw["loans"]
+    bad = loans[loans[CSV_LINE].notna()]
+    assert set(bad["loan_id"]) == set(ids), bad  # no fragment such as 'District 9"' becomes a loan id
+    first = {two: two, three: three + 1}  # line numbers in the edited file: line 5 became two lines
+    notes = bad.groupby("loan_id")[CSV_LINE].apply(list)
+    assert notes[ids[0]] == [
+        f"line {two} has a quote that is never closed",
+        f"line {two + 1} is the rest of a quoted value that line {two} left open "
+        "(a line break inside quotes: a record must be one line)",
+    ]
+    assert (
+        len(notes[ids[1]]) == 3
+        and notes[ids[1]][0] == f"line {first[three]} has a quote that is never closed"
+    )
+    assert all(f"that line {first[three]} left open" in x for x in notes[ids[1]][1:])
+    good = loans[loans[CSV_LINE].isna()]
+    assert len(good) == len(lines) - 2 - 2  # every other loan is read, the lines after them included
+    kept = validate_folder(book).set_aside()
+    assert kept.rejected == dict.fromkeys(ids, "loans:csv_line")
+    assert kept.loans_in_book == len(lines) - 2  # no loan made of a fragment
