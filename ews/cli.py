@@ -87,7 +87,16 @@ def main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", 
     # and LightGBM makes ~1M long-lived objects, and the default triggers full collections over them that
     # cost each command ~0.7 s of start-up and find almost nothing to free
     gc.set_threshold(10_000, 10, 10)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell ignores it
+        signal.signal(signal.SIGINT, _interrupted)
     ctx.obj = Settings()
+
+
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C: one line, then Python's KeyboardInterrupt (the command's clean-up runs; exit 130). Typer
+    exits 130 on it without a word, so a stopped train or batch looked like a finished one."""
+    _error_line("stopped by SIGINT (Ctrl-C)")
+    raise KeyboardInterrupt
 
 
 @contextmanager
@@ -544,7 +553,7 @@ def promote_cmd(ctx: typer.Context, model: ModelOpt = None, book_dir: BookOpt = 
     for c in ("gate", "value", "limit", "rule", "result"):
         t.add_column(c)
     for g in d.gates:
-        t.add_row(g.name, f"{g.value:.4f}", f"{g.limit:.4f}", g.rule, "pass" if g.passed else "FAIL")
+        t.add_row(g.name, _number(g.value), _number(g.limit), g.rule, "pass" if g.passed else "FAIL")
     out.print(t)
     c = d.challenger
     line = (
@@ -553,7 +562,9 @@ def promote_cmd(ctx: typer.Context, model: ModelOpt = None, book_dir: BookOpt = 
     if d.champion is not None:
         line += f"   champion v{d.champion_before}: AUC {d.champion['auc']:.4f} ECE {d.champion['ece']:.4f}"
     out.print(line)
-    out.print(("PROMOTED: " if d.promoted else "REFUSED: ") + d.reason, markup=False)
+    out.print(
+        ("PROMOTED: " if d.promoted else "REFUSED: ") + d.reason.removeprefix("refused: "), markup=False
+    )
     if not d.promoted:
         raise typer.Exit(EXIT_REFUSED)
 
@@ -663,6 +674,11 @@ def serve(
         env.pop("EWS_BOOK", None)
     with supervisor.StopSignals() as stop:  # from here to the end, a stop signal is a clean stop
         _serve(settings, host, port, env, stop)
+
+
+def _number(x: float) -> str:
+    """A gate's value or limit: a count as a whole number (23 rounds, not 23.0000), a rate to 4 places."""
+    return f"{x:.0f}" if float(x).is_integer() and abs(x) >= 1 else f"{x:.4f}"
 
 
 def _serve(settings: Settings, host: str, port: int, env: dict[str, str], stop) -> None:

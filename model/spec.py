@@ -6,13 +6,14 @@ DPD in 1 month card model differ from the 12-month PD model only in their YAML f
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.catalog import BY_NAME, FEATURE_NAMES
 from features.labels import LabelRule
@@ -229,13 +230,48 @@ def load_spec(path: str | Path) -> ModelSpec:
     if not path.is_file():
         raise ValueError(f"model spec {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
-        raise ValueError(f"model spec {str(path)!r} is not valid YAML: {e}") from e
+        raise ValueError(f"model spec {str(path)!r} is not valid YAML: {' '.join(str(e).split())}") from e
     try:
         return ModelSpec.model_validate(data)
+    except ValidationError as e:
+        raise ValueError(f"model spec {str(path)!r}: {spec_problems(e)}") from e
     except ValueError as e:
         raise ValueError(f"model spec {str(path)!r}: {e}") from e
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one silently:
+    `seed: 7` then `seed: 8` would train with 8)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(problem=f"key {key!r} is given twice (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def spec_problems(e: ValidationError) -> str:
+    """Pydantic's errors as one line, `where: what` for each, without its type codes and links."""
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(x) for x in err["loc"]) or "the spec"
+        kind, value = err["type"], err.get("input")
+        if kind == "extra_forbidden":
+            what = "unknown key"
+        elif isinstance(value, dt.date) and not isinstance(value, str):
+            what = f"{value} is a date; give a month as 'YYYY-MM' in quotes"
+        else:
+            what = err["msg"].removeprefix("Value error, ")
+            if kind not in ("value_error", "missing") and not isinstance(value, dict | list):
+                what += f" (got {value!r})"
+        parts.append(f"{where}: {what}")
+    return "; ".join(parts)
 
 
 Windows = dict[str, tuple[pd.Timestamp, pd.Timestamp] | None]

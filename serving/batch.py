@@ -317,7 +317,7 @@ def _watchlist(scores: pd.DataFrame, k: int, prev: tuple[str, pd.DataFrame] | No
             "previous_tier": was.fillna("green" if prev else ""),
             "reasons": _reason_text(w, k),
             "as_of": w["as_of"].dt.strftime("%Y-%m"),
-            "model": w["model_name"] + "@" + w["model_version"],
+            "model": w["model_name"] + ":" + w["model_version"],  # NAME:version, as every command takes it
         }
     )
     return out

@@ -36,27 +36,26 @@ def promote(
     book_sha256: str = "",
     artifact_root: Path | None = None,
 ) -> Decision:
-    """Set `challenger` on `version`, score it and the champion on the same out-of-time window, and move
+    """Score `version` and the champion on the same out-of-time window, set `challenger` on it, and move
     `champion` only if the gates pass. A refused version keeps the `challenger` alias (so the nightly batch
-    shadow-scores it). Every decision is appended to the audit log."""
+    shadow-scores it). Every decision is appended to the audit log; an attempt that fails before a
+    decision (no window in the book, another label than the champion's) moves no alias."""
     champ_v = resolve(client, ModelRef(name, alias=CHAMPION))
     if champ_v == str(version):
         raise ValueError(f"version {version} of {name!r} is already the champion")
-    client.set_registered_model_alias(name, CHALLENGER, version)
     challenger = load_bundle(name, version)
     spec = challenger.model_spec
+    champion = load_bundle(name, champ_v) if champ_v is not None else None
+    if champion is not None and not same_label(champion, challenger):
+        raise ValueError(
+            f"champion v{champ_v} and challenger v{version} predict different labels or populations"
+        )
     snapshots, window = window_panel(challenger)
     pop = population(snapshots, spec.population.current_only)
     ev_ch = evaluate(challenger, pop, version, spec.seed)
-    ev_champ = None
-    if champ_v is not None:
-        champion = load_bundle(name, champ_v)
-        if not same_label(champion, challenger):
-            raise ValueError(
-                f"champion v{champ_v} and challenger v{version} predict different labels or populations"
-            )
-        ev_champ = evaluate(champion, pop, champ_v, spec.seed)
+    ev_champ = evaluate(champion, pop, champ_v, spec.seed) if champion is not None else None
     ok, gates, reason = decide(spec.gates, challenger, ev_ch, ev_champ)
+    client.set_registered_model_alias(name, CHALLENGER, version)  # a decision is made: it is the challenger
     if ok:
         client.set_registered_model_alias(name, CHAMPION, version)
         client.delete_registered_model_alias(name, CHALLENGER)

@@ -23,3 +23,35 @@ def test_mlflow_telemetry_is_off_unless_the_user_turned_it_on(
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
     runner.invoke(app, ["book", "validate", str(tmp_path / "no-book")])
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"  # an explicit choice stands
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_the_command_was_stopped_and_exits_130(tmp_path) -> None:
+    """Typer exited 130 on Ctrl-C without a word, so a stopped train or batch read as a finished one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "book"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ews.cli", "book", "generate", "--loans", "60000", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's foreground job
+    )
+    try:  # past the imports (about 2 s of CPU), into the generation (about 20 s)
+        deadline = time.monotonic() + 60
+        while sum(psutil.Process(proc.pid).cpu_times()[:2]) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "error: stopped by SIGINT (Ctrl-C)", err
+    assert "Traceback" not in err and not out.exists()  # nothing half-written

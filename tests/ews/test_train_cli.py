@@ -106,6 +106,8 @@ def test_demo_promotes_the_first_model_and_report_prints_the_checks(champion_sto
     root, uri, promote = champion_store
     assert promote.exit_code == 0, promote.output
     assert "PROMOTED" in promote.output
+    rounds = next(x for x in promote.output.splitlines() if x.strip("│ ").startswith("iterations"))
+    assert ".0000" not in rounds, rounds  # a count of rounds is a whole number
     mp = pytest.MonkeyPatch()
     _env(mp, root)
     try:
@@ -222,6 +224,7 @@ def test_messy_books_validate_train_promote_and_score_without_hand_edits(
     assert train.exit_code == 0, train.output
     assert "WARNING degenerate" not in train.output
     assert promote.exit_code in (0, 2), promote.output  # a decision either way, never a crash
+    assert "REFUSED: refused" not in promote.output
     assert score.exit_code == 0, score.output
     assert "early warning:" in score.output and "in arrears:" in score.output
     assert report.exit_code in (0, 2) and "boosting rounds" in report.output, report.output

@@ -43,3 +43,39 @@ def test_the_shipped_specs_and_reasonable_variants_load() -> None:
     for path in sorted((Path(__file__).parents[2] / "models").glob("*.yaml")):
         assert load_spec(path).name
     ModelSpec(name="a.b_c-1", lightgbm={"n_estimators": 1, "num_leaves": 2}, tiers={"red_share": 0.1})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("num_leaves: 4 ", "num_leafs: 4 "), "lightgbm.num_leafs: unknown key"),
+        (
+            ("red_share: 0.01 ", "red_share: -0.01 "),
+            "tiers.red_share: Input should be greater than 0 (got -0.01)",
+        ),
+        (
+            ("learning_rate: 0.05", "learning_rate: fast"),
+            "lightgbm.learning_rate: Input should be a valid number",
+        ),
+        (
+            ("features: all ", "features: [bureau_score, utilisaton] "),
+            "features: unknown features ['utilisaton']",
+        ),
+        (
+            ("  test_months: 6", "  test: [2025-08-01, 2025-10]"),
+            "windows.test.0: 2025-08-01 is a date; give a month",
+        ),
+        (("seed: 7", "seed: 7\nseed: 8"), "is not valid YAML: key 'seed' is given twice (line 26)"),
+    ],
+)
+def test_a_bad_spec_file_is_one_line_naming_the_field(edit, message, tmp_path) -> None:
+    """A spec file's error was pydantic's block (type codes, input dumps, a documentation link on its
+    own line); a key given twice was accepted, the last one winning."""
+    text = (Path(__file__).parents[2] / "models" / "pd_90d_12m.yaml").read_text()
+    assert edit[0] in text
+    path = tmp_path / "spec.yaml"
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ValueError) as e:
+        load_spec(path)
+    text = str(e.value)
+    assert message in text and "\n" not in text and "pydantic" not in text, text

@@ -55,6 +55,7 @@ def test_counts_reconcile_and_every_performing_loan_is_scored_with_reasons(
     assert sum(s["tiers"].values()) == c["scored"] and sum(s["grades"].values()) == c["scored"]
     watch = pd.read_csv(tmp_path / "2025-12" / "watchlist.csv")
     assert len(watch) == s["tiers"]["red"] + s["tiers"]["amber"] == s["watchlist"]["loans"]
+    assert set(watch["model"]) == {"loan-ews-pd-12m:1"}  # NAME:version, as `ews report --model` takes it
     for name, part in watch.groupby("watch_list", sort=False):  # early warning first, riskiest first
         assert part["pd"].is_monotonic_decreasing and set(part["tier"]) <= {"red", "amber"}, name
     assert list(dict.fromkeys(watch["watch_list"])) == ["early_warning", "in_arrears"]

@@ -124,6 +124,13 @@ def test_first_model_becomes_champion_then_worse_and_non_monotone_ones_are_refus
         return resolve(client, ModelRef(name, alias=alias))
 
     v1 = _register(result, spec, demo_book_dir, root)
+
+    def no_window(bundle):
+        raise ValueError("the book has no test window for this model")
+
+    with pytest.raises(ValueError, match="no test window"):  # fails before a decision: no alias moves
+        promote(client, NAME, v1, no_window, who="alice", artifact_root=root / "art")
+    assert alias_version(client, NAME, CHALLENGER) is None and history(client, NAME) == []
     d1 = promote(client, NAME, v1, _window(panel), who="alice", artifact_root=root / "art")
     assert d1.promoted and d1.champion_before is None and d1.champion_after == v1
     assert alias_version(client, NAME, CHAMPION) == v1 and alias_version(client, NAME, CHALLENGER) is None
