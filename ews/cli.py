@@ -442,6 +442,7 @@ def train(
     from features.months import month_range
     from model.spec import load_spec, resolve_windows
     from training.fit import train_model
+    from training.registry import label_conflict
     from training.tracking import log_training
     from training.tune import tune
 
@@ -453,6 +454,8 @@ def train(
     try:
         spec = load_spec(spec_path)
         windows = resolve_windows(spec, *_book_months(folder))
+        if register and (conflict := label_conflict(_client(settings), spec.name, spec)):
+            raise ValueError(conflict)  # before any work: its versions could never be compared
         months = month_range(windows["train"][0], windows["test"][1])
         panel = _panel(settings, folder, months, spec.label.rule, spec.label.horizon_months)
         if tune_trials:

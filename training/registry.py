@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from model.bundle import ModelBundle
 from model.registry import CHALLENGER, CHAMPION, ModelRef, load_bundle, resolve
+from model.spec import ModelSpec
 from training.evaluate import evaluate, population
 from training.promote import Decision, decide, same_label
 from training.tracking import ensure_experiment
@@ -25,6 +26,40 @@ from training.tracking import ensure_experiment
 log = logging.getLogger(__name__)
 
 AUDIT_EXPERIMENT = "loan-ews-audit"
+
+
+LABEL_PARAMS = ("dpd_threshold", "horizon_months", "probation_months", "current_only")
+
+
+def label_conflict(client: MlflowClient, name: str, spec: ModelSpec) -> str | None:
+    """Why `spec` may not be trained as a new version of `name`, or None: a registered model is one label
+    (versions are compared by promotion and shadow scoring), so its newest version's label and population,
+    as its training run logged them, must be the spec's."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"])
+    except MlflowException:
+        return None  # no such model yet
+    if not versions:
+        return None
+    v = versions[0]
+    params = client.get_run(v.run_id).data.params if v.run_id else {}
+    mine = {
+        "dpd_threshold": spec.label.dpd_threshold,
+        "horizon_months": spec.label.horizon_months,
+        "probation_months": spec.label.probation_months,
+        "current_only": spec.population.current_only,
+    }
+    differ = [k for k in LABEL_PARAMS if k in params and params[k] != str(mine[k])]
+    if not differ:
+        return None
+    theirs = ", ".join(f"{k} {params[k]}" for k in differ)
+    ours = ", ".join(f"{k} {mine[k]}" for k in differ)
+    return (
+        f"model {name!r} version {v.version} predicts another label ({theirs}; this spec: {ours}): "
+        "a model name is one label, so give this spec a `name` of its own"
+    )
 
 
 def promote(

@@ -230,3 +230,26 @@ def test_messy_books_validate_train_promote_and_score_without_hand_edits(
     assert report.exit_code in (0, 2) and "boosting rounds" in report.output, report.output
     summary = (tmp_path / "scores" / month / "summary.json").read_text()
     assert '"rejected": 0' in summary
+
+
+def test_a_spec_with_another_label_is_refused_under_a_models_name_before_training(
+    champion_store, demo_book_dir, tmp_path
+) -> None:
+    """A 60+ DPD spec kept the 90+ DPD model's name: it trained and registered as its next version, and
+    promotion then refused to compare the two, after a failed attempt had made it the challenger."""
+    root, _, _ = champion_store
+    spec = tmp_path / "pd_60.yaml"
+    text = Path("models/pd_90d_12m.yaml").read_text()
+    spec.write_text(text.replace("dpd_threshold: 90", "dpd_threshold: 60", 1))
+    client = MlflowClient(tracking_uri=champion_store[1])
+    before = len(client.search_model_versions("name = 'loan-ews-pd-12m'"))
+    mp = pytest.MonkeyPatch()
+    _env(mp, root)
+    try:
+        res = runner.invoke(app, ["train", "--spec", str(spec), "--book", str(demo_book_dir)])
+    finally:
+        mp.undo()
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "predicts another label (dpd_threshold 90; this spec: dpd_threshold 60)" in res.output, res.output
+    assert "a `name` of its own" in res.output
+    assert len(client.search_model_versions("name = 'loan-ews-pd-12m'")) == before  # nothing registered
