@@ -112,8 +112,27 @@ def previous_run(cfg: BatchConfig) -> tuple[str, pd.DataFrame] | None:
     )
     if not earlier:
         return None
-    return earlier[-1], pd.read_parquet(
-        cfg.out_dir / earlier[-1] / "scores.parquet", columns=["loan_id", "tier"]
+    path = cfg.out_dir / earlier[-1] / "scores.parquet"
+    cols = [c for c in ("loan_id", "tier", "model_name", "model_version") if c in pq.read_schema(path).names]
+    return earlier[-1], pd.read_parquet(path, columns=cols)
+
+
+def model_change(
+    prev: tuple[str, pd.DataFrame] | None, name: str, version: str
+) -> tuple[str, str, int] | None:
+    """A warning when the previous as-of was scored by another model: its watchlist changes (new, tier up,
+    tier down) then compare two models, not only the loans."""
+    if prev is None or "model_version" not in prev[1] or prev[1].empty:
+        return None
+    before = {f"{n}:{v}" for n, v in prev[1][["model_name", "model_version"]].drop_duplicates().to_numpy()}
+    now = f"{name}:{version}"
+    if before == {now}:
+        return None
+    return (
+        "model_changed",
+        f"the previous run ({prev[0]}) was scored by {', '.join(sorted(before))}, this one by {now}: "
+        "its new, tier up and tier down compare two models, not only the loans",
+        0,
     )
 
 
@@ -210,6 +229,8 @@ def score_book(
     scores["model_name"] = scorer.model_name
     scores["model_version"] = scorer.model_version
     prev = previous_run(cfg)
+    if changed := model_change(prev, scorer.model_name, scorer.model_version):
+        _add_warnings(warnings, (changed,))
     watch = _watchlist(scores, scorer.top_k, prev)
     summary = _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow, shadow_parts)
     summary["rejects"] = _reject_summary(rejects)

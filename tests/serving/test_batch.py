@@ -191,6 +191,13 @@ def test_changes_since_the_previous_run_and_shadow_scoring(
     assert sh["challenger_version"] == "2" and 0.5 < sh["rank_correlation"] < 0.999
     assert 0 <= sh["red_overlap"] < 1 and sh["red_champion"] == s["tiers"]["red"]
     assert (tmp_path / "2025-12" / "watchlist.csv").read_bytes() == plain_watch
+    assert "model_changed" not in {x["rule"] for x in plain["warnings"]}
+    # the previous month scored by another model: its changes compare two models, and the summary says so
+    swapped = _run(demo_book_dir, "2025-12", tmp_path, RiskScorer(other))
+    (warning,) = [x for x in swapped["warnings"] if x["rule"] == "model_changed"]
+    assert warning["message"].startswith(
+        "the previous run (2025-11) was scored by loan-ews-pd-12m:1, this one by loan-ews-pd-12m:2"
+    )
 
 
 def _cli(champion_store, book: Path, out: Path, *extra: str) -> subprocess.Popen:
