@@ -492,6 +492,19 @@ def train(
     )
     for w in result.warnings:
         out.print(f"WARNING degenerate model: {w}", markup=False)
+    from training.report import checks
+
+    said = set(result.warnings)  # the degenerate signs were said on the calibration window
+    for c in checks(result.bundle):  # the checks `ews report` and promotion apply to this version
+        if not c.passed and c.text not in said:
+            out.print(f"WARNING fails a gate of `ews report` and promotion: {c.text}", markup=False)
+    auc, ch_auc = result.test_metrics["auc"], result.challenger_metrics.get("auc")
+    if ch_auc is not None and auc < ch_auc:
+        out.print(
+            f"WARNING test AUC {auc:.4f} is below the scorecard challenger's {ch_auc:.4f}: the boosted model "
+            "adds nothing over a logistic scorecard here",
+            markup=False,
+        )
 
 
 def _print_metrics(m: dict, challenger_auc: float | None) -> None:

@@ -102,6 +102,29 @@ def test_train_command_on_a_small_book(small_book_dir, tmp_path) -> None:
     assert "windows: train 2023-07..2023-12" in res.output  # clipped to the book's first month
 
 
+def test_training_says_which_gates_the_new_version_fails(small_book_dir, tmp_path) -> None:
+    """Training warned only of the degenerate signs: a version that `ews report` then failed on its AUC
+    floor, or that a logistic scorecard beat, was registered without a word."""
+    spec = tmp_path / "stump.yaml"
+    text = Path("models/pd_90d_12m.yaml").read_text()
+    for key, value in (("num_leaves: 4 ", "num_leaves: 2 "), ("n_estimators: 2000", "n_estimators: 2")):
+        assert key in text
+        text = text.replace(key, value, 1)
+    spec.write_text(text.replace("name: loan-ews-pd-12m", "name: stump-12m", 1))
+    mp = pytest.MonkeyPatch()
+    _env(mp, tmp_path)
+    try:
+        res = runner.invoke(app, ["train", "--spec", str(spec), "--book", str(small_book_dir)])
+        report = runner.invoke(app, ["report", "--model", "stump-12m:1"])
+    finally:
+        mp.undo()
+    assert res.exit_code == 0, res.output  # registered all the same: the gates decide at promotion
+    said = [x.split(": ", 1)[1] for x in res.output.splitlines() if x.startswith("WARNING fails a gate")]
+    failed = [x.split("FAIL", 1)[1].strip() for x in report.output.splitlines() if "FAIL" in x]
+    assert said and set(said) <= set(failed), (res.output, report.output)
+    assert "is below the scorecard challenger's" in res.output
+
+
 def test_demo_promotes_the_first_model_and_report_prints_the_checks(champion_store, demo_book_dir) -> None:
     root, uri, promote = champion_store
     assert promote.exit_code == 0, promote.output
