@@ -50,6 +50,14 @@ def _marked(marker: str) -> list[psutil.Process]:
     return found
 
 
+def _cmd(p: psutil.Process) -> str:
+    """A process's command line, or "" once it has exited (a zombie has none)."""
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def _reap(marker: str) -> list[psutil.Process]:
     """What carries the marker, killed so that a failing test leaves nothing running; the list."""
     found = _marked(marker)
@@ -295,7 +303,7 @@ def _wait(cond, timeout: float) -> bool:
 def test_sigint_while_starting_stops_everything(base_env) -> None:
     proc, port, marker = _start(base_env)
     try:  # wait for BentoML's workers to exist, then interrupt as Ctrl-C would
-        assert _wait(lambda: any("worker.service" in " ".join(p.cmdline()) for p in _marked(marker)), 60)
+        assert _wait(lambda: any("worker.service" in _cmd(p) for p in _marked(marker)), 60)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         free = port_is_free(port)
@@ -313,7 +321,7 @@ def test_sigterm_of_ews_serve_stops_the_server_and_its_workers(base_env) -> None
     proc, port, marker = _start(base_env)
     try:
         assert wait_ready(proc, f"http://127.0.0.1:{port}"), "server did not start"
-        workers = [p for p in _marked(marker) if "worker.service" in " ".join(p.cmdline())]
+        workers = [p for p in _marked(marker) if "worker.service" in _cmd(p)]
         homes = {p.environ()["BENTOML_HOME"] for p in workers}
         assert workers and len(homes) == 1
         home = Path(homes.pop())
@@ -338,7 +346,7 @@ def test_sigterm_during_the_startup_checks_stops_them_and_exits_0(base_env) -> N
     running (it then died on a broken pipe with a traceback)."""
     proc, port, marker = _start(base_env)
     try:
-        checking = lambda: any("serving.preflight" in p.cmdline() for p in _marked(marker))  # noqa: E731
+        checking = lambda: any("serving.preflight" in _cmd(p).split() for p in _marked(marker))  # noqa: E731
         assert _wait(checking, 60), "the start-up checks never ran"
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
@@ -363,7 +371,7 @@ def test_a_killed_bentoml_supervisor_has_its_workers_stopped_at_once(base_env) -
                 break
             said += line
         assert "ready on" in said, said
-        (bento,) = [p for p in _marked(marker) if p.cmdline()[1:4] == ["-m", "bentoml", "serve"]]
+        (bento,) = [p for p in _marked(marker) if _cmd(p).split()[1:4] == ["-m", "bentoml", "serve"]]
         killed = time.monotonic()
         bento.kill()
         out, _ = proc.communicate(timeout=60)
