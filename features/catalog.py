@@ -114,7 +114,7 @@ FEATURES: tuple[Feature, ...] = (
     # loan
     _c("product", "loan_structure", "Product", "Product: {value}"),
     _c("repayment_type", "loan_structure", "Repayment type", "Repayment: {value}"),
-    _c("city_tier", "loan_structure", "City tier", "Located in a {value} city"),
+    _c("city_tier", "loan_structure", "City tier", "City tier: {value}"),  # "in a other city" read badly
     _c("funding_partner", "loan_structure", "Funding partner", "Funded with {value}", telling=False),
     _n("months_on_book", "loan_structure", "Months on book", "{value:.0f} month{s} on book"),
     _n("remaining_term", "loan_structure", "Remaining term", "{value:.0f} month{s} to maturity"),

@@ -24,6 +24,8 @@ from features.catalog import BY_NAME, FEATURES, HISTORY_MONTHS
         ("industry", "construction", "Works in construction, a higher-risk industry in this model"),
         ("borrower_type", "sme", "Small or medium enterprise"),
         ("utilisation", 0.92, "Using 92% of the credit limit"),
+        ("city_tier", "other", "City tier: other"),  # was "Located in a other city"
+        ("city_tier", "new_tier1", "City tier: new tier1"),
         ("book_arrears_rate", 0.042, "4.2% of the book is behind on payments now"),
         # a valid but absurd value stays a sentence (three significant digits, not three hundred)
         ("utilisation", 9.43e305, "Using 9.43e+307% of the credit limit"),
