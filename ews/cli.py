@@ -242,13 +242,14 @@ def book_validate(ctx: typer.Context, book_dir: Annotated[Path, typer.Argument(h
     assert book is not None
     if n_err:
         out.print(
-            f"VALID WITH REJECTS: {kept.describe()}; {n_err} errors, {n_warn} warnings",
+            f"VALID WITH REJECTS: {kept.describe()}; {_count(n_err, 'error')}, {_count(n_warn, 'warning')}",
             markup=False,
             highlight=False,
         )
         raise typer.Exit(EXIT_REJECTS)
     out.print(
-        f"VALID: {len(book.loans):,} loans, {len(book.performance):,} performance rows, {n_warn} warnings",
+        f"VALID: {len(book.loans):,} loans, {len(book.performance):,} performance rows, "
+        f"{_count(n_warn, 'warning')}",
         markup=False,
     )
 
@@ -690,6 +691,11 @@ def serve(
         env.pop("EWS_BOOK", None)
     with supervisor.StopSignals() as stop:  # from here to the end, a stop signal is a clean stop
         _serve(settings, host, port, env, stop)
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 warning`, `2 warnings`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _number(x: float) -> str:

@@ -169,6 +169,7 @@ def test_what_an_extract_can_lose_without_breaking_a_row_is_a_warning(book_copy:
     nr = find(book_copy, "loans", "loan_id", "no_rows")
     assert nr.count == 3 and set(nr.examples) == set(cut)
     assert "(0 rows)" not in res.output
+    assert text.endswith("3 warnings"), text[-200:]  # and "1 warning", never "1 warnings"
 
 
 def test_missing_table(book_copy: Path) -> None:
