@@ -89,6 +89,8 @@ def main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", 
     gc.set_threshold(10_000, 10, 10)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell ignores it
         signal.signal(signal.SIGINT, _interrupted)
+        # put Python's own back when the command ends (a caller that runs `app` in process keeps its own)
+        ctx.call_on_close(lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
     ctx.obj = Settings()
 
 

@@ -7,9 +7,9 @@ A CSV file is one record per line. A line that is not a record of the header's f
 few, an unterminated quote, not UTF-8) does not stop the read: it becomes a row that holds only the table's
 first key (the loan id of a performance or loans line, the borrower id of a borrowers line, ...) when that
 field can be read, with the line number and what is wrong in the `CSV_LINE` column; validation reports it
-as a `csv_line` error, so the loan it belongs to is set aside and every other line is used. The lines
-after one that leaves a quote open, up to the one that closes it (a line break inside a quoted value),
-are errors of that line's owner: a fragment of a value is never read as an id.
+as a `csv_line` error, so the loan it belongs to is set aside and every other line is used. The line
+that closes a quote another line left open (a line break inside a quoted value) is an error of that
+line's owner, never a record of an owner named by a fragment of the value.
 """
 
 from __future__ import annotations
@@ -311,9 +311,10 @@ def _read_csv_lines(
     records: list[bytes] = []
     owners: list[str | None] = []
     notes: list[str] = []
-    # a line break inside a quoted value: the line that left the quote open, and its owner; the lines
-    # after it up to the one that closes the quote are the rest of that record, not records of owners
-    # named by their first fragment
+    # a line break inside a quoted value: the line that left the quote open, and its owner; the line
+    # that closes it (an odd number of quotes) is the rest of that record, not a record of an owner named
+    # by its first fragment. A line between them without quotes is read on its own (it may be another
+    # loan's line after a stray quote, and a loan's line must never be lost to another)
     open_at: tuple[int, str | None] | None = None
     with path.open("rb") as f:
         f.seek(header_bytes)
@@ -321,6 +322,15 @@ def _read_csv_lines(
             line = raw.rstrip(b"\r\n")
             if not line:
                 continue  # a blank line is no record (Arrow and pandas skip it too)
+            if open_at is not None and line.count(b'"') % 2 == 1:  # closes the value a line left open
+                first, owner_id = open_at
+                notes.append(
+                    f"line {number} is the rest of a quoted value that line {first} left open "
+                    "(a line break inside quotes: a record must be one line)"
+                )
+                owners.append(owner_id)
+                open_at = None
+                continue
             if b'"' not in line and line.count(b",") + 1 == width and _is_utf8(line):
                 records.append(line)  # the common line, told apart without splitting it
                 open_at = None
@@ -329,16 +339,6 @@ def _read_csv_lines(
             if problem is None:
                 records.append(line)
                 open_at = None
-                continue
-            if open_at is not None:
-                first, owner_id = open_at
-                notes.append(
-                    f"line {number} is the rest of a quoted value that line {first} left open "
-                    "(a line break inside quotes: a record must be one line)"
-                )
-                owners.append(owner_id)
-                if line.count(b'"') % 2 == 1:  # it closes the quote
-                    open_at = None
                 continue
             owner_id = fields[owner_at] or None if owner_at is not None and owner_at < len(fields) else None
             notes.append(f"line {number} {problem}")

@@ -27,6 +27,7 @@ import os
 import pickle
 import queue
 import resource
+import signal
 import sys
 import threading
 import time
@@ -295,6 +296,9 @@ def _reader_main(
     `ahead` before the rule is known), featurised once the rule arrives, each sent on `out` (pickled
     here, sent by a thread, at most `ahead` waiting); then ("done", (count, peak GiB)), or ("error", e)
     at the first error. Logs as the scoring side does (its level and format)."""
+    # a terminal's Ctrl-C reaches the whole foreground group: the scoring side says it and stops this
+    # process, which would otherwise print a KeyboardInterrupt traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=log_format or logging.BASIC_FORMAT, stream=sys.stderr)
     parent = mp.parent_process()
 

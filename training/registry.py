@@ -33,18 +33,18 @@ LABEL_PARAMS = ("dpd_threshold", "horizon_months", "probation_months", "current_
 
 def label_conflict(client: MlflowClient, name: str, spec: ModelSpec) -> str | None:
     """Why `spec` may not be trained as a new version of `name`, or None: a registered model is one label
-    (versions are compared by promotion and shadow scoring), so its newest version's label and population,
-    as its training run logged them, must be the spec's."""
+    (promotion compares a version with the champion, and the batch shadow-scores it), so the label and
+    population of its champion (or, without one, its newest version), as its training run logged them,
+    must be the spec's."""
     from mlflow.exceptions import MlflowException
 
     try:
+        champ = resolve(client, ModelRef(name, alias=CHAMPION))
         versions = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"])
+        v = next((x for x in versions if x.version == champ), versions[0] if versions else None)
+        params = client.get_run(v.run_id).data.params if v is not None and v.run_id else {}
     except MlflowException:
-        return None  # no such model yet
-    if not versions:
-        return None
-    v = versions[0]
-    params = client.get_run(v.run_id).data.params if v.run_id else {}
+        return None  # no such model yet, or a version whose run is gone: nothing to compare with
     mine = {
         "dpd_threshold": spec.label.dpd_threshold,
         "horizon_months": spec.label.horizon_months,

@@ -162,41 +162,40 @@ def test_a_table_in_both_formats_reads_the_parquet_file_and_says_so(csv_book, tm
 
 
 def test_a_line_break_inside_quotes_sets_its_loan_aside_and_names_no_other_loan(csv_book, tmp_path) -> None:
-    """A quoted value with line breaks (an address exported from a spreadsheet) spans physical lines; the
-    lines after the first were read as records of their own, with a fragment of the value as loan id."""
+    """A quoted value with a line break (an address exported from a spreadsheet) spans two physical lines;
+    the second was read as a record of its own, with a fragment of the value as loan id. A stray quote
+    that never closes must not take the next loan's malformed line as its own (that loan's line would be
+    lost, the loan kept)."""
     book = shutil.copytree(csv_book, tmp_path / "book")
     path = book / "loans.csv"
     lines = path.read_bytes().split(b"\n")
-    two, three = 5, 9  # the lines whose city gets a line break (two lines) and two (three lines)
-    ids = [lines[n - 1].split(b",")[0].decode() for n in (two, three)]
-    city = {n: lines[n - 1].split(b",")[8] for n in (two, three)}
+    broken, stray, after = 5, 20, 21  # a city with a line break; a stray quote; the next loan's bad line
+    ids = {n: lines[n - 1].split(b",")[0].decode() for n in (broken, stray, after)}
+    city = lines[broken - 1].split(b",")[8]
     _edit_lines(
         path,
         {
-            two: lines[two - 1].replace(b"," + city[two] + b",", b',"' + city[two] + b'\nDistrict 9",'),
-            three: lines[three - 1].replace(
-                b"," + city[three] + b",", b',"' + city[three] + b'\nRoad 3\nNo. 7",'
-            ),
+            broken: lines[broken - 1].replace(b"," + city + b",", b',"' + city + b'\nDistrict 9, Road 3",'),
+            stray: lines[stray - 1].replace(b"," + city + b",", b',"' + city + b",")
+            if b"," + city + b"," in lines[stray - 1]
+            else lines[stray - 1].replace(b",", b',"', 1),
+            after: b",".join(lines[after - 1].split(b",")[:4]),
         },
     )
     raw, _ = read_raw_tables(book, ("loans",))
     loans = raw["loans"]
     bad = loans[loans[CSV_LINE].notna()]
-    assert set(bad["loan_id"]) == set(ids), bad  # no fragment such as 'District 9"' becomes a loan id
-    first = {two: two, three: three + 1}  # line numbers in the edited file: line 5 became two lines
     notes = bad.groupby("loan_id")[CSV_LINE].apply(list)
-    assert notes[ids[0]] == [
-        f"line {two} has a quote that is never closed",
-        f"line {two + 1} is the rest of a quoted value that line {two} left open "
+    assert set(notes.index) == set(ids.values()), bad  # no fragment such as 'District 9' is a loan id
+    assert notes[ids[broken]] == [
+        f"line {broken} has a quote that is never closed",
+        f"line {broken + 1} is the rest of a quoted value that line {broken} left open "
         "(a line break inside quotes: a record must be one line)",
     ]
-    assert (
-        len(notes[ids[1]]) == 3
-        and notes[ids[1]][0] == f"line {first[three]} has a quote that is never closed"
-    )
-    assert all(f"that line {first[three]} left open" in x for x in notes[ids[1]][1:])
+    assert notes[ids[stray]] == [f"line {stray + 1} has a quote that is never closed"]  # one line later now
+    assert notes[ids[after]] == [f"line {after + 1} has 4 fields where the header has 13"]
     good = loans[loans[CSV_LINE].isna()]
-    assert len(good) == len(lines) - 2 - 2  # every other loan is read, the lines after them included
+    assert len(good) == len(lines) - 2 - 3  # every other loan is read
     kept = validate_folder(book).set_aside()
-    assert kept.rejected == dict.fromkeys(ids, "loans:csv_line")
+    assert kept.rejected == dict.fromkeys(ids.values(), "loans:csv_line")
     assert kept.loans_in_book == len(lines) - 2  # no loan made of a fragment
