@@ -21,14 +21,11 @@ from model.registry import CHALLENGER, CHAMPION, ModelRef, load_bundle, resolve
 from model.spec import ModelSpec
 from training.evaluate import evaluate, population
 from training.promote import Decision, decide, same_label
-from training.tracking import ensure_experiment
+from training.tracking import ensure_experiment, label_params
 
 log = logging.getLogger(__name__)
 
 AUDIT_EXPERIMENT = "loan-ews-audit"
-
-
-LABEL_PARAMS = ("dpd_threshold", "horizon_months", "probation_months", "current_only")
 
 
 def label_conflict(client: MlflowClient, name: str, spec: ModelSpec) -> str | None:
@@ -40,18 +37,14 @@ def label_conflict(client: MlflowClient, name: str, spec: ModelSpec) -> str | No
 
     try:
         champ = resolve(client, ModelRef(name, alias=CHAMPION))
-        versions = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"])
-        v = next((x for x in versions if x.version == champ), versions[0] if versions else None)
+        versions = client.search_model_versions(f"name = '{name}'")
+        newest = max(versions, key=lambda x: int(x.version), default=None)
+        v = next((x for x in versions if x.version == champ), newest)
         params = client.get_run(v.run_id).data.params if v is not None and v.run_id else {}
     except MlflowException:
         return None  # no such model yet, or a version whose run is gone: nothing to compare with
-    mine = {
-        "dpd_threshold": spec.label.dpd_threshold,
-        "horizon_months": spec.label.horizon_months,
-        "probation_months": spec.label.probation_months,
-        "current_only": spec.population.current_only,
-    }
-    differ = [k for k in LABEL_PARAMS if k in params and params[k] != str(mine[k])]
+    mine = label_params(spec)
+    differ = [k for k in mine if k in params and params[k] != str(mine[k])]
     if not differ:
         return None
     theirs = ", ".join(f"{k} {params[k]}" for k in differ)

@@ -51,6 +51,16 @@ def code_version() -> str:
             return "unknown"
 
 
+def label_params(spec: ModelSpec) -> dict[str, object]:
+    """What a version predicts, as its training run logs it (and `ews train` compares before it trains)."""
+    return {
+        "dpd_threshold": spec.label.dpd_threshold,
+        "horizon_months": spec.label.horizon_months,
+        "probation_months": spec.label.probation_months,
+        "current_only": spec.population.current_only,
+    }
+
+
 def log_training(
     result: TrainResult,
     spec: ModelSpec,
@@ -79,10 +89,7 @@ def log_training(
         w = result.windows
         params = {
             "spec_path": str(spec_path),
-            "dpd_threshold": spec.label.dpd_threshold,
-            "horizon_months": spec.label.horizon_months,
-            "probation_months": spec.label.probation_months,
-            "current_only": spec.population.current_only,
+            **label_params(spec),
             "seed": spec.seed,
             "n_features": len(result.bundle.features),
             "features_dropped": ",".join(result.dropped) or "none",
