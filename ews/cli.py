@@ -5,7 +5,9 @@ layer; the logic lives in the layers. Every command names a model the same way: 
 `NAME@alias` or `NAME:version`.
 
 Exit codes: 0 done; 1 failed (nothing written); 2 refused (promotion gates, report checks); 3 done with
-loans set aside because they break the contract (validate, score-book).
+loans set aside because they break the contract (validate, score-book); 64 a wrong command line (an
+unknown option or command, a missing or malformed argument: sysexits' EX_USAGE, where click says 2, so
+a scheduler tells a typo from a refusal); 130 stopped by Ctrl-C, 143 by SIGTERM.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+from typer._click.core import Context  # typer 0.29 runs its own copy of click, not the package
+from typer._click.exceptions import UsageError
 
 from ews.settings import Settings
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_REJECTS = 1, 2, 3
+EXIT_USAGE = 64  # sysexits.h EX_USAGE
 EXIT_STOPPED = 128 + 15  # what a shell reports for SIGTERM
 
 
@@ -45,7 +50,28 @@ def _raise_stopped(signum: int, _frame: object) -> None:
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+
+class _Commands(typer.core.TyperGroup):
+    """The root command group: a usage error exits EXIT_USAGE, not click's 2 (which this CLI keeps for
+    a refusal). Sub-commands parse inside the root's invoke, so both places cover every command."""
+
+    def make_context(self, *args, **kwargs) -> Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as e:
+            e.exit_code = EXIT_USAGE
+            raise
+
+    def invoke(self, ctx: Context):
+        try:
+            return super().invoke(ctx)
+        except UsageError as e:
+            e.exit_code = EXIT_USAGE
+            raise
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="loan-ews: early-warning default prediction for loan books.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -497,9 +523,9 @@ def train(
         out.print(f"WARNING degenerate model: {w}", markup=False)
     from training.report import checks
 
-    said = set(result.warnings)  # the degenerate signs were said on the calibration window
+    said = set(result.warned_gates)  # said on the calibration window: not again with the test's figure
     for c in checks(result.bundle):  # the checks `ews report` and promotion apply to this version
-        if not c.passed and c.text not in said:
+        if not c.passed and c.name not in said:
             out.print(f"WARNING fails a gate of `ews report` and promotion: {c.text}", markup=False)
     auc, ch_auc = result.test_metrics["auc"], result.challenger_metrics.get("auc")
     if ch_auc is not None and auc < ch_auc:

@@ -25,6 +25,7 @@ CONCEPTS: dict[str, str] = {
     "utilisation": "Use of the credit line",
     "collateral": "Collateral and loan-to-value",
     "house_prices": "House-price trend",
+    "local_economy": "Local economy",  # the borrower's city: a reason for unsecured loans too
     "affordability": "Affordability",
     "borrower": "Borrower profile",
     "loan_structure": "Loan structure",
@@ -43,11 +44,17 @@ class Feature:
     direction: int = 0
     exact: tuple[tuple[object, str], ...] = ()  # values that read better as their own sentence
     telling: bool = True
+    # features of one measure over other windows ('dpd': now, worst in 3, 6, 12 months): once one is told,
+    # another with the value the sentence shows alike adds nothing ("1 missed payment in the last 3
+    # months | 1 missed payment in the last 6 months" is one payment)
+    measure: str = ""
 
     def reason_text(self, value: object) -> str | None:
         """The reason sentence for this feature's value, e.g. 'Loan-to-value is 84% ...'; None if missing.
 
-        `{s}` in the template is the plural ending: '1 missed payment', '2 missed payments'."""
+        `{s}` in the template is the plural ending: '1 missed payment', '2 missed payments'; `{pts}` is a
+        difference of two shares in percentage points (0.19 -> 19), which '{value:+.0%}' would misread as
+        a relative change ('+19%' of what it was)."""
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return None
         for v, text in self.exact:
@@ -57,7 +64,7 @@ class Feature:
         if isinstance(shown, str):
             shown = shown.replace("_", " ")  # a category code as words: 'export manufacturing'
         try:
-            return self.reason.format(value=shown, s="" if value == 1 else "s")
+            return self.reason.format(value=shown, s="" if value == 1 else "s", pts=_points(value))
         except (ValueError, TypeError):
             return f"{self.title}: {value}"
 
@@ -65,11 +72,18 @@ class Feature:
     def display_step(self) -> float:
         """The smallest difference the reason sentence shows ('{value:.0%}': 0.01; '{value:,.0f}': 1);
         0 where it shows the value as it is. Two values closer than this read alike."""
-        m = re.search(r"\{value:[^}]*?\.(\d+)([f%])\}", self.reason)
+        m = re.search(r"\{(value|pts):[^}]*?\.(\d+)([f%])\}", self.reason)
         if m is None:
             return 0.0
-        step = 10.0 ** -int(m.group(1))
-        return step / 100 if m.group(2) == "%" else step
+        step = 10.0 ** -int(m.group(2))
+        return step / 100 if m.group(3) == "%" or m.group(1) == "pts" else step
+
+
+def _points(value: object) -> object:
+    """A share difference in percentage points, for `{pts}`; the value as it is when not a number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _Compact(value * 100) if abs(value) * 100 >= COMPACT_FROM else value * 100
+    return value
 
 
 COMPACT_FROM = 1e12  # values this large are told in three significant digits, not hundreds of them
@@ -80,13 +94,14 @@ class _Compact(float):
     whatever the sentence's format asks, so a reason stays a sentence."""
 
     def __format__(self, spec: str) -> str:
+        sign = "+" if spec.startswith("+") else ""  # '{value:+.0%}' keeps its sign
         if spec.endswith("%"):
-            return f"{float(self) * 100:.3g}%"
-        return f"{float(self):.3g}"
+            return f"{float(self) * 100:{sign}.3g}%"
+        return f"{float(self):{sign}.3g}"
 
 
-def _n(name, concept, title, reason, direction=0, exact=(), telling=True) -> Feature:
-    return Feature(name, "num", concept, title, reason, direction, exact, telling)
+def _n(name, concept, title, reason, direction=0, exact=(), telling=True, measure="") -> Feature:
+    return Feature(name, "num", concept, title, reason, direction, exact, telling, measure)
 
 
 def _c(name, concept, title, reason, exact=(), telling=True) -> Feature:
@@ -138,7 +153,7 @@ FEATURES: tuple[Feature, ...] = (
         "payment_to_income",
         "affordability",
         "Payment to income",
-        "Installments take {value:.0%} of declared income",
+        "Payments due take {value:.0%} of declared income",  # an installment or a card's minimum due
         1,
     ),
     _n(
@@ -163,6 +178,7 @@ FEATURES: tuple[Feature, ...] = (
         "Loan-to-value",
         "Loan-to-value is {value:.0%} on today's house prices",
         1,
+        measure="ltv",
     ),
     _n(
         "combined_ltv",
@@ -170,12 +186,13 @@ FEATURES: tuple[Feature, ...] = (
         "Combined loan-to-value",
         "Loan-to-value with prior liens is {value:.0%} on today's house prices",
         1,
+        measure="ltv",
     ),
     _n(
         "ltv_change",
         "collateral",
         "Change in combined LTV",
-        "Loan-to-value has moved {value:+.0%} since origination as house prices changed",
+        "Loan-to-value has moved {pts:+.0f} points since origination",
         1,
     ),
     _n(
@@ -201,20 +218,28 @@ FEATURES: tuple[Feature, ...] = (
     ),
     _n(
         "local_hpi_change_12m",
-        "house_prices",
+        "local_economy",
         "Local house prices, 12 months",
         "House prices in the borrower's city moved {value:+.1%} in 12 months",
         -1,
     ),
     # arrears now
-    _n("dpd_now", "arrears", "Days past due", "{value:.0f} day{s} past due now", 1),
-    _n("max_dpd_3m", "arrears", "Worst DPD, 3 months", "Up to {value:.0f} day{s} past due in 3 months", 1),
+    _n("dpd_now", "arrears", "Days past due", "{value:.0f} day{s} past due now", 1, measure="dpd"),
+    _n(
+        "max_dpd_3m",
+        "arrears",
+        "Worst DPD, 3 months",
+        "Up to {value:.0f} day{s} past due in 3 months",
+        1,
+        measure="dpd",
+    ),
     _n(
         "months_delinquent_3m",
         "arrears",
         "Months delinquent, 3 months",
         "{value:.0f} month{s} behind on payments in the last 3 months",
         1,
+        measure="months_delinquent",
     ),
     _n(
         "missed_payments_3m",
@@ -222,6 +247,7 @@ FEATURES: tuple[Feature, ...] = (
         "Missed payments, 3 months",
         "{value:.0f} missed payment{s} in the last 3 months",
         1,
+        measure="missed",
     ),
     _n(
         "pay_ratio_1m", "arrears", "Paid of due, 1 month", "Paid {value:.0%} of the amount due this month", -1
@@ -251,6 +277,7 @@ FEATURES: tuple[Feature, ...] = (
         "Worst DPD, 6 months",
         "Up to {value:.0f} day{s} past due in 6 months",
         1,
+        measure="dpd",
     ),
     _n(
         "max_dpd_12m",
@@ -258,6 +285,7 @@ FEATURES: tuple[Feature, ...] = (
         "Worst DPD, 12 months",
         "Up to {value:.0f} day{s} past due in 12 months",
         1,
+        measure="dpd",
     ),
     _n(
         "months_30plus_6m",
@@ -265,6 +293,7 @@ FEATURES: tuple[Feature, ...] = (
         "Months 30+ DPD, 6 months",
         "{value:.0f} month{s} 30+ days past due in the last 6",
         1,
+        measure="months_30plus",
     ),
     _n(
         "months_30plus_12m",
@@ -272,6 +301,7 @@ FEATURES: tuple[Feature, ...] = (
         "Months 30+ DPD, 12 months",
         "{value:.0f} month{s} 30+ days past due in the last 12",
         1,
+        measure="months_30plus",
     ),
     _n(
         "months_delinquent_12m",
@@ -279,6 +309,7 @@ FEATURES: tuple[Feature, ...] = (
         "Months delinquent, 12 months",
         "{value:.0f} month{s} behind on payments in the last 12 months",
         1,
+        measure="months_delinquent",
     ),
     _n(
         "missed_payments_6m",
@@ -286,6 +317,7 @@ FEATURES: tuple[Feature, ...] = (
         "Missed payments, 6 months",
         "{value:.0f} missed payment{s} in the last 6 months",
         1,
+        measure="missed",
     ),
     _n(
         "partial_payments_6m",
@@ -293,6 +325,7 @@ FEATURES: tuple[Feature, ...] = (
         "Partial payments, 6 months",
         "{value:.0f} partial payment{s} in the last 6 months",
         1,
+        measure="partial",
     ),
     _n(
         "partial_payments_12m",
@@ -300,6 +333,7 @@ FEATURES: tuple[Feature, ...] = (
         "Partial payments, 12 months",
         "{value:.0f} partial payment{s} in the last 12 months",
         1,
+        measure="partial",
     ),
     _n(
         "pay_ratio_6m",
@@ -366,7 +400,7 @@ FEATURES: tuple[Feature, ...] = (
         "utilisation_change_3m",
         "utilisation",
         "Utilisation change, 3 months",
-        "Use of the credit limit moved {value:+.0%} in 3 months",
+        "Use of the credit limit moved {pts:+.0f} points in 3 months",
         1,
     ),
     _n(
@@ -402,7 +436,7 @@ FEATURES: tuple[Feature, ...] = (
         "book_arrears_change_6m",
         "portfolio",
         "Book arrears change, 6 months",
-        "The book's arrears rate moved {value:+.1%} in 6 months",
+        "The book's arrears rate moved {pts:+.1f} points in 6 months",
         1,
     ),
     _n(
@@ -416,7 +450,7 @@ FEATURES: tuple[Feature, ...] = (
         "book_roll_rate_change_3m",
         "portfolio",
         "Book roll rate change, 3 months",
-        "The share of current loans falling behind moved {value:+.1%} in 3 months",
+        "The share of current loans falling behind moved {pts:+.1f} points in 3 months",
         1,
     ),
     _n(

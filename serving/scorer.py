@@ -72,11 +72,19 @@ class ConceptMap:
         # compared as the sentence shows them: "Paid 100% of the amounts due" is never a risk because
         # 99.6% sits below a median of 100% (an officer reads the typical value as a reason)
         self.step = np.array([bundle.catalog[f].display_step for f in self.features])
+        measures = sorted({bundle.catalog[f].measure for f in self.features} - {""})
+        m = [getattr(bundle.catalog[f], "measure", "") for f in self.features]
+        self.measure = np.array([measures.index(x) if x else -1 for x in m])  # -1: a measure of its own
+
+    def shown(self, X: np.ndarray) -> np.ndarray:
+        """Values as the sentences show them, in units of their display step: equal ones read alike."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.where(self.step > 0, np.round(X / np.where(self.step > 0, self.step, 1.0)), X)
 
     def telling(self, X: np.ndarray, contrib: np.ndarray) -> np.ndarray:
         """Per (row, feature): the value may be told as a reason for this row."""
+        shown = self.shown(X)
         with np.errstate(invalid="ignore", over="ignore"):
-            shown = np.where(self.step > 0, np.round(X / np.where(self.step > 0, self.step, 1.0)), X)
             typical = np.where(
                 self.step > 0, np.round(self.median / np.where(self.step > 0, self.step, 1.0)), self.median
             )
@@ -238,6 +246,8 @@ class RiskScorer:
         if contrib is None or n == 0 or not cm.concepts:
             return result
         tell = cm.telling(X, contrib)
+        shown = cm.shown(X)
+        told_all = np.full((n, self.top_k * PER_REASON), -1)  # every feature told so far, per row
         group = self.concept_contributions(contrib)
         eligible = ((tell.astype(float) @ cm.member) > 0) & (group > 0) & want[:, None]
         ranked = np.where(eligible, group, -np.inf)
@@ -256,8 +266,8 @@ class RiskScorer:
                 if lead in cm.features:  # the loan's state first, whenever it is a telling value
                     is_lead = cols == cm.features.index(lead)
                     sub = np.where(is_lead[None, :] & np.isfinite(sub), np.inf, sub)
-                pick = np.argsort(-sub, axis=1, kind="stable")[:, :PER_REASON]
-                told = np.where(np.take_along_axis(sub, pick, axis=1) > -np.inf, cols[pick], -1)
+                told = _pick(sub, cols, shown[r], cm.measure, told_all[r, : k * PER_REASON])
+                told_all[r, k * PER_REASON : (k + 1) * PER_REASON] = told
                 slot["concept"][r] = concept
                 slot["title"][r] = CONCEPTS[concept]
                 slot["contribution"][r] = group[r, c]
@@ -281,6 +291,37 @@ class RiskScorer:
             concepts={c: float(v) for c, v in zip(self.concepts.concepts, group, strict=True)},
             values={f: _plain(_objects(features[f])[0]) for f in self.bundle.features},
         )
+
+
+def _pick(
+    sub: np.ndarray, cols: np.ndarray, shown: np.ndarray, measure: np.ndarray, before: np.ndarray
+) -> np.ndarray:
+    """Up to PER_REASON features of one concept per row (positions in the bundle, best first, -1 for
+    none), from their ranks `sub` (-inf: not telling). A value that repeats one told already, of the
+    same measure and shown alike (in an earlier reason or this one), goes last: the first sentence
+    takes it only when the concept has nothing else to tell, a second one never."""
+    rows = np.arange(len(sub))
+    told = np.full((len(sub), PER_REASON), -1)
+    sub = sub.copy()
+    for p in range(PER_REASON):
+        seen = np.concatenate([before, told[:, :p]], axis=1)
+        ok = seen >= 0
+        seen_measure = np.where(ok, measure[np.where(ok, seen, 0)], -1)
+        seen_value = np.take_along_axis(shown, np.where(ok, seen, 0), axis=1)
+        repeats = np.zeros(sub.shape, bool)
+        for i, j in enumerate(cols):
+            if measure[j] >= 0:
+                same = (seen_measure == measure[j]) & (seen_value == shown[:, [j]])
+                repeats[:, i] = same.any(axis=1)
+        fresh = np.where(repeats, -np.inf, sub)
+        best = np.argmax(fresh, axis=1)  # the first of equal ranks, as a stable sort would
+        got = fresh[rows, best] > -np.inf
+        if p == 0:  # nothing fresh to tell: the repeat rather than an empty reason
+            best = np.where(got, best, np.argmax(sub, axis=1))
+            got = sub[rows, best] > -np.inf
+        told[:, p] = np.where(got, cols[best], -1)
+        sub[rows[got], best[got]] = -np.inf  # told: not again
+    return told
 
 
 class _TextCache:

@@ -26,7 +26,7 @@ from model.bundle import GRADE_BANDS, LISTS, Calibrator, FeatureEncoder, ModelBu
 from model.spec import CalibrationSpec, GateSpec, GradeSpec, ModelSpec, TierSpec, Windows
 from training import ensemble, metrics
 from training.evaluate import Evaluation, evaluate, population
-from training.promote import describe, gates_of
+from training.promote import Gate, describe, gates_of
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class TrainResult:
     best_iteration: int
     dropped: dict[str, str] = field(default_factory=dict)  # feature -> why it was left out
     warnings: list[str] = field(default_factory=list)  # signs of a degenerate model
+    warned_gates: tuple[str, ...] = ()  # the gates those signs failed (on the calibration window)
     counts: dict[str, int] = field(default_factory=dict)
     example_rows: pd.DataFrame | None = None  # model input example: categoricals as strings, floats
     shap_sample: pd.DataFrame | None = None  # model input frame of test snapshots, for the SHAP summary
@@ -333,12 +334,12 @@ def master_scale(pd_cal: np.ndarray, spec: GradeSpec) -> tuple[float, ...]:
 DEGENERATE_GATES = ("iterations", "distinct_pds", "watchlist", "tuned_auc")
 
 
-def degenerate_signs(bundle: ModelBundle, cal: Evaluation, gates: GateSpec) -> list[str]:
+def degenerate_signs(bundle: ModelBundle, cal: Evaluation, gates: GateSpec) -> list[Gate]:
     """What makes a model useless whatever its AUC: it stopped at once, scores nearly everyone alike, puts
     more than its capacity on the watchlist, or was tuned to a validation AUC no better than chance. The
-    promotion gates of those names (`training.promote.gate_list`) on the calibration window, worded."""
+    promotion gates of those names (`training.promote.gate_list`) on the calibration window, failed."""
     on_cal = gates_of(gates, bundle, cal, None)
-    return [describe(g) for g in on_cal if g.name in DEGENERATE_GATES and not g.passed]
+    return [g for g in on_cal if g.name in DEGENERATE_GATES and not g.passed]
 
 
 def train_model(
@@ -384,7 +385,8 @@ def train_model(
         grade_bands=master_scale(pd_cal, spec.grades),
     )
     ev = evaluate(bundle, test, seed=spec.seed)
-    warnings = degenerate_signs(bundle, evaluate(bundle, cal, seed=spec.seed), spec.gates)
+    signs = degenerate_signs(bundle, evaluate(bundle, cal, seed=spec.seed), spec.gates)
+    warnings = [describe(g) for g in signs]
     for w in warnings:
         log.warning("degenerate model: %s", w)
     challenger = fit_challenger(train, names, spec.seed)
@@ -413,6 +415,7 @@ def train_model(
         best_iteration=best,
         dropped=dropped,
         warnings=warnings,
+        warned_gates=tuple(g.name for g in signs),
         counts={
             "train": len(train),
             "calibration": len(cal),

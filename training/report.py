@@ -10,6 +10,7 @@ from training.promote import describe, gate_list
 
 @dataclass(frozen=True)
 class Check:
+    name: str  # the gate's (training.promote.Gate.name)
     text: str
     passed: bool
 
@@ -23,4 +24,4 @@ def checks(bundle: ModelBundle) -> list[Check]:
     if failures is None:  # a bundle trained before the failures were kept: only whether all held
         failures = [] if t.get("monotone", True) else ["(not recorded)"]
     gates = gate_list(bundle.model_spec.gates, bundle.test_metrics, list(failures), t)
-    return [Check(describe(g), g.passed) for g in gates]
+    return [Check(g.name, describe(g), g.passed) for g in gates]

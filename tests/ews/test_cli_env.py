@@ -25,6 +25,25 @@ def test_mlflow_telemetry_is_off_unless_the_user_turned_it_on(
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"  # an explicit choice stands
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+        (["book", "generate", "--loans", "x"], "Invalid value for '--loans'"),
+        (["book", "validate"], "Missing argument"),
+        (["registry"], "Usage:"),  # a group without its command: its help, as a usage error
+    ],
+)
+def test_a_wrong_command_line_exits_64_not_the_refusal_code(args, says) -> None:
+    """click exits 2 on a usage error, the code this CLI gives a refused promotion: a scheduler could not
+    tell a typo in a cron line from a gate that said no."""
+    res = runner.invoke(app, args)
+    assert res.exit_code == 64, (res.exit_code, res.output)
+    assert says in res.output
+    assert runner.invoke(app, ["--help"]).exit_code == 0
+
+
 @pytest.mark.slow
 def test_ctrl_c_says_the_command_was_stopped_and_exits_130(tmp_path) -> None:
     """Typer exited 130 on Ctrl-C without a word, so a stopped train or batch read as a finished one."""

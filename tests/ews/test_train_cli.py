@@ -122,6 +122,10 @@ def test_training_says_which_gates_the_new_version_fails(small_book_dir, tmp_pat
     said = [x.split(": ", 1)[1] for x in res.output.splitlines() if x.startswith("WARNING fails a gate")]
     failed = [x.split("FAIL", 1)[1].strip() for x in report.output.splitlines() if "FAIL" in x]
     assert said and set(said) <= set(failed), (res.output, report.output)
+    warned = [x for x in res.output.splitlines() if x.startswith("WARNING")]
+    for sign in ("boosting rounds", "distinct PDs"):  # said once: on the calibration window, not again
+        assert sum(sign in x for x in warned) <= 1, warned
+    assert sum("boosting rounds" in x for x in warned) == 1, warned
     assert "is below the scorecard challenger's" in res.output
 
 

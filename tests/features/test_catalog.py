@@ -27,6 +27,14 @@ from features.catalog import BY_NAME, FEATURES, HISTORY_MONTHS
         ("city_tier", "other", "City tier: other"),  # was "Located in a other city"
         ("city_tier", "new_tier1", "City tier: new tier1"),
         ("book_arrears_rate", 0.042, "4.2% of the book is behind on payments now"),
+        # a change of a share is told in points: 0.30 -> 0.49 is '+19 points', not '+19%' (that is 0.357)
+        ("utilisation_change_3m", 0.19, "Use of the credit limit moved +19 points in 3 months"),
+        ("book_arrears_change_6m", -0.004, "The book's arrears rate moved -0.4 points in 6 months"),
+        ("ltv_change", 0.12, "Loan-to-value has moved +12 points since origination"),
+        ("balance_trend_6m", 0.054, "Balance changed +5.4% over 6 months"),  # a relative change stays one
+        ("utilisation_change_3m", 2e12, "Use of the credit limit moved +2e+14 points in 3 months"),
+        # a card's payment due is its minimum, not an installment
+        ("payment_to_income", 0.31, "Payments due take 31% of declared income"),
         # a valid but absurd value stays a sentence (three significant digits, not three hundred)
         ("utilisation", 9.43e305, "Using 9.43e+307% of the credit limit"),
         ("annual_income", 1.5e20, "Declared income of 1.5e+20"),
@@ -63,3 +71,12 @@ def test_every_feature_has_a_known_concept_and_a_revolving_text_says_credit_limi
     assert all(f.concept in CONCEPTS for f in FEATURES)
     assert all("amount lent" not in f.reason for f in FEATURES if f.concept == "utilisation")
     assert "credit limit" in BY_NAME["utilisation"].reason
+    # a card has no house: the borrower's city's prices are the local economy, not a house-price trend
+    assert BY_NAME["local_hpi_change_12m"].concept == "local_economy"
+
+
+def test_points_show_as_the_sentence_rounds_them() -> None:
+    """Two values the sentence shows alike read alike: the comparison with the typical value uses it."""
+    assert BY_NAME["utilisation_change_3m"].display_step == pytest.approx(0.01)
+    assert BY_NAME["book_arrears_change_6m"].display_step == pytest.approx(0.001)
+    assert BY_NAME["balance_trend_6m"].display_step == pytest.approx(0.001)

@@ -247,3 +247,35 @@ def test_a_value_that_reads_as_the_typical_one_is_never_a_reason() -> None:
     tell = cm.telling(X, np.ones_like(X))
     assert not tell[0].any() and tell[1].all()
     assert BY_NAME["pay_ratio_12m"].reason_text(0.996) == "Paid 100% of the amounts due over 12 months"
+
+
+def test_no_reason_repeats_a_value_another_window_already_told(scorer, scored, rows) -> None:
+    """'1 missed payment in the last 3 months | 1 missed payment in the last 6 months' is one payment, and
+    a first lien's LTV with prior liens is its LTV: the second sentence goes unless its concept has
+    nothing else to tell (then it is that reason's only sentence)."""
+    catalog = scorer.bundle.catalog
+    by_measure: dict[str, list[str]] = {}
+    for f in scorer.bundle.features:
+        if catalog[f].measure:
+            by_measure.setdefault(catalog[f].measure, []).append(f)
+    step = {f: catalog[f].display_step or 1.0 for f in scorer.bundle.features}
+    checked = repeats = 0
+    for i in np.flatnonzero(scored["reason_1_text"].notna().to_numpy()):
+        reasons = [scored[f"reason_{k}_text"].iloc[i] for k in (1, 2, 3)]
+        reasons = [r.split("; ") for r in reasons if isinstance(r, str)]
+        said = [s for r in reasons for s in r]
+        for members in by_measure.values():
+            told = {}  # shown value -> the sentences of members with it that were said
+            for f in members:
+                v = rows[f].iloc[i]
+                text = catalog[f].reason_text(None if v != v else float(v))
+                if text in said:
+                    told.setdefault(round(v / step[f]), []).append(text)
+            for texts in told.values():
+                checked += 1
+                if len(texts) > 1:
+                    repeats += 1
+                    later = texts[1:]  # allowed only as a reason's only sentence
+                    assert all([t] in reasons for t in later), (scored["loan_id"].iloc[i], reasons)
+    assert checked > 1000
+    assert repeats < 0.01 * checked, (repeats, checked)
