@@ -178,7 +178,7 @@ def _model(settings: Settings, model: str | None, default_alias: str | None = "c
     try:
         return parse_ref(model or settings.model_name, default_alias)
     except ValueError as e:
-        _fail(str(e))
+        _fail(str(e), EXIT_USAGE)
 
 
 def _tracking(settings: Settings) -> Path:
@@ -567,8 +567,8 @@ def promote_cmd(ctx: typer.Context, model: ModelOpt = None, book_dir: BookOpt = 
     from features.book import book_fingerprint
     from features.months import month_range
     from model.registry import require
-    from model.spec import resolve_windows
-    from training.registry import promote
+    from model.spec import resolve_test_window
+    from training.registry import promote, trained_on
 
     settings: Settings = ctx.obj
     ref = _model(settings, model, default_alias=None)  # NAME: its newest version
@@ -577,19 +577,27 @@ def promote_cmd(ctx: typer.Context, model: ModelOpt = None, book_dir: BookOpt = 
 
     def window_panel(bundle):
         spec = bundle.model_spec
-        w = resolve_windows(spec, *_book_months(folder))["test"]
+        w = resolve_test_window(spec, *_book_months(folder))  # the training months need not be here
         panel = _panel(settings, folder, month_range(*w), spec.label.rule, spec.label.horizon_months)
         return panel, (f"{w[0]:%Y-%m}", f"{w[1]:%Y-%m}")
 
     try:
         v = require(client, ref)
+        sha = book_fingerprint(folder)
+        trained = trained_on(client, ref.name, v)
+        if trained and trained != sha:  # a newer extract is the usual case; a different book is not
+            out.print(
+                f"note: version {v} was trained on another book (sha256 {trained[:12]}; this one "
+                f"{sha[:12]}): the test window's labels are this book's",
+                markup=False,
+            )
         d = promote(
             client,
             ref.name,
             v,
             window_panel,
             who=settings.user or getpass.getuser(),
-            book_sha256=book_fingerprint(folder),
+            book_sha256=sha,
             artifact_root=settings.models_dir / "mlartifacts",
         )
     except (ValueError, FileNotFoundError) as e:
@@ -636,6 +644,73 @@ def registry_history(ctx: typer.Context, model: ModelOpt = None) -> None:
             markup=False,
             highlight=False,
         )
+
+
+@registry_app.command("list")
+def registry_list(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Option("--model", help="NAME: its versions (default: every registered model).")
+    ] = None,
+) -> None:
+    """Every registered version, newest first: aliases, when registered, label, test AUC, test window,
+    training book and the last promotion outcome."""
+    from training.registry import versions
+
+    settings: Settings = ctx.obj
+    name = _model(settings, model).name if model else None
+    client = _client(settings)
+    try:
+        rows = versions(client, name)
+    except Exception as e:  # an unreadable store: one line, as every command says it
+        _fail(f"cannot read the MLflow registry: {e}")
+    if not rows:
+        out.print(f"no registered versions of {name!r}" if name else "no registered models")
+        return
+    out.print(f"registered versions of {name}" if name else "registered models, newest version first")
+    for r in rows:
+        auc = "-" if r["test_auc"] is None else f"{r['test_auc']:.4f}"
+        out.print(
+            f"{r['model']}:{r['version']}  {', '.join(r['aliases']) or '-'}  registered {r['registered']}  "
+            f"{r['label'] or '-'}  test AUC {auc} on {r['window_test'] or '-'}  "
+            f"book {r['book_sha256'][:12] or '-'}  promotion: {r['promotion'][:120] or '-'}",
+            markup=False,
+            highlight=False,
+        )
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="NAME:version, a version that was champion before.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")],
+) -> None:
+    """Move `champion` back to a version that was champion before, without new gates, as a record of the
+    audit log (`ews registry history`). A running service keeps the model it loaded until restarted."""
+    import getpass
+
+    from training.registry import rollback
+
+    settings: Settings = ctx.obj
+    ref = _model(settings, model, default_alias=None)
+    if ref.version is None:
+        _fail(f"--model {model!r}: name the version to roll back to, as NAME:version", EXIT_USAGE)
+    client = _client(settings)
+    try:
+        d = rollback(
+            client,
+            ref.name,
+            ref.version,
+            who=settings.user or getpass.getuser(),
+            why=reason,
+            artifact_root=settings.models_dir / "mlartifacts",
+        )
+    except ValueError as e:
+        _fail(str(e), EXIT_REFUSED)
+    out.print(
+        f"ROLLED BACK: {d.model} champion v{d.champion_before} -> v{d.champion_after} ({reason.strip()})",
+        markup=False,
+    )
 
 
 @app.command("report")

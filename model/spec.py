@@ -281,6 +281,34 @@ def spec_problems(e: ValidationError) -> str:
 Windows = dict[str, tuple[pd.Timestamp, pd.Timestamp] | None]
 
 
+def resolve_test_window(
+    spec: ModelSpec, first_month: pd.Timestamp, last_month: pd.Timestamp
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The spec's out-of-time test window in a book observed first_month..last_month, alone: what
+    promotion scores the challenger and the champion on. A newer extract that no longer holds the
+    training months can still promote; a ValueError names the test window and why when it cannot."""
+    h = spec.label.horizon_months
+    first, last = pd.Timestamp(first_month).to_period("M"), pd.Timestamp(last_month).to_period("M")
+    labelled = last - h
+    test = _test_periods(spec, labelled)
+    span = f"the book has months {first}..{last} and a {h}-month label is complete up to {labelled}"
+    if test[1] > labelled:
+        raise ValueError(f"the test window {test[0]}..{test[1]} ends after {labelled}: {span}")
+    if test[0] < first:
+        raise ValueError(f"the test window {test[0]}..{test[1]} starts before the book: {span}")
+    return test[0].to_timestamp(), test[1].to_timestamp()
+
+
+def _test_periods(spec: ModelSpec, labelled: pd.Period) -> tuple[pd.Period, pd.Period]:
+    """The test window as months: the spec's own, else its last `test_months` up to `test_end` or the
+    last labelled month."""
+    w = spec.windows
+    if w.test:
+        return pd.Period(w.test[0], "M"), pd.Period(w.test[1], "M")
+    end = pd.Period(w.test_end, "M") if w.test_end else labelled
+    return end - (w.test_months - 1), end
+
+
 def resolve_windows(spec: ModelSpec, first_month: pd.Timestamp, last_month: pd.Timestamp) -> Windows:
     """Consecutive train / calibration / test as-of ranges in a book observed first_month..last_month.
 
@@ -292,10 +320,7 @@ def resolve_windows(spec: ModelSpec, first_month: pd.Timestamp, last_month: pd.T
     first, last = pd.Timestamp(first_month).to_period("M"), pd.Timestamp(last_month).to_period("M")
     labelled = last - h  # the last as-of month whose whole horizon lies inside the book
     P = lambda s: pd.Period(s, "M")  # noqa: E731
-    test = (P(w.test[0]), P(w.test[1])) if w.test else None
-    if test is None:
-        end = P(w.test_end) if w.test_end else labelled
-        test = (end - (w.test_months - 1), end)
+    test = _test_periods(spec, labelled)
     if w.calibration:
         cal = (P(w.calibration[0]), P(w.calibration[1]))
     elif w.calibration_months:

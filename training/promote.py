@@ -36,6 +36,7 @@ class Decision:
     who: str = ""
     when: str = ""
     book_sha256: str = ""
+    kind: str = "promotion"  # or "rollback": champion moved back to a version promoted before, no gates
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -108,6 +108,106 @@ def promote(
     return decision
 
 
+def rollback(
+    client: MlflowClient, name: str, version: str, who: str, why: str, artifact_root: Path | None = None
+) -> Decision:
+    """Move `champion` back to `version`, a version the audit log shows was promoted before, without new
+    gates (it passed them when it was promoted; a rollback is for when its successor misbehaves). The
+    reason is required and the move is a record of the audit log like a promotion."""
+    why = why.strip()
+    if not why:
+        raise ValueError("a rollback needs a reason (--reason)")
+    champ_v = resolve(client, ModelRef(name, alias=CHAMPION))
+    if champ_v == str(version):
+        raise ValueError(f"version {version} of {name!r} is already the champion")
+    was = [r for r in history(client, name) if r["decision"] in ("promoted", "rollback")]
+    if not any(r["champion_after"] == str(version) for r in was):
+        before = sorted({r["champion_after"] for r in was}, key=int)
+        raise ValueError(
+            f"version {version} of {name!r} was never champion (champions so far: "
+            f"{', '.join(before) or 'none'}): a version that was not promoted goes through `ews promote`"
+        )
+    metrics = {k.removeprefix("test_"): v for k, v in _run_metrics(client, name, version).items()}
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_model_version_tag(name, str(version), "loan_ews.promotion", f"rollback: {why}"[:4000])
+    decision = Decision(
+        model=name,
+        challenger_version=str(version),
+        champion_before=champ_v,
+        champion_after=str(version),
+        promoted=True,
+        reason=f"rollback from v{champ_v}: {why}",
+        window=("", ""),
+        gates=[],
+        challenger={k: v for k, v in metrics.items() if k in ("auc", "ece", "ks", "oe")},
+        who=who,
+        when=datetime.now(UTC).isoformat(timespec="seconds"),
+        kind="rollback",
+    )
+    log_decision(decision, artifact_root)
+    log.info("rollback of %s to v%s from v%s: %s", name, version, champ_v, why)
+    return decision
+
+
+def _run_metrics(client: MlflowClient, name: str, version: str) -> dict[str, float]:
+    """The training run's test metrics (`test_*`) of a version; empty when its run is gone."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run_id = client.get_model_version(name, str(version)).run_id
+        return {k: v for k, v in client.get_run(run_id).data.metrics.items() if k.startswith("test_")}
+    except MlflowException:
+        return {}
+
+
+def trained_on(client: MlflowClient, name: str, version: str) -> str:
+    """The sha256 of the book a version was trained on ('' when its run is gone or did not log it)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run_id = client.get_model_version(name, str(version)).run_id
+        return client.get_run(run_id).data.params.get("book_sha256", "")
+    except MlflowException:
+        return ""
+
+
+def versions(client: MlflowClient, name: str | None = None) -> list[dict]:
+    """Every registered version (of `name`, or of every model), newest first per model: its aliases,
+    when it was registered, what its training run logged (label, test AUC, book) and its promotion."""
+    from mlflow.exceptions import MlflowException
+
+    names = [name] if name else sorted(m.name for m in client.search_registered_models())
+    rows = []
+    for n in names:
+        for mv in sorted(client.search_model_versions(f"name = '{n}'"), key=lambda x: -int(x.version)):
+            try:
+                run = client.get_run(mv.run_id).data if mv.run_id else None
+            except MlflowException:
+                run = None
+            params = run.params if run else {}
+            full = client.get_model_version(n, mv.version)  # search results carry no aliases
+            rows.append(
+                {
+                    "model": n,
+                    "version": str(mv.version),
+                    "aliases": sorted(full.aliases),
+                    "registered": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
+                        timespec="seconds"
+                    ),
+                    "label": (
+                        f"{params['dpd_threshold']}+ DPD in {params['horizon_months']} months"
+                        if "dpd_threshold" in params and "horizon_months" in params
+                        else ""
+                    ),
+                    "test_auc": run.metrics.get("test_auc") if run else None,
+                    "window_test": params.get("window_test", ""),
+                    "book_sha256": params.get("book_sha256", ""),
+                    "promotion": (full.tags or {}).get("loan_ews.promotion", ""),
+                }
+            )
+    return rows
+
+
 def log_decision(d: Decision, artifact_root: Path | None = None) -> str:
     """Append one decision to the audit log (a run of the audit experiment); returns its run id."""
     exp_id = ensure_experiment(AUDIT_EXPERIMENT, artifact_root)
@@ -116,7 +216,7 @@ def log_decision(d: Decision, artifact_root: Path | None = None) -> str:
             {
                 "loan_ews.kind": "promotion",
                 "loan_ews.model": d.model,
-                "decision": "promoted" if d.promoted else "refused",
+                "decision": "rollback" if d.kind == "rollback" else "promoted" if d.promoted else "refused",
                 "challenger_version": d.challenger_version,
                 "champion_before": d.champion_before or "",
                 "champion_after": d.champion_after or "",

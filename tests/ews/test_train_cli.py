@@ -129,7 +129,9 @@ def test_training_says_which_gates_the_new_version_fails(small_book_dir, tmp_pat
     assert "is below the scorecard challenger's" in res.output
 
 
-def test_demo_promotes_the_first_model_and_report_prints_the_checks(champion_store, demo_book_dir) -> None:
+def test_demo_promotes_the_first_model_and_report_prints_the_checks(
+    champion_store, demo_book_dir, small_book_dir
+) -> None:
     root, uri, promote = champion_store
     assert promote.exit_code == 0, promote.output
     assert "PROMOTED" in promote.output
@@ -143,6 +145,8 @@ def test_demo_promotes_the_first_model_and_report_prints_the_checks(champion_sto
         again = runner.invoke(app, ["promote", "--model", "loan-ews-pd-12m:7", "--book", str(demo_book_dir)])
         no_book = runner.invoke(app, ["promote", "--model", "loan-ews-pd-12m:1", "--book", "/no/such/book"])
         bad = runner.invoke(app, ["report", "--model", "no such/name"])
+        other = runner.invoke(app, ["promote", "--model", "loan-ews-pd-12m:1", "--book", str(small_book_dir)])
+        same = runner.invoke(app, ["promote", "--model", "loan-ews-pd-12m:1", "--book", str(demo_book_dir)])
     finally:
         mp.undo()
     assert rep.exit_code == 0, rep.output
@@ -151,7 +155,11 @@ def test_demo_promotes_the_first_model_and_report_prints_the_checks(champion_sto
     assert "PROMOTED" in hist.output and "pytest" in hist.output
     assert again.exit_code == 1 and "has no version 7" in again.output
     assert no_book.exit_code == 1 and "does not exist" in no_book.output  # checked before anything loads
-    assert bad.exit_code == 1 and "is not NAME, NAME@alias or NAME:version" in bad.output
+    assert bad.exit_code == 64 and "is not NAME, NAME@alias or NAME:version" in bad.output  # usage
+    # promoting on another book than the version's own is said (a newer extract is the usual case)
+    assert "version 1 was trained on another book" in other.output, other.output
+    assert "already the champion" in other.output and other.exit_code == 1
+    assert "another book" not in same.output and "already the champion" in same.output
 
 
 def test_report_of_a_champion_that_is_not_there(champion_store) -> None:

@@ -79,3 +79,24 @@ def test_a_bad_spec_file_is_one_line_naming_the_field(edit, message, tmp_path) -
         load_spec(path)
     text = str(e.value)
     assert message in text and "\n" not in text and "pydantic" not in text, text
+
+
+def test_promotion_needs_only_the_test_window_in_the_book() -> None:
+    """A newer 24-month extract no longer holds a model's training months: training on it fails naming
+    the train window, promotion scores on the test window alone, and says so when that is missing."""
+    import pandas as pd
+
+    from model.spec import resolve_test_window, resolve_windows
+
+    spec = load_spec(Path("models/pd_90d_12m.yaml"))
+    first, last = pd.Timestamp("2024-01-01"), pd.Timestamp("2025-12-01")  # 24 months
+    with pytest.raises(ValueError, match="the train window .* lies before the book"):
+        resolve_windows(spec, first, last)
+    assert resolve_test_window(spec, first, last) == (pd.Timestamp("2024-07-01"), pd.Timestamp("2024-12-01"))
+    with pytest.raises(ValueError, match=r"the test window 2024-07..2024-12 starts before the book"):
+        resolve_test_window(spec, pd.Timestamp("2024-09-01"), last)
+    with pytest.raises(ValueError, match=r"the test window 2024-07..2024-12 ends after 2024-10"):
+        fixed = spec.model_copy(update={"windows": spec.windows.model_copy(update={"test_end": "2024-12"})})
+        resolve_test_window(fixed, first, pd.Timestamp("2025-10-01"))
+    full = resolve_windows(spec, pd.Timestamp("2022-01-01"), last)
+    assert resolve_test_window(spec, pd.Timestamp("2022-01-01"), last) == full["test"]  # one definition
