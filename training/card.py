@@ -40,6 +40,19 @@ def table(df: pd.DataFrame, floatfmt: str = ".4f", ints: tuple[str, ...] = ()) -
     return "\n".join(lines)
 
 
+def _list_line(name: str, m: dict, spec: ModelSpec) -> str:
+    """One list's share of the test window and its tiers against capacity; a list with no snapshot (an
+    in-arrears list under a current-only population) says so rather than 'nan%'."""
+    share, red, amber = (m.get(f"{name}{k}", float("nan")) for k in ("_share", "_red_share", "_amber_share"))
+    title = name.replace("_", " ")
+    if not share > 0 or pd.isna(red) or pd.isna(amber):
+        return f"- {title}: no test snapshot on this list"
+    return (
+        f"- {title}: {share:.1%} of test snapshots; red {red:.2%} and amber {amber:.2%} of the list "
+        f"(capacity {spec.tiers.red_share:.0%} and {spec.tiers.amber_share:.0%})"
+    )
+
+
 def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_version: str) -> str:
     ev = result.evaluation
     m, ch = ev.metrics, result.challenger_metrics
@@ -99,13 +112,7 @@ def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_vers
             "jeffreys_pvalue",
         ]
     ]
-    lists = "\n".join(
-        f"- {name.replace('_', ' ')}: {m.get(f'{name}_share', 0):.1%} of test snapshots; red "
-        f"{m.get(f'{name}_red_share', float('nan')):.2%} and amber "
-        f"{m.get(f'{name}_amber_share', float('nan')):.2%} "
-        f"of the list (capacity {spec.tiers.red_share:.0%} and {spec.tiers.amber_share:.0%})"
-        for name in ("early_warning", "in_arrears")
-    )
+    lists = "\n".join(_list_line(name, m, spec) for name in ("early_warning", "in_arrears"))
     fairness = (
         table(ev.fairness, ".4f", ints=("snapshots",))
         if not ev.fairness.empty

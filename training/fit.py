@@ -380,6 +380,7 @@ def train_model(
             "member_rounds": rounds,
             "tuned_auc": tuned_auc,
             "dropped": dropped,
+            "calibration_holdout": windows["calibration"] is None,  # what the score PSI compares with
         },
         reference_rows=enc.matrix(train.sample(min(2000, len(train)), random_state=spec.seed)),
         grade_bands=master_scale(pd_cal, spec.grades),

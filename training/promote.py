@@ -19,6 +19,7 @@ class Gate:
     limit: float
     passed: bool
     rule: str  # e.g. "auc >= champion auc - 0.005"
+    basis: str = ""  # what the value is measured against, where the wording needs it (score PSI)
 
 
 @dataclass
@@ -80,13 +81,17 @@ def gate_list(
     else:
         out.append(Gate("auc", m["auc"], gates.min_auc, bool(m["auc"] >= gates.min_auc), "auc >= floor"))
     out.append(Gate("ece", m["ece"], gates.max_ece, bool(m["ece"] <= gates.max_ece), "ece <= max_ece"))
+    basis = (
+        "the held-out calibration loans" if training.get("calibration_holdout") else "the calibration window"
+    )
     out.append(
         Gate(
             "score_psi",
             m["score_psi"],
             gates.max_score_psi,
             bool(m["score_psi"] <= gates.max_score_psi),
-            "score psi vs the calibration window <= max_score_psi",
+            f"score psi vs {basis} <= max_score_psi",
+            basis,
         )
     )
     n_bad = float(len(monotone_failures))
@@ -130,7 +135,7 @@ def describe(g: Gate) -> str:
     words = {
         "auc": f"AUC {g.value:.4f}, at least {g.limit:.4f}",
         "ece": f"ECE {g.value:.4f}, at most {g.limit}",
-        "score_psi": f"score PSI vs the calibration window {g.value:.4f}, at most {g.limit}",
+        "score_psi": f"score PSI vs {g.basis or 'the calibration window'} {g.value:.4f}, at most {g.limit}",
         "monotonicity": "every declared risk direction holds"
         if ok
         else f"{g.value:.0f} declared risk directions do not hold",

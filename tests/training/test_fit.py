@@ -186,7 +186,13 @@ def test_one_month_windows_and_held_out_calibration(trained, demo_generated) -> 
     # the model card names the default held-out share (it crashed on the unset `holdout_share`)
     from training.card import model_card
 
-    assert "calibration on 25% of the training loans held out" in model_card(res, short, "sha", "code")
+    from training.report import checks
+
+    card = model_card(res, short, "sha", "code")
+    assert "calibration on 25% of the training loans held out" in card
+    assert res.bundle.training["calibration_holdout"]
+    assert "score PSI vs the held-out calibration loans" in "\n".join(c.text for c in checks(res.bundle))
+    assert "nan" not in card.lower(), [x for x in card.splitlines() if "nan" in x.lower()]
 
 
 def test_unusable_windows_fail_before_any_work_naming_the_window(trained) -> None:

@@ -29,8 +29,14 @@ def _ev(
 
 
 class _Bundle:  # the training facts a gate reads from a bundle
-    def __init__(self, best_iteration: int = 500, tuned_auc: float | None = None) -> None:
-        self.training = {"best_iteration": best_iteration, "tuned_auc": tuned_auc}
+    def __init__(
+        self, best_iteration: int = 500, tuned_auc: float | None = None, holdout: bool = False
+    ) -> None:
+        self.training = {
+            "best_iteration": best_iteration,
+            "tuned_auc": tuned_auc,
+            "calibration_holdout": holdout,
+        }
 
 
 def test_gates_compare_with_the_champion_and_name_every_failure() -> None:
@@ -47,6 +53,9 @@ def test_gates_compare_with_the_champion_and_name_every_failure() -> None:
     assert (
         not ok and "ECE 0.0200, at most 0.01" in why and "score PSI vs the calibration window 0.3000" in why
     )
+    # calibrated on held-out training loans, there is no calibration window to name
+    _, _, why = decide(g, _Bundle(holdout=True), _ev("1", 0.80, psi=0.3), None)
+    assert "score PSI vs the held-out calibration loans 0.3000" in why and "window" not in why
 
 
 def test_a_degenerate_model_is_refused_whatever_its_auc() -> None:
