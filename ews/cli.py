@@ -372,7 +372,10 @@ def features_build(
     probation: Annotated[
         int, typer.Option(help="Months below the threshold before a cured loan counts.")
     ] = 3,
-    out_file: Annotated[Path, typer.Option("--out", help="Panel Parquet file.")] = Path("data/panel.parquet"),
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Panel Parquet file (default: panel.parquet in EWS_DATA_DIR)."),
+    ] = None,
     chunk_loans: Annotated[int, typer.Option(help="Loans per partition (bounds memory).")] = 50_000,
 ) -> None:
     """Write the panel: one row per performing (loan, as-of month) with features, label and oracle PD."""
@@ -382,6 +385,7 @@ def features_build(
 
     settings: Settings = ctx.obj
     folder = _book(settings, book_dir)
+    out_file = out_file or settings.data_dir / "panel.parquet"
     t0 = time.perf_counter()
     try:
         asked = month_range(parse_month(start), parse_month(end))

@@ -75,3 +75,11 @@ def test_features_build_keeps_to_the_book_s_months(small_book_dir, small_generat
     res = build(small_book_dir, "--from", "2010-01", "--to", f"{first:%Y-%m}", "--out", str(tmp_path / "q"))
     assert res.exit_code in (0, 3), res.output
     assert "warning: the book reports" in res.output and "over 1 as-of months" in res.output, res.output
+
+
+def test_the_panel_goes_to_the_data_folder_of_the_settings(small_book_dir, tmp_path, monkeypatch) -> None:
+    """Without --out the panel went to ./data whatever EWS_DATA_DIR said."""
+    monkeypatch.setenv("EWS_DATA_DIR", str(tmp_path / "elsewhere"))
+    res = build(small_book_dir, "--from", "2024-01", "--to", "2024-01", "--horizon", "6")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "elsewhere" / "panel.parquet").is_file()
