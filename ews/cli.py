@@ -105,6 +105,12 @@ def main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", 
     # MLflow 3 sends usage telemetry from a background thread by default; a lender's systems send nothing
     # out unasked. Off unless the user sets MLFLOW_DISABLE_TELEMETRY=false; the service's workers inherit it.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow draws a tqdm bar on stderr for every artifact download (training reads its own model back);
+    # in a command's output, a cron log or a CI log it is noise of carriage returns
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # "Failed to resolve installed pip version": the venv is made by uv, without pip; the logged model's
+    # requirements are pinned by `model_requirements()`, so the missing pip version changes nothing
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     # the interpreter's last garbage collections walk every object the imports made (MLflow, SQLAlchemy,
     # LightGBM, scikit-learn: ~0.8 s of each command's exit) to free memory the OS takes back anyway;
     # frozen objects are skipped. Registered first, so it runs after every other exit handler (LIFO).

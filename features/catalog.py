@@ -48,6 +48,9 @@ class Feature:
     # another with the value the sentence shows alike adds nothing ("1 missed payment in the last 3
     # months | 1 missed payment in the last 6 months" is one payment)
     measure: str = ""
+    # months of history, t included, the feature needs (missing below): a short book's training rows
+    # lack it for want of history, not because of the loan, so training may leave it out
+    history: int = 0
 
     def reason_text(self, value: object) -> str | None:
         """The reason sentence for this feature's value, e.g. 'Loan-to-value is 84% ...'; None if missing.
@@ -100,8 +103,8 @@ class _Compact(float):
         return f"{float(self):{sign}.3g}"
 
 
-def _n(name, concept, title, reason, direction=0, exact=(), telling=True, measure="") -> Feature:
-    return Feature(name, "num", concept, title, reason, direction, exact, telling, measure)
+def _n(name, concept, title, reason, direction=0, exact=(), telling=True, measure="", history=0) -> Feature:
+    return Feature(name, "num", concept, title, reason, direction, exact, telling, measure, history)
 
 
 def _c(name, concept, title, reason, exact=(), telling=True) -> Feature:
@@ -363,6 +366,7 @@ FEATURES: tuple[Feature, ...] = (
         "Balance trend, 6 months",
         "Balance changed {value:+.1%} over 6 months",
         1,
+        history=7,  # the balance 6 months before t
     ),
     _n(
         "missing_months_12m",

@@ -14,6 +14,7 @@ import pandas as pd
 from model.bundle import ModelBundle
 
 BUNDLE_ARTIFACT = "bundle"
+PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # what MLflow runs to make the model object
 
 
 class BundleModel(mlflow.pyfunc.PythonModel):

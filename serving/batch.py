@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from features.book import find_table_file, month_span, new_dir
 from features.months import parse_month
-from features.stability import PSI_SHIFTED, psi
+from features.stability import PSI_SHIFTED, psi, with_history
 from features.validation import check_reject_share
 from model.spec import LISTS
 from serving.outputs import publish, recover
@@ -368,7 +368,12 @@ def _lists(scores: pd.DataFrame, tiers) -> dict[str, dict]:
 
 def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow, shadow_parts) -> dict:
     b = scorer.bundle
-    psis = {f: psi(b.reference[f], features[f]) for f in b.features if f in b.reference}  # vs training
+    hist = features.get("history_months")
+    psis = {  # vs training, like for like: a feature that needs history on the rows that have it
+        f: psi(b.reference[f], with_history(features[f], hist, b.catalog[f].history))
+        for f in b.features
+        if f in b.reference
+    }
     score_psi = psi(b.reference["__score__"], scores["pd"]) if len(scores) else float("nan")
     shifted = sorted(f for f, v in psis.items() if v > PSI_SHIFTED)
     left = 0

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import BY_NAME
-from features.stability import psi
+from features.stability import psi, with_history
 from model.bundle import LISTS, ModelBundle
 from training import metrics
 from training.panel import ORACLE_COL, TTD_COL
@@ -113,7 +113,12 @@ def evaluate(bundle: ModelBundle, rows: pd.DataFrame, version: str = "", seed: i
     m["grades_populated"] = float((grade_table["count"] > 0).sum())
     m["grades_failing_jeffreys"] = float((grade_table["jeffreys_pvalue"] < 0.05).sum())
     sample = rows.sample(min(400, len(rows)), random_state=seed)
-    feature_psi = {f: psi(ref[f], rows[f]) for f in bundle.features if f in ref}
+    hist = rows.get("history_months")
+    feature_psi = {
+        f: psi(ref[f], with_history(rows[f], hist, bundle.catalog[f].history))
+        for f in bundle.features
+        if f in ref
+    }
     by_segment = {
         key: {
             str(k): metrics.auc(y[g.index], p[g.index])

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from features.catalog import BY_NAME
-from features.stability import reference_bins
+from features.stability import reference_bins, with_history
 from model.bundle import GRADE_BANDS, LISTS, Calibrator, FeatureEncoder, ModelBundle
 from model.spec import CalibrationSpec, GateSpec, GradeSpec, ModelSpec, TierSpec, Windows
 from training import ensemble, metrics
@@ -361,7 +361,11 @@ def train_model(
     pd_cal = calibrator(raw_cal)
     thresholds = capacity_thresholds(pd_cal, ModelBundle.list_of(cal["dpd_now"]), spec.tiers)
     pd_tr = calibrator(booster.predict(X_tr, raw_score=True))
-    reference = {f: reference_bins(train[f], BY_NAME[f].dtype == "cat") for f in names}
+    hist = train.get("history_months")
+    reference = {
+        f: reference_bins(with_history(train[f], hist, BY_NAME[f].history), BY_NAME[f].dtype == "cat")
+        for f in names
+    }
     reference["__score__"] = reference_bins(pd_tr)
     reference["__score_calibration__"] = reference_bins(pd_cal)
     bundle = ModelBundle(

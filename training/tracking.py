@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from features.book import book_fingerprint
-from model.pyfunc import BUNDLE_ARTIFACT, BundleModel
+from model.pyfunc import BUNDLE_ARTIFACT, PYFUNC_ENTRY
 from model.registry import ensure_experiment
 from model.spec import ModelSpec
 from training import plots
@@ -152,7 +152,7 @@ def log_training(
             )
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=BundleModel(),
+                python_model=str(PYFUNC_ENTRY),  # models from code: no pickle
                 artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
                 signature=signature,
                 input_example=X,

@@ -210,6 +210,9 @@ def test_registered_model_loads_back_into_an_identical_bundle(
         X[c] = X[c].astype(object).where(X[c].notna(), "missing")
     pd2 = pf.predict(X)["pd"].to_numpy()
     np.testing.assert_allclose(pd1, pd2, rtol=0, atol=0)
+    # logged as code, not as a pickle (a pickled PythonModel is code run on load; MLflow warned of it)
+    flavor = pf.metadata.flavors["python_function"]
+    assert flavor.get("model_code_path") and "python_model" not in flavor, flavor
 
 
 @pytest.mark.slow

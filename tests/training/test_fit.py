@@ -185,7 +185,6 @@ def test_one_month_windows_and_held_out_calibration(trained, demo_generated) -> 
     assert "book_arrears_rate" in res.dropped  # one month holds no cycle to learn the context from
     # the model card names the default held-out share (it crashed on the unset `holdout_share`)
     from training.card import model_card
-
     from training.report import checks
 
     card = model_card(res, short, "sha", "code")
