@@ -200,7 +200,9 @@ def test_changes_since_the_previous_run_and_shadow_scoring(
     )
 
 
-def _cli(champion_store, book: Path, out: Path, *extra: str) -> subprocess.Popen:
+def _cli(champion_store, book: Path, out: Path, *extra: str, session: bool = False) -> subprocess.Popen:
+    """`ews score-book` in a process of its own (`session`: in a process group of its own too, which a
+    terminal's Ctrl-C reaches as a whole)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -219,6 +221,7 @@ def _cli(champion_store, book: Path, out: Path, *extra: str) -> subprocess.Popen
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=session,
     )
 
 
@@ -272,21 +275,32 @@ def test_killed_run_leaves_previous_outputs_and_rerun_gives_identical_files(
     assert runs[0].data.metrics["count_scored"] == summary["counts"]["scored"]
 
 
-def test_sigterm_stops_the_batch_with_one_line_and_leaves_nothing_half_written(
-    champion_store, demo_book_dir, tmp_path
+@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
+def test_a_stopped_batch_says_so_in_one_line_and_leaves_nothing_half_written(
+    stop, champion_store, demo_book_dir, tmp_path
 ) -> None:
     """SIGTERM (a scheduler's stop) exited 143 with nothing on stderr and left a link and a version
-    folder for the next run to clean up."""
+    folder for the next run to clean up. Ctrl-C at a terminal is SIGINT to the whole process group, the
+    book reader process included: one line and 130, the reader stopped by the command, not by the
+    signal on its own."""
     import psutil
 
     out = tmp_path / "scores"
-    run = _after_first_chunk(_cli(champion_store, demo_book_dir, out, "--chunk-loans", "2000"))
+    run = _cli(champion_store, demo_book_dir, out, "--chunk-loans", "2000", session=stop == "Ctrl-C")
+    run = _after_first_chunk(run)
     children = psutil.Process(run.pid).children(recursive=True)
-    run.send_signal(signal.SIGTERM)
+    assert children  # the book reader runs in a process of its own
+    if stop == "SIGTERM":
+        run.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(run.pid, signal.SIGINT)  # what the terminal does
     _, err = run.communicate(timeout=60)
-    assert run.returncode == 143, err
+    code, said = (
+        (143, "error: stopped by SIGTERM") if stop == "SIGTERM" else (130, "error: stopped by SIGINT")
+    )
+    assert run.returncode == code, err
     errors = [x for x in err.splitlines() if x.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: stopped by SIGTERM"), err
+    assert len(errors) == 1 and errors[0].startswith(said), err
     assert "Traceback" not in err
     assert not out.exists() or not [p for p in out.iterdir() if p.name.startswith(".")]
     psutil.wait_procs(children, timeout=10)
