@@ -29,8 +29,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
-from typer._click.core import Context  # typer 0.29 runs its own copy of click, not the package
-from typer._click.exceptions import UsageError
+
+try:  # typer 0.29 runs its own copy of click, not the click package
+    from typer._click.core import Context
+    from typer._click.exceptions import UsageError
+except ImportError:  # an earlier typer uses the package
+    from click import Context, UsageError
 
 from ews.settings import Settings
 
@@ -165,6 +169,24 @@ def _fail(msg: str, code: int = EXIT_FAILED) -> None:
     raise typer.Exit(code)
 
 
+def _month_arg(value: str | None) -> str | None:
+    """A month option checked as the command line is parsed: a malformed one is a usage error (64)."""
+    from features.months import parse_month
+
+    if value is not None:
+        try:
+            parse_month(value)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+    return value
+
+
+def _reasons_arg(value: str) -> str:
+    if value not in ("all", "flagged"):
+        raise typer.BadParameter(f"{value!r}: use 'all' or 'flagged'")
+    return value
+
+
 def _book(settings: Settings, book_dir: Path | None) -> Path:
     """The book folder to read, checked to exist before anything loads."""
     folder = book_dir or settings.demo_book
@@ -183,8 +205,8 @@ def _model(settings: Settings, model: str | None, default_alias: str | None = "c
         model = f"{settings.model_name}{':' if ref.isdigit() else '@'}{ref}"
     try:
         return parse_ref(model or settings.model_name, default_alias)
-    except ValueError as e:
-        _fail(str(e), EXIT_USAGE)
+    except ValueError as e:  # a wrong --model is a usage error; a wrong EWS_MODEL_NAME a failed start
+        _fail(str(e), EXIT_USAGE if model is not None else EXIT_FAILED)
 
 
 def _tracking(settings: Settings) -> Path:
@@ -371,8 +393,12 @@ def book_summary(
 def features_build(
     ctx: typer.Context,
     book_dir: BookOpt = None,
-    start: Annotated[str, typer.Option("--from", help="First as-of month, YYYY-MM.")] = "2023-01",
-    end: Annotated[str, typer.Option("--to", help="Last as-of month, YYYY-MM.")] = "2025-12",
+    start: Annotated[
+        str, typer.Option("--from", callback=_month_arg, help="First as-of month, YYYY-MM.")
+    ] = "2023-01",
+    end: Annotated[
+        str, typer.Option("--to", callback=_month_arg, help="Last as-of month, YYYY-MM.")
+    ] = "2025-12",
     horizon: Annotated[int, typer.Option(help="Label horizon in months.")] = 12,
     dpd: Annotated[int, typer.Option(help="Default threshold in days past due.")] = 90,
     probation: Annotated[
@@ -382,7 +408,7 @@ def features_build(
         Path | None,
         typer.Option("--out", help="Panel Parquet file (default: panel.parquet in EWS_DATA_DIR)."),
     ] = None,
-    chunk_loans: Annotated[int, typer.Option(help="Loans per partition (bounds memory).")] = 50_000,
+    chunk_loans: Annotated[int, typer.Option(min=1, help="Loans per partition (bounds memory).")] = 50_000,
 ) -> None:
     """Write the panel: one row per performing (loan, as-of month) with features, label and oracle PD."""
     from features.labels import LabelRule
@@ -577,7 +603,7 @@ def promote_cmd(ctx: typer.Context, model: ModelOpt = None, book_dir: BookOpt = 
     from features.book import book_fingerprint
     from features.months import month_range
     from model.registry import require
-    from model.spec import resolve_test_window
+    from model.spec import resolve_test_window, short_history_note
     from training.registry import promote, trained_on
 
     settings: Settings = ctx.obj
@@ -587,7 +613,10 @@ def promote_cmd(ctx: typer.Context, model: ModelOpt = None, book_dir: BookOpt = 
 
     def window_panel(bundle):
         spec = bundle.model_spec
-        w = resolve_test_window(spec, *_book_months(folder))  # the training months need not be here
+        first, last = _book_months(folder)
+        w = resolve_test_window(spec, first, last)  # the training months need not be here
+        if note := short_history_note(first, w):
+            out.print(note, markup=False)
         panel = _panel(settings, folder, month_range(*w), spec.label.rule, spec.label.horizon_months)
         return panel, (f"{w[0]:%Y-%m}", f"{w[1]:%Y-%m}")
 
@@ -699,13 +728,20 @@ def registry_rollback(
     audit log (`ews registry history`). A running service keeps the model it loaded until restarted."""
     import getpass
 
+    from model.registry import require
     from training.registry import rollback
 
     settings: Settings = ctx.obj
     ref = _model(settings, model, default_alias=None)
     if ref.version is None:
         _fail(f"--model {model!r}: name the version to roll back to, as NAME:version", EXIT_USAGE)
+    if not reason.strip():
+        _fail("--reason is empty: say why (it is kept in the audit log)", EXIT_USAGE)
     client = _client(settings)
+    try:
+        require(client, ref)  # no such model or version: a failure, as for promote
+    except ValueError as e:
+        _fail(str(e))
     try:
         d = rollback(
             client,
@@ -923,14 +959,16 @@ def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
 @app.command("score-book")
 def score_book_cmd(
     ctx: typer.Context,
-    as_of: Annotated[str, typer.Option("--as-of", help="Month to score, YYYY-MM.")],
+    as_of: Annotated[str, typer.Option("--as-of", callback=_month_arg, help="Month to score, YYYY-MM.")],
     book_dir: BookOpt = None,
     model: ModelOpt = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default: data/scores).")
     ] = None,
-    reasons: Annotated[str, typer.Option(help="Reasons for 'all' loans or only 'flagged' ones.")] = "all",
-    chunk_loans: Annotated[int, typer.Option(help="Loans per chunk (bounds memory).")] = 50_000,
+    reasons: Annotated[
+        str, typer.Option(callback=_reasons_arg, help="Reasons for 'all' loans or only 'flagged' ones.")
+    ] = "all",
+    chunk_loans: Annotated[int, typer.Option(min=1, help="Loans per chunk (bounds memory).")] = 50_000,
 ) -> None:
     """Nightly batch: score every performing loan at an as-of month; write scores, watchlist, rejects and
     summary (all or nothing); shadow-score the challenger; log the run to MLflow.

@@ -12,6 +12,7 @@ None for it.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -57,7 +58,7 @@ class Feature:
 
         `{s}` in the template is the plural ending: '1 missed payment', '2 missed payments'; `{pts}` is a
         difference of two shares in percentage points (0.19 -> 19), which '{value:+.0%}' would misread as
-        a relative change ('+19%' of what it was)."""
+        a relative change ('+19%' of what it was), and `{ps}` its plural ending as '{pts:+.0f}' shows it."""
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return None
         for v, text in self.exact:
@@ -67,7 +68,11 @@ class Feature:
         if isinstance(shown, str):
             shown = shown.replace("_", " ")  # a category code as words: 'export manufacturing'
         try:
-            return self.reason.format(value=shown, s="" if value == 1 else "s", pts=_points(value))
+            pts = _points(value)
+            one = isinstance(pts, float) and round(abs(pts)) == 1  # '+1 point' (with '{pts:+.0f}')
+            return self.reason.format(
+                value=shown, s="" if value == 1 else "s", pts=pts, ps="" if one else "s"
+            )
         except (ValueError, TypeError):
             return f"{self.title}: {value}"
 
@@ -84,8 +89,9 @@ class Feature:
 
 def _points(value: object) -> object:
     """A share difference in percentage points, for `{pts}`; the value as it is when not a number."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _Compact(value * 100) if abs(value) * 100 >= COMPACT_FROM else value * 100
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        pts = float(value) * 100
+        return _Compact(pts) if abs(pts) >= COMPACT_FROM else pts
     return value
 
 
@@ -195,7 +201,7 @@ FEATURES: tuple[Feature, ...] = (
         "ltv_change",
         "collateral",
         "Change in combined LTV",
-        "Loan-to-value has moved {pts:+.0f} points since origination",
+        "Loan-to-value has moved {pts:+.0f} point{ps} since origination",
         1,
     ),
     _n(
@@ -404,7 +410,7 @@ FEATURES: tuple[Feature, ...] = (
         "utilisation_change_3m",
         "utilisation",
         "Utilisation change, 3 months",
-        "Use of the credit limit moved {pts:+.0f} points in 3 months",
+        "Use of the credit limit moved {pts:+.0f} point{ps} in 3 months",
         1,
     ),
     _n(

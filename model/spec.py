@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from features.catalog import BY_NAME, FEATURE_NAMES
+from features.catalog import BY_NAME, FEATURE_NAMES, HISTORY_MONTHS
 from features.labels import LabelRule
 from features.months import parse_month
 from model.ref import NAME
@@ -297,6 +297,21 @@ def resolve_test_window(
     if test[0] < first:
         raise ValueError(f"the test window {test[0]}..{test[1]} starts before the book: {span}")
     return test[0].to_timestamp(), test[1].to_timestamp()
+
+
+def short_history_note(first_month: pd.Timestamp, test: tuple[pd.Timestamp, pd.Timestamp]) -> str | None:
+    """What promotion says when the book holds fewer months before the test window than the features
+    look back (a short extract): both versions are scored on the same shortened histories, which moves
+    the 12- and 24-month features off what the versions were trained on. None when the history is whole."""
+    first = pd.Timestamp(first_month)
+    before = (test[0].year - first.year) * 12 + test[0].month - first.month
+    if before >= HISTORY_MONTHS:
+        return None
+    return (
+        f"note: the book holds {before} month{'s' * (before != 1)} before the test window "
+        f"{test[0]:%Y-%m}..{test[1]:%Y-%m}: features over longer windows (up to {HISTORY_MONTHS} months) "
+        "see only those, for the challenger and the champion alike"
+    )
 
 
 def _test_periods(spec: ModelSpec, labelled: pd.Period) -> tuple[pd.Period, pd.Period]:

@@ -404,7 +404,8 @@ def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow,
         },
         "psi": {
             "score": round(float(score_psi), 6),
-            "features": {f: round(float(v), 6) for f, v in sorted(psis.items())},
+            # None where nothing could be compared (no scored row with the history a feature needs)
+            "features": {f: round(float(v), 6) if v == v else None for f, v in sorted(psis.items())},
             "shifted_above_0.25": shifted,
         },
         "mean_pd": round(float(scores["pd"].mean()), 6) if len(scores) else None,

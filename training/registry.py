@@ -127,8 +127,9 @@ def rollback(
             f"version {version} of {name!r} was never champion (champions so far: "
             f"{', '.join(before) or 'none'}): a version that was not promoted goes through `ews promote`"
         )
-    metrics = {k.removeprefix("test_"): v for k, v in _run_metrics(client, name, version).items()}
     client.set_registered_model_alias(name, CHAMPION, str(version))
+    if resolve(client, ModelRef(name, alias=CHALLENGER)) == str(version):  # not shadow-scored against itself
+        client.delete_registered_model_alias(name, CHALLENGER)
     client.set_model_version_tag(name, str(version), "loan_ews.promotion", f"rollback: {why}"[:4000])
     decision = Decision(
         model=name,
@@ -136,10 +137,10 @@ def rollback(
         champion_before=champ_v,
         champion_after=str(version),
         promoted=True,
-        reason=f"rollback from v{champ_v}: {why}",
+        reason=f"rollback from v{champ_v}: {why}" if champ_v else f"rollback (there was no champion): {why}",
         window=("", ""),
         gates=[],
-        challenger={k: v for k, v in metrics.items() if k in ("auc", "ece", "ks", "oe")},
+        challenger={},  # nothing is measured at a rollback: its metrics are those of its promotion
         who=who,
         when=datetime.now(UTC).isoformat(timespec="seconds"),
         kind="rollback",
@@ -147,17 +148,6 @@ def rollback(
     log_decision(decision, artifact_root)
     log.info("rollback of %s to v%s from v%s: %s", name, version, champ_v, why)
     return decision
-
-
-def _run_metrics(client: MlflowClient, name: str, version: str) -> dict[str, float]:
-    """The training run's test metrics (`test_*`) of a version; empty when its run is gone."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run_id = client.get_model_version(name, str(version)).run_id
-        return {k: v for k, v in client.get_run(run_id).data.metrics.items() if k.startswith("test_")}
-    except MlflowException:
-        return {}
 
 
 def trained_on(client: MlflowClient, name: str, version: str) -> str:
@@ -171,12 +161,23 @@ def trained_on(client: MlflowClient, name: str, version: str) -> str:
         return ""
 
 
+def _model_names(client: MlflowClient) -> list[str]:
+    """Every registered model's name, all pages (a search returns 100 by default)."""
+    names, token = [], None
+    while True:
+        page = client.search_registered_models(max_results=1000, page_token=token)
+        names += [m.name for m in page]
+        token = page.token
+        if not token:
+            return sorted(names)
+
+
 def versions(client: MlflowClient, name: str | None = None) -> list[dict]:
     """Every registered version (of `name`, or of every model), newest first per model: its aliases,
     when it was registered, what its training run logged (label, test AUC, book) and its promotion."""
     from mlflow.exceptions import MlflowException
 
-    names = [name] if name else sorted(m.name for m in client.search_registered_models())
+    names = [name] if name else _model_names(client)
     rows = []
     for n in names:
         for mv in sorted(client.search_model_versions(f"name = '{n}'"), key=lambda x: -int(x.version)):

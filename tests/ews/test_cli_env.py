@@ -33,6 +33,9 @@ def test_mlflow_telemetry_is_off_unless_the_user_turned_it_on(
         (["book", "generate", "--loans", "x"], "Invalid value for '--loans'"),
         (["book", "validate"], "Missing argument"),
         (["registry"], "Usage:"),  # a group without its command: its help, as a usage error
+        (["score-book", "--as-of", "2025-13"], "is not a month"),  # checked as the line is parsed
+        (["score-book", "--as-of", "2025-12", "--reasons", "some"], "use 'all' or 'flagged'"),
+        (["score-book", "--as-of", "2025-12", "--chunk-loans", "0"], "Invalid value for '--chunk-loans'"),
     ],
 )
 def test_a_wrong_command_line_exits_64_not_the_refusal_code(args, says) -> None:

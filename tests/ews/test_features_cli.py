@@ -60,7 +60,8 @@ def test_features_build_writes_the_in_memory_panel_in_partitions(
 
 def test_features_build_refuses_a_bad_month_with_one_line(small_book_dir, tmp_path) -> None:
     res = build(small_book_dir, "--from", "2023-13", "--out", str(tmp_path / "p"))
-    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.exit_code == 64 and "Traceback" not in res.output  # a wrong command line
+    assert "Invalid value for '--from'" in res.output and "is not a month" in res.output
     assert not (tmp_path / "p").exists()
 
 

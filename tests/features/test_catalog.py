@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from features.catalog import BY_NAME, FEATURES, HISTORY_MONTHS
@@ -33,6 +34,8 @@ from features.catalog import BY_NAME, FEATURES, HISTORY_MONTHS
         ("ltv_change", 0.12, "Loan-to-value has moved +12 points since origination"),
         ("balance_trend_6m", 0.054, "Balance changed +5.4% over 6 months"),  # a relative change stays one
         ("utilisation_change_3m", 2e12, "Use of the credit limit moved +2e+14 points in 3 months"),
+        ("utilisation_change_3m", -0.01, "Use of the credit limit moved -1 point in 3 months"),
+        ("ltv_change", np.float32(0.25), "Loan-to-value has moved +25 points since origination"),
         # a card's payment due is its minimum, not an installment
         ("payment_to_income", 0.31, "Payments due take 31% of declared income"),
         # a valid but absurd value stays a sentence (three significant digits, not three hundred)

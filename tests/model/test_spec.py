@@ -98,5 +98,11 @@ def test_promotion_needs_only_the_test_window_in_the_book() -> None:
     with pytest.raises(ValueError, match=r"the test window 2024-07..2024-12 ends after 2024-10"):
         fixed = spec.model_copy(update={"windows": spec.windows.model_copy(update={"test_end": "2024-12"})})
         resolve_test_window(fixed, first, pd.Timestamp("2025-10-01"))
+    # scored all the same, on histories shorter than the features look back: said
+    from model.spec import short_history_note
+
+    note = short_history_note(first, resolve_test_window(spec, first, last))
+    assert note and note.startswith("note: the book holds 6 months before the test window 2024-07..2024-12")
+    assert short_history_note(pd.Timestamp("2022-07-01"), resolve_test_window(spec, first, last)) is None
     full = resolve_windows(spec, pd.Timestamp("2022-01-01"), last)
     assert resolve_test_window(spec, pd.Timestamp("2022-01-01"), last) == full["test"]  # one definition

@@ -275,7 +275,8 @@ def test_no_reason_repeats_a_value_another_window_already_told(scorer, scored, r
                 checked += 1
                 if len(texts) > 1:
                     repeats += 1
-                    later = texts[1:]  # allowed only as a reason's only sentence
-                    assert all([t] in reasons for t in later), (scored["loan_id"].iloc[i], reasons)
+                    # one of them told in full; every other only as a reason's only sentence
+                    kept = [t for t in texts if [t] not in reasons]
+                    assert len(kept) <= 1, (scored["loan_id"].iloc[i], reasons)
     assert checked > 1000
     assert repeats < 0.01 * checked, (repeats, checked)

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ews.cli import app
-from model.registry import CHAMPION, ModelRef, resolve
+from model.registry import CHALLENGER, CHAMPION, ModelRef, resolve
 from tests.conftest import new_mlflow_store
 from training.promote import Decision
 from training.registry import history, log_decision, rollback, versions
@@ -81,11 +81,15 @@ def test_rollback_moves_the_champion_back_with_an_audit_record(registry) -> None
     assert last["champion_before"] == "2" and last["champion_after"] == "1"
     assert "twice its capacity" in last["reason"]
     assert client.get_model_version(NAME, "1").tags["loan_ews.promotion"].startswith("rollback")
-    # and back again: v2 was champion too, so it can be rolled back to
+    assert last["challenger_auc"] is None  # nothing is measured at a rollback
+    # and back again: v2 was champion too, so it can be rolled back to; a challenger on it goes (the batch
+    # would shadow-score the champion against itself)
+    client.set_registered_model_alias(NAME, CHALLENGER, "2")
     rollback(
         client, NAME, "2", who="dora", why="the capacity issue was the batch's, not v2's", artifact_root=art
     )
     assert resolve(client, ModelRef(NAME, alias=CHAMPION)) == "2"
+    assert resolve(client, ModelRef(NAME, alias=CHALLENGER)) is None
 
 
 def test_rollback_refuses_a_version_never_promoted_the_champion_and_no_reason(registry) -> None:
@@ -122,6 +126,10 @@ def test_registry_commands(registry) -> None:
     assert alias.exit_code == 64 and "NAME:version" in alias.output  # a wrong command line
     no_reason = runner.invoke(app, ["registry", "rollback", "--model", f"{NAME}:1"])
     assert no_reason.exit_code == 64 and "--reason" in no_reason.output
+    blank = runner.invoke(app, ["registry", "rollback", "--model", f"{NAME}:1", "--reason", " "])
+    assert blank.exit_code == 64 and "--reason is empty" in blank.output
+    missing = runner.invoke(app, ["registry", "rollback", "--model", f"{NAME}:9", "--reason", "x"])
+    assert missing.exit_code == 1 and "has no version 9" in missing.output  # as promote says it
     done = runner.invoke(app, ["registry", "rollback", "--model", f"{NAME}:1", "--reason", "v2 misbehaves"])
     assert done.exit_code == 0, done.output
     assert f"ROLLED BACK: {NAME} champion v2 -> v1" in done.output
