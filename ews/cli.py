@@ -675,14 +675,17 @@ def registry_history(ctx: typer.Context, model: ModelOpt = None) -> None:
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     out.print(f"promotion history of {name} ({len(rows)} decisions, oldest first)")
     for r in rows:
-        out.print(
+        _record(
             f"{r['when']}  {r['who']}  {r['decision'].upper():8s}  v{r['challenger_version']}  "
             f"champion {r['champion_before'] or '-'} -> {r['champion_after'] or '-'}  "
             f"window {r['window']}  AUC {fmt(r['challenger_auc'])} vs champion {fmt(r['champion_auc'])}  "
-            f"ECE {fmt(r['challenger_ece'])}  {r['reason']}",
-            markup=False,
-            highlight=False,
+            f"ECE {fmt(r['challenger_ece'])}  {r['reason']}"
         )
+
+
+def _record(line: str) -> None:
+    """One record of a listing on stdout, as it is: never markup, no colours guessed from its numbers."""
+    out.print(line, markup=False, highlight=False)
 
 
 @registry_app.command("list")
@@ -694,6 +697,8 @@ def registry_list(
 ) -> None:
     """Every registered version, newest first: aliases, when registered, label, test AUC, test window,
     training book and the last promotion outcome."""
+    from mlflow.exceptions import MlflowException
+
     from training.registry import versions
 
     settings: Settings = ctx.obj
@@ -701,20 +706,18 @@ def registry_list(
     client = _client(settings)
     try:
         rows = versions(client, name)
-    except Exception as e:  # an unreadable store: one line, as every command says it
-        _fail(f"cannot read the MLflow registry: {e}")
+    except MlflowException as e:  # an unreadable store: one line, as every command says it
+        _fail(f"cannot read the MLflow registry: {e.message}")
     if not rows:
         out.print(f"no registered versions of {name!r}" if name else "no registered models")
         return
     out.print(f"registered versions of {name}" if name else "registered models, newest version first")
     for r in rows:
         auc = "-" if r["test_auc"] is None else f"{r['test_auc']:.4f}"
-        out.print(
+        _record(
             f"{r['model']}:{r['version']}  {', '.join(r['aliases']) or '-'}  registered {r['registered']}  "
             f"{r['label'] or '-'}  test AUC {auc} on {r['window_test'] or '-'}  "
-            f"book {r['book_sha256'][:12] or '-'}  promotion: {r['promotion'][:120] or '-'}",
-            markup=False,
-            highlight=False,
+            f"book {r['book_sha256'][:12] or '-'}  promotion: {r['promotion'][:120] or '-'}"
         )
 
 
