@@ -52,6 +52,9 @@ class Feature:
     # months of history, t included, the feature needs (missing below): a short book's training rows
     # lack it for want of history, not because of the loan, so training may leave it out
     history: int = 0
+    # a feature whose telling value already says this one's fact: this one is then not told ("60 days
+    # past due now; Behind on payments now"; the borrower's city's prices where the collateral's are told)
+    told_by: str = ""
 
     def reason_text(self, value: object) -> str | None:
         """The reason sentence for this feature's value, e.g. 'Loan-to-value is 84% ...'; None if missing.
@@ -109,8 +112,10 @@ class _Compact(float):
         return f"{float(self):{sign}.3g}"
 
 
-def _n(name, concept, title, reason, direction=0, exact=(), telling=True, measure="", history=0) -> Feature:
-    return Feature(name, "num", concept, title, reason, direction, exact, telling, measure, history)
+def _n(
+    name, concept, title, reason, direction=0, exact=(), telling=True, measure="", history=0, told_by=""
+) -> Feature:
+    return Feature(name, "num", concept, title, reason, direction, exact, telling, measure, history, told_by)
 
 
 def _c(name, concept, title, reason, exact=(), telling=True) -> Feature:
@@ -231,6 +236,7 @@ FEATURES: tuple[Feature, ...] = (
         "Local house prices, 12 months",
         "House prices in the borrower's city moved {value:+.1%} in 12 months",
         -1,
+        told_by="hpi_change_12m",
     ),
     # arrears now
     _n("dpd_now", "arrears", "Days past due", "{value:.0f} day{s} past due now", 1, measure="dpd"),
@@ -278,6 +284,7 @@ FEATURES: tuple[Feature, ...] = (
             (0.0, "Behind on payments now"),
             (float(HISTORY_MONTHS), f"Not behind on payments in the last {HISTORY_MONTHS} months"),
         ),
+        told_by="dpd_now",
     ),
     # payment history
     _n(
@@ -426,6 +433,7 @@ FEATURES: tuple[Feature, ...] = (
         "Minimum-payment months, 6 months",
         "Paid only the minimum in {value:.0f} of the last 6 months",
         1,
+        measure="minimum",
     ),
     _n(
         "strain_months_6m",
@@ -433,6 +441,7 @@ FEATURES: tuple[Feature, ...] = (
         "Months borrowing more while paying the minimum, 6 months",
         "Balance grew while paying the minimum or less in {value:.0f} of the last 6 months",
         1,
+        measure="minimum",
     ),
     # portfolio context (features.context)
     _n(

@@ -3,13 +3,16 @@
 Reasons are concepts (arrears now, payment history, collateral and LTV, ...; `features.catalog.CONCEPTS`),
 ranked by their contribution to the raw score: the exact sum of the SHAP values (exact TreeSHAP in
 log-odds, from the bundle's compiled SHAP tables, equal to LightGBM's `pred_contrib` to 1e-9) of the
-concept's features. Contributions plus the base value equal the raw score; the
-scorer checks it on every call, so a reason can never explain a score it did not produce.
+concept's features; a loan 30+ days past due has its arrears first. Contributions plus the base value
+equal the raw score; the scorer checks it on every call, so a reason can never explain a score it did
+not produce.
 
 A concept is a reason only if it pushes the risk up and the loan has a telling value in it: a feature
-that applies to the loan (not missing), may be told to an officer, is on the risky side of the typical
-training loan for its declared direction, and itself pushes the risk up. Its sentence combines up to two
-such values, the loan's state first ("75 days past due now; 2 missed payments in the last 3 months").
+that applies to the loan (not missing), may be told to an officer, has a declared risk direction (a
+number without one, such as the remaining term, has no risky side) and is on its risky side of the
+typical training loan, whose fact no other telling value already says (`told_by`), and that itself
+pushes the risk up. Its sentence combines up to two such values, the loan's state first ("75 days past
+due now; 2 missed payments in the last 3 months"), never the same fact twice (`measure`).
 Protected attributes (the spec's `protected`, age by default) are never a reason: their contribution is
 kept out of every concept. Texts come from the bundle, so a score is explained by the model that made it.
 """
@@ -33,6 +36,7 @@ ADDITIVITY_SAMPLE = 10_000  # rows checked per call; every row when a call has f
 SMALL_CALL = 256  # rows below which LightGBM predicts in the calling thread (OpenMP start-up costs more)
 REASON_MODES = ("all", "flagged", "none")
 PER_REASON = 2  # values combined in one reason sentence
+ARREARS_FIRST_DPD = 30  # a loan this far behind is told its arrears first, whatever else weighs more
 LEADS = {"arrears": "dpd_now"}  # the loan's state, told first when it is telling
 REASON_FIELDS = ("concept", "title", "feature", "value", "contribution", "text")
 
@@ -63,11 +67,15 @@ class ConceptMap:
             if f not in protected and c in self.concepts:
                 self.member[j, self.concepts.index(c)] = 1.0
         self.protected = [j for j, f in enumerate(self.features) if f in protected]
-        self.tellable = np.array(
-            [bundle.catalog[f].telling and f not in protected for f in self.features], dtype=bool
-        )
         self.direction = np.array([bundle.catalog[f].direction for f in self.features])
         self.numeric = np.array([bundle.catalog[f].dtype == "num" for f in self.features], dtype=bool)
+        # a number without a declared risk direction (months on book, remaining term, balance over
+        # principal) has no risky side: "171 months to maturity" is an ordinary value, never a reason
+        self.tellable = np.array(
+            [bundle.catalog[f].telling and f not in protected for f in self.features], dtype=bool
+        ) & ~(self.numeric & (self.direction == 0))
+        by = [getattr(bundle.catalog[f], "told_by", "") for f in self.features]
+        self.told_by = [(j, self.features.index(b)) for j, b in enumerate(by) if b in self.features]
         self.median = np.array([_median(bundle.reference.get(f)) for f in self.features])
         # compared as the sentence shows them: "Paid 100% of the amounts due" is never a risk because
         # 99.6% sits below a median of 100% (an officer reads the typical value as a reason)
@@ -95,7 +103,10 @@ class ConceptMap:
             )
         known = ~np.isnan(X)
         risky = np.where(self.numeric & np.isnan(self.median), True, risky)
-        return known & self.tellable & risky & (contrib > 0)
+        tell = known & self.tellable & risky & (contrib > 0)
+        for j, by in self.told_by:  # its fact is told by the other's sentence
+            tell[:, j] &= ~tell[:, by]
+        return tell
 
 
 def _median(ref: dict | None) -> float:
@@ -251,6 +262,10 @@ class RiskScorer:
         group = self.concept_contributions(contrib)
         eligible = ((tell.astype(float) @ cm.member) > 0) & (group > 0) & want[:, None]
         ranked = np.where(eligible, group, -np.inf)
+        if "arrears" in cm.concepts and "dpd_now" in cm.features:  # 30+ DPD: the arrears come first
+            a = cm.concepts.index("arrears")
+            behind = X[:, cm.features.index("dpd_now")] >= ARREARS_FIRST_DPD
+            ranked[:, a] = np.where(behind & eligible[:, a], np.finfo(float).max, ranked[:, a])
         order = np.argsort(-ranked, axis=1, kind="stable")[:, : self.top_k]
         texts = _TextCache(self.bundle, features)
         for k in range(min(self.top_k, len(cm.concepts))):

@@ -103,6 +103,12 @@ def test_a_loan_in_arrears_has_its_arrears_first_and_the_sentence_leads_with_its
     assert behind.sum() > 25
     first = scored.loc[behind, "reason_1_concept"]
     assert first.isin(["arrears", "payment_history"]).all(), first.value_counts()
+    # "2 missed payments in the last 6 months" led for a loan 60 days past due: its arrears come first
+    # whenever they are a reason at all
+    told = scored.loc[behind, ["reason_2_concept", "reason_3_concept"]].eq("arrears").any(axis=1)
+    late = told & first.ne("arrears")
+    assert not late.any(), scored.loc[late[late].index, ["loan_id", "reason_1_text", "reason_2_text"]]
+    assert first.eq("arrears").mean() > 0.9, first.value_counts()
     lead = scored.loc[behind & (scored["reason_1_concept"] == "arrears").to_numpy()]
     dpd = rows.loc[lead.index, "dpd_now"]
     assert all(
@@ -280,3 +286,21 @@ def test_no_reason_repeats_a_value_another_window_already_told(scorer, scored, r
                     assert len(kept) <= 1, (scored["loan_id"].iloc[i], reasons)
     assert checked > 1000
     assert repeats < 0.01 * checked, (repeats, checked)
+
+
+def test_an_ordinary_value_and_a_fact_another_sentence_says_are_never_reasons(scorer, scored, rows) -> None:
+    """A number without a declared risk direction has no risky side ("171 months to maturity", "19 months
+    on book"); "Behind on payments now" beside "60 days past due now" says it twice; the borrower's city's
+    house prices beside the collateral's (the same city) twice again."""
+    catalog = scorer.bundle.catalog
+    undirected = {
+        f for f in scorer.bundle.features if catalog[f].dtype == "num" and catalog[f].direction == 0
+    }
+    assert {"remaining_term", "months_on_book", "balance_ratio"} <= undirected
+    firsts = set(scored[[f"reason_{k}_feature" for k in (1, 2, 3)]].stack())
+    assert not firsts & undirected, firsts & undirected
+    texts = scored[[f"reason_{k}_text" for k in (1, 2, 3)]].fillna("").agg(" | ".join, axis=1)
+    assert not texts.str.contains("past due now; Behind on payments now").any()
+    assert not texts.str.contains("months to maturity|month on book|months on book|amount lent").any()
+    both = texts.str.contains("borrower's city moved") & texts.str.contains("collateral's city moved")
+    assert not both.any(), texts[both].head()
