@@ -377,7 +377,7 @@ def book_summary(
     if oracle_path.exists():
         for h, auc in oracle_aucs(book, pd.read_parquet(oracle_path), rule, horizon).items():
             if auc is None:
-                out.print(f"no exact oracle for {dpd}+ DPD in {h} months")
+                out.print(f"no exact oracle for {dpd}+ DPD in {_months(h)}")
             elif np.isnan(auc):  # no complete window (or no default in one) to rank
                 out.print(f"oracle AUC {h:>2}m: n/a (no complete {h}-month window with defaults in the book)")
             else:
@@ -576,9 +576,16 @@ def _print_metrics(m: dict, challenger_auc: float | None) -> None:
     line = f"test AUC {m['auc']:.4f}  Gini {m['gini']:.4f}  KS {m['ks']:.4f}  ECE {m['ece']:.4f}"
     line += f"  O/E {m['oe']:.2f} ({m.get('oe_low', float('nan')):.2f}-{m.get('oe_high', float('nan')):.2f})"
     line += f"  capture@5% {m['capture_5pct']:.1%}"
-    if challenger_auc is not None:
-        line += f"   challenger AUC {challenger_auc:.4f}"
+    if challenger_auc is not None:  # the logistic scorecard, not the registry's challenger alias
+        line += f"   scorecard AUC {challenger_auc:.4f}"
     out.print(line)
+    low, high = m.get("oe_low", float("nan")), m.get("oe_high", float("nan"))
+    if low > 1 or high < 1:  # calibration in the large: not a gate, but a validator reads it first
+        out.print(
+            f"note: O/E {m['oe']:.2f} ({low:.2f}-{high:.2f}) excludes 1 on the test window: the PDs are too "
+            + ("low (more defaults than predicted)" if low > 1 else "high (fewer defaults than predicted)"),
+            markup=False,
+        )
     if "oracle_auc" in m:
         out.print(f"oracle AUC {m['oracle_auc']:.4f}  model/oracle {m['model_over_oracle']:.4f}")
     if "grades_populated" in m:
@@ -589,9 +596,14 @@ def _print_metrics(m: dict, challenger_auc: float | None) -> None:
         )
     if m.get("lead_median_months", float("nan")) == m.get("lead_median_months", float("nan")):
         out.print(
-            f"lead time: {m['lead_flagged_share']:.1%} of defaulters flagged red/amber beforehand, median "
-            f"{m['lead_median_months']:.0f} months ahead, {m['lead_3m_share']:.1%} at least 3 months ahead"
+            f"lead time: {m['lead_flagged_share']:.1%} of defaulters flagged red/amber beforehand, "
+            f"median {_months(round(m['lead_median_months']))} ahead, "
+            f"{m['lead_3m_share']:.1%} at least 3 months ahead"
         )
+
+
+def _months(n: int) -> str:
+    return f"{n} month" if n == 1 else f"{n} months"
 
 
 @app.command("promote")
@@ -645,7 +657,10 @@ def promote_cmd(ctx: typer.Context, model: ModelOpt = None, book_dir: BookOpt = 
     for c in ("gate", "value", "limit", "rule", "result"):
         t.add_column(c)
     for g in d.gates:
-        t.add_row(g.name, _number(g.value), _number(g.limit), g.rule, "pass" if g.passed else "FAIL")
+        count = g.name in COUNT_GATES
+        t.add_row(
+            g.name, _number(g.value, count), _number(g.limit, count), g.rule, "pass" if g.passed else "FAIL"
+        )
     out.print(t)
     c = d.challenger
     line = (
@@ -664,23 +679,33 @@ def promote_cmd(ctx: typer.Context, model: ModelOpt = None, book_dir: BookOpt = 
 @registry_app.command("history")
 def registry_history(ctx: typer.Context, model: ModelOpt = None) -> None:
     """Every promotion decision for a model, oldest first: who, when, versions, metrics, reason."""
+    from model.registry import ModelRef, require
     from training.registry import history
 
     settings: Settings = ctx.obj
     name = _model(settings, model).name
-    rows = history(_client(settings), name)
+    client = _client(settings)
+    try:
+        require(client, ModelRef(name))  # no such model: an error, not an empty history
+    except ValueError as e:
+        _fail(str(e))
+    rows = history(client, name)
     if not rows:
         out.print(f"no promotion decisions recorded for {name!r}")
         return
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    out.print(f"promotion history of {name} ({len(rows)} decisions, oldest first)")
+    out.print(f"promotion history of {name} ({_count(len(rows), 'decision')}, oldest first)")
     for r in rows:
         _record(
             f"{r['when']}  {r['who']}  {r['decision'].upper():8s}  v{r['challenger_version']}  "
-            f"champion {r['champion_before'] or '-'} -> {r['champion_after'] or '-'}  "
-            f"window {r['window']}  AUC {fmt(r['challenger_auc'])} vs champion {fmt(r['champion_auc'])}  "
+            f"champion {_v(r['champion_before'])} -> {_v(r['champion_after'])}  "
+            f"window {r['window'] or '-'}  AUC {fmt(r['challenger_auc'])} vs champion {fmt(r['champion_auc'])}  "
             f"ECE {fmt(r['challenger_ece'])}  {r['reason']}"
         )
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
 
 
 def _record(line: str) -> None:
@@ -775,8 +800,9 @@ def report(ctx: typer.Context, model: ModelOpt = None) -> None:
     explicit = model is not None and ("@" in model or ":" in model)  # NAME@champion means that one
     try:
         if ref.alias == CHAMPION and not explicit and resolve(client, ref) is None:
+            v = require(client, ModelRef(ref.name))  # no such model: said before anything else
             ref = ModelRef(ref.name)  # no champion yet: the newest version
-            out.print(f"{ref.name} has no champion yet: the newest version")
+            out.print(f"{ref.name} has no champion yet: its newest version, {v}")
         v = require(client, ref)
         bundle = load_bundle(ref.name, v)
     except ValueError as e:
@@ -850,9 +876,13 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def _number(x: float) -> str:
-    """A gate's value or limit: a count as a whole number (23 rounds, not 23.0000), a rate to 4 places."""
-    return f"{x:.0f}" if float(x).is_integer() and abs(x) >= 1 else f"{x:.4f}"
+COUNT_GATES = ("monotonicity", "iterations", "distinct_pds")  # gates whose value is a count
+
+
+def _number(x: float, count: bool = False) -> str:
+    """A gate's value or limit: a count as a whole number (23 rounds, 0 failing directions, not 0.0000),
+    a rate to 4 places."""
+    return f"{x:.0f}" if count or (float(x).is_integer() and abs(x) >= 1) else f"{x:.4f}"
 
 
 def _serve(settings: Settings, host: str, port: int, env: dict[str, str], stop) -> None:
@@ -979,8 +1009,8 @@ def score_book_cmd(
     Exit codes: 0 done, every loan scored or not performing; 3 done with rejects (rows that break the
     contract, loan ids not in the loans table, malformed CSV lines: see OUT/YYYY-MM/rejects.csv); 1 failed
     with a one-line message (unusable book, no rows at the as-of month, too many rejects, no model, a
-    write error): nothing written, the previous outputs stay; 143 stopped by SIGTERM (one line, nothing
-    half-written)."""
+    write error): nothing written, the previous outputs stay; 64 a wrong command line (nothing read);
+    130 stopped by Ctrl-C, 143 by SIGTERM (one line, nothing half-written)."""
     from features.book import book_fingerprint
     from features.stability import PSI_SHIFTED
     from serving.batch import BatchConfig, log_batch_run, parse_as_of, run_key, score_book

@@ -196,7 +196,8 @@ def versions(client: MlflowClient, name: str | None = None) -> list[dict]:
                         timespec="seconds"
                     ),
                     "label": (
-                        f"{params['dpd_threshold']}+ DPD in {params['horizon_months']} months"
+                        f"{params['dpd_threshold']}+ DPD in {params['horizon_months']} month"
+                        + ("" if str(params["horizon_months"]) == "1" else "s")
                         if "dpd_threshold" in params and "horizon_months" in params
                         else ""
                     ),
@@ -223,7 +224,7 @@ def log_decision(d: Decision, artifact_root: Path | None = None) -> str:
                 "champion_after": d.champion_after or "",
                 "who": d.who,
                 "when": d.when,
-                "window": f"{d.window[0]}..{d.window[1]}",
+                "window": f"{d.window[0]}..{d.window[1]}" if any(d.window) else "",
                 "reason": d.reason[:4900],
                 "book_sha256": d.book_sha256,
             }

@@ -77,3 +77,29 @@ def test_ctrl_c_says_the_command_was_stopped_and_exits_130(tmp_path) -> None:
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "error: stopped by SIGINT (Ctrl-C)", err
     assert "Traceback" not in err and not out.exists()  # nothing half-written
+
+
+def test_the_metrics_line_says_when_calibration_in_the_large_fails(capsys) -> None:
+    """A card model's O/E 1.46 (1.09-1.92) passed every check without a word; the scorecard's AUC read
+    as the registry's challenger."""
+    from ews.cli import _print_metrics
+
+    m = {"auc": 0.64, "gini": 0.29, "ks": 0.26, "ece": 0.004, "capture_5pct": 0.2}
+    _print_metrics(
+        {
+            **m,
+            "oe": 1.46,
+            "oe_low": 1.09,
+            "oe_high": 1.92,
+            "lead_flagged_share": 0.2,
+            "lead_median_months": 1.0,
+            "lead_3m_share": 0.0,
+        },
+        0.62,
+    )
+    said = capsys.readouterr().out
+    assert "excludes 1 on the test window: the PDs are too low" in said
+    assert "scorecard AUC 0.6200" in said and "challenger" not in said
+    assert "median 1 month ahead" in said
+    _print_metrics({**m, "oe": 1.02, "oe_low": 0.9, "oe_high": 1.15}, None)
+    assert "excludes" not in capsys.readouterr().out

@@ -137,6 +137,8 @@ def test_demo_promotes_the_first_model_and_report_prints_the_checks(
     assert "PROMOTED" in promote.output
     rounds = next(x for x in promote.output.splitlines() if x.strip("│ ").startswith("iterations"))
     assert ".0000" not in rounds, rounds  # a count of rounds is a whole number
+    mono = next(x for x in promote.output.splitlines() if x.strip("│ ").startswith("monotonicity"))
+    assert "0.0000" not in mono, mono  # no declared direction fails: 0, a count
     mp = pytest.MonkeyPatch()
     _env(mp, root)
     try:
@@ -180,7 +182,7 @@ def test_report_of_a_champion_that_is_not_there(champion_store) -> None:
         mp.undo()
     assert explicit.exit_code == 1 and "has no alias @champion" in explicit.output, explicit.output
     assert "version" not in explicit.output.split("has no alias")[0]  # no report of another version
-    assert "has no champion yet: the newest version" in bare.output, bare.output
+    assert "has no champion yet: its newest version" in bare.output, bare.output
     assert f"{name} version {version}" in bare.output
 
 

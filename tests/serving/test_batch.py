@@ -67,6 +67,8 @@ def test_counts_reconcile_and_every_performing_loan_is_scored_with_reasons(
             want = x[f"{tier}_capacity"] * x["loans"]
             assert abs(x[tier] - want) <= max(0.2 * want, 1.0), (name, tier, x)  # 20%, or a whole loan
     assert watch["reasons"].str.len().gt(0).all()
+    dpd = (tmp_path / "2025-12" / "watchlist.csv").read_text().splitlines()[1:]
+    assert not [x for x in dpd if ".0," in x.split(",")[7] + ","], dpd[:3]  # days: 60, not 60.0
     assert s["watchlist"]["exposure"] == pytest.approx(watch["balance"].sum(), rel=1e-6)
     assert set(s["psi"]["features"]) == set(champion_scorer.bundle.features)
     assert all(s["psi"]["features"][f] > 0.25 for f in s["psi"]["shifted_above_0.25"])

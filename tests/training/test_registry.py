@@ -134,4 +134,10 @@ def test_registry_commands(registry) -> None:
     assert done.exit_code == 0, done.output
     assert f"ROLLED BACK: {NAME} champion v2 -> v1" in done.output
     hist = runner.invoke(app, ["registry", "history", "--model", NAME])
-    assert "ROLLBACK" in hist.output and "dora" in hist.output
+    assert "ROLLBACK" in hist.output and "dora" in hist.output and "3 decisions" in hist.output
+    assert "champion none -> v1" in hist.output  # the first promotion: there was no champion
+    assert "window -" in hist.output and "window .." not in hist.output  # a rollback measures nothing
+    nosuch = runner.invoke(app, ["registry", "history", "--model", "nosuch"])
+    assert nosuch.exit_code == 1 and "no registered model named 'nosuch'" in nosuch.output
+    report = runner.invoke(app, ["report", "--model", "nosuch"])
+    assert report.exit_code == 1 and "champion" not in report.output  # no 'no champion yet' first
