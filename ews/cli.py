@@ -699,8 +699,8 @@ def registry_history(ctx: typer.Context, model: ModelOpt = None) -> None:
         _record(
             f"{r['when']}  {r['who']}  {r['decision'].upper():8s}  v{r['challenger_version']}  "
             f"champion {_v(r['champion_before'])} -> {_v(r['champion_after'])}  "
-            f"window {r['window'] or '-'}  AUC {fmt(r['challenger_auc'])} vs champion {fmt(r['champion_auc'])}  "
-            f"ECE {fmt(r['challenger_ece'])}  {r['reason']}"
+            f"window {r['window'] or '-'}  AUC {fmt(r['challenger_auc'])} "
+            f"vs champion {fmt(r['champion_auc'])}  ECE {fmt(r['challenger_ece'])}  {r['reason']}"
         )
 
 
