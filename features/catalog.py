@@ -55,6 +55,9 @@ class Feature:
     # a feature whose telling value already says this one's fact: this one is then not told ("60 days
     # past due now; Behind on payments now"; the borrower's city's prices where the collateral's are told)
     told_by: str = ""
+    # a change whose sign says its direction: one on the safe side of zero is never a risk, however it
+    # compares with the typical loan ("Loan-to-value has moved -3 points" is no reason to call)
+    signed: bool = False
 
     def reason_text(self, value: object) -> str | None:
         """The reason sentence for this feature's value, e.g. 'Loan-to-value is 84% ...'; None if missing.
@@ -113,9 +116,21 @@ class _Compact(float):
 
 
 def _n(
-    name, concept, title, reason, direction=0, exact=(), telling=True, measure="", history=0, told_by=""
+    name,
+    concept,
+    title,
+    reason,
+    direction=0,
+    exact=(),
+    telling=True,
+    measure="",
+    history=0,
+    told_by="",
+    signed=False,
 ) -> Feature:
-    return Feature(name, "num", concept, title, reason, direction, exact, telling, measure, history, told_by)
+    return Feature(
+        name, "num", concept, title, reason, direction, exact, telling, measure, history, told_by, signed
+    )
 
 
 def _c(name, concept, title, reason, exact=(), telling=True) -> Feature:
@@ -208,6 +223,7 @@ FEATURES: tuple[Feature, ...] = (
         "Change in combined LTV",
         "Loan-to-value has moved {pts:+.0f} point{ps} since origination",
         1,
+        signed=True,
     ),
     _n(
         "hpi_missing",
@@ -222,6 +238,7 @@ FEATURES: tuple[Feature, ...] = (
         "House prices, 6 months",
         "House prices in the collateral's city moved {value:+.1%} in 6 months",
         -1,
+        signed=True,
     ),
     _n(
         "hpi_change_12m",
@@ -229,6 +246,7 @@ FEATURES: tuple[Feature, ...] = (
         "House prices, 12 months",
         "House prices in the collateral's city moved {value:+.1%} in 12 months",
         -1,
+        signed=True,
     ),
     _n(
         "local_hpi_change_12m",
@@ -237,6 +255,7 @@ FEATURES: tuple[Feature, ...] = (
         "House prices in the borrower's city moved {value:+.1%} in 12 months",
         -1,
         told_by="hpi_change_12m",
+        signed=True,
     ),
     # arrears now
     _n("dpd_now", "arrears", "Days past due", "{value:.0f} day{s} past due now", 1, measure="dpd"),
@@ -380,6 +399,7 @@ FEATURES: tuple[Feature, ...] = (
         "Balance changed {value:+.1%} over 6 months",
         1,
         history=7,  # the balance 6 months before t
+        signed=True,
     ),
     _n(
         "missing_months_12m",
@@ -419,6 +439,7 @@ FEATURES: tuple[Feature, ...] = (
         "Utilisation change, 3 months",
         "Use of the credit limit moved {pts:+.0f} point{ps} in 3 months",
         1,
+        signed=True,
     ),
     _n(
         "payment_to_balance_3m",
@@ -457,6 +478,7 @@ FEATURES: tuple[Feature, ...] = (
         "Book arrears change, 6 months",
         "The book's arrears rate moved {pts:+.1f} points in 6 months",
         1,
+        signed=True,
     ),
     _n(
         "book_roll_rate_3m",
@@ -471,6 +493,7 @@ FEATURES: tuple[Feature, ...] = (
         "Book roll rate change, 3 months",
         "The share of current loans falling behind moved {pts:+.1f} points in 3 months",
         1,
+        signed=True,
     ),
     _n(
         "industry_arrears_rate",

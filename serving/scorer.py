@@ -68,20 +68,21 @@ class ConceptMap:
                 self.member[j, self.concepts.index(c)] = 1.0
         self.protected = [j for j, f in enumerate(self.features) if f in protected]
         self.direction = np.array([bundle.catalog[f].direction for f in self.features])
+        self.signed = np.array([bundle.catalog[f].signed for f in self.features], dtype=bool)
         self.numeric = np.array([bundle.catalog[f].dtype == "num" for f in self.features], dtype=bool)
         # a number without a declared risk direction (months on book, remaining term, balance over
         # principal) has no risky side: "171 months to maturity" is an ordinary value, never a reason
         self.tellable = np.array(
             [bundle.catalog[f].telling and f not in protected for f in self.features], dtype=bool
         ) & ~(self.numeric & (self.direction == 0))
-        by = [getattr(bundle.catalog[f], "told_by", "") for f in self.features]
+        by = [bundle.catalog[f].told_by for f in self.features]
         self.told_by = [(j, self.features.index(b)) for j, b in enumerate(by) if b in self.features]
         self.median = np.array([_median(bundle.reference.get(f)) for f in self.features])
         # compared as the sentence shows them: "Paid 100% of the amounts due" is never a risk because
         # 99.6% sits below a median of 100% (an officer reads the typical value as a reason)
         self.step = np.array([bundle.catalog[f].display_step for f in self.features])
-        measures = sorted({bundle.catalog[f].measure for f in self.features} - {""})
-        m = [getattr(bundle.catalog[f], "measure", "") for f in self.features]
+        m = [bundle.catalog[f].measure for f in self.features]
+        measures = sorted(set(m) - {""})
         self.measure = np.array([measures.index(x) if x else -1 for x in m])  # -1: a measure of its own
 
     def shown(self, X: np.ndarray) -> np.ndarray:
@@ -103,6 +104,8 @@ class ConceptMap:
             )
         known = ~np.isnan(X)
         risky = np.where(self.numeric & np.isnan(self.median), True, risky)
+        with np.errstate(invalid="ignore"):  # a change on the safe side of zero, as shown, is no risk
+            risky &= ~self.signed | (self.direction * shown > 0)
         tell = known & self.tellable & risky & (contrib > 0)
         for j, by in self.told_by:  # its fact is told by the other's sentence
             tell[:, j] &= ~tell[:, by]

@@ -304,3 +304,23 @@ def test_an_ordinary_value_and_a_fact_another_sentence_says_are_never_reasons(sc
     assert not texts.str.contains("months to maturity|month on book|months on book|amount lent").any()
     both = texts.str.contains("borrower's city moved") & texts.str.contains("collateral's city moved")
     assert not both.any(), texts[both].head()
+
+
+def test_a_change_on_the_safe_side_of_zero_is_never_a_reason(scorer, scored, rows) -> None:
+    """'Loan-to-value has moved -3 points since origination' was a risk because the typical loan's fell 7;
+    'Balance changed -5.4%' too. A signed change is a reason only on its risky side of zero."""
+    catalog = scorer.bundle.catalog
+    signed = [f for f in scorer.bundle.features if catalog[f].signed]
+    assert {"ltv_change", "balance_trend_6m"} <= set(signed)
+    told = 0
+    for k in (1, 2, 3):
+        feature = scored[f"reason_{k}_feature"]
+        for f in signed:
+            on = (feature == f).to_numpy()
+            told += on.sum()
+            shown = np.round(rows.loc[on, f] / (catalog[f].display_step or 1.0))
+            assert (catalog[f].direction * shown > 0).all(), (f, rows.loc[on, f].describe())
+    texts = scored[[f"reason_{k}_text" for k in (1, 2, 3)]].fillna("").agg(" | ".join, axis=1)
+    assert not texts.str.contains(r"Loan-to-value has moved [-+]0 points|Loan-to-value has moved -").any()
+    assert not texts.str.contains(r"Balance changed -").any()
+    assert told > 0  # the rule leaves the risky side told
