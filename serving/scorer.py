@@ -78,6 +78,13 @@ class ConceptMap:
         by = [bundle.catalog[f].told_by for f in self.features]
         self.told_by = [(j, self.features.index(b)) for j, b in enumerate(by) if b in self.features]
         self.median = np.array([_median(bundle.reference.get(f)) for f in self.features])
+        # a category's training default rate over the book's, by its code in the model matrix (NaN where
+        # the bundle has none: then only its contribution decides, as before)
+        self.riskier = {
+            j: _riskier_codes(bundle.reference.get(f), bundle.categories[f])
+            for j, f in enumerate(self.features)
+            if f in bundle.categories
+        }
         # compared as the sentence shows them: "Paid 100% of the amounts due" is never a risk because
         # 99.6% sits below a median of 100% (an officer reads the typical value as a reason)
         self.step = np.array([bundle.catalog[f].display_step for f in self.features])
@@ -106,10 +113,23 @@ class ConceptMap:
         risky = np.where(self.numeric & np.isnan(self.median), True, risky)
         with np.errstate(invalid="ignore"):  # a change on the safe side of zero, as shown, is no risk
             risky &= ~self.signed | (self.direction * shown > 0)
+        for j, codes in self.riskier.items():  # a category that defaults less than the book is no reason
+            x = X[:, j]
+            ok = ~np.isnan(x)
+            risky[ok, j] &= codes[x[ok].astype(int)]
         tell = known & self.tellable & risky & (contrib > 0)
         for j, by in self.told_by:  # its fact is told by the other's sentence
             tell[:, j] &= ~tell[:, by]
         return tell
+
+
+def _riskier_codes(ref: dict | None, vocab: list[str]) -> np.ndarray:
+    """Per category code: may it be a reason (its training default rate above the book's, or unknown)."""
+    rates = (ref or {}).get("default_rates") or {}
+    base = (ref or {}).get("base_rate")
+    if base is None:
+        return np.ones(len(vocab), dtype=bool)
+    return np.array([rates.get(c, np.inf) > base for c in vocab], dtype=bool)
 
 
 def _median(ref: dict | None) -> float:

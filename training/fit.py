@@ -97,6 +97,22 @@ def split_windows(panel: pd.DataFrame, spec: ModelSpec, windows: Windows) -> dic
     return parts
 
 
+MIN_CATEGORY_ROWS = 100  # training rows a category needs for its default rate to say it is riskier
+
+
+def category_rates(values: pd.Series, y: np.ndarray) -> dict:
+    """Each category's training default rate (categories with fewer than MIN_CATEGORY_ROWS rows: none)
+    and the overall rate: a category is a reason only where it is riskier than the book ("City tier:
+    tier1" was told of a loan although tier1 defaults least)."""
+    df = pd.DataFrame({"c": pd.Series(values).astype("object").to_numpy(), "y": y}).dropna(subset=["c"])
+    g = df.groupby("c")["y"].agg(["mean", "size"])
+    g = g[g["size"] >= MIN_CATEGORY_ROWS]
+    return {
+        "default_rates": {str(k): float(v) for k, v in g["mean"].items()},
+        "base_rate": float(np.mean(y)) if len(y) else None,
+    }
+
+
 def screen_features(train: pd.DataFrame, names: list[str]) -> tuple[list[str], dict[str, str]]:
     """Leave out features that carry nothing in training: constant or always missing, numbers that only
     count calendar months (every loan drawn in one month: months on book is the calendar), and the
@@ -366,6 +382,9 @@ def train_model(
         f: reference_bins(with_history(train[f], hist, BY_NAME[f].history), BY_NAME[f].dtype == "cat")
         for f in names
     }
+    for f in names:
+        if BY_NAME[f].dtype == "cat":
+            reference[f].update(category_rates(train[f], y_tr))
     reference["__score__"] = reference_bins(pd_tr)
     reference["__score_calibration__"] = reference_bins(pd_cal)
     bundle = ModelBundle(

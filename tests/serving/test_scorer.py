@@ -237,6 +237,7 @@ def test_a_value_that_reads_as_the_typical_one_is_never_a_reason() -> None:
         features=names,
         catalog=BY_NAME,
         model_spec=SimpleNamespace(protected=()),
+        categories={},
         reference={
             "pay_ratio_12m": {"kind": "num", "median": 1.0},
             "current_ltv": {"kind": "num", "median": 0.60},
@@ -324,3 +325,20 @@ def test_a_change_on_the_safe_side_of_zero_is_never_a_reason(scorer, scored, row
     assert not texts.str.contains(r"Loan-to-value has moved [-+]0 points|Loan-to-value has moved -").any()
     assert not texts.str.contains(r"Balance changed -").any()
     assert told > 0  # the rule leaves the risky side told
+
+
+def test_a_category_that_defaults_less_than_the_book_is_never_a_reason(scorer, scored) -> None:
+    """'City tier: tier1' was told of a red card account though tier1 defaults least: a category is a
+    reason only where its training default rate is above the book's."""
+    ref = scorer.bundle.reference
+    cats = [f for f in scorer.bundle.features if f in scorer.bundle.categories and f in ref]
+    safer = {f: {c for c, r in ref[f]["default_rates"].items() if r <= ref[f]["base_rate"]} for f in cats}
+    assert sum(len(v) for v in safer.values()) > 3  # the demo book has such categories
+    told = 0
+    for k in (1, 2, 3):
+        for f in cats:
+            on = scored[f"reason_{k}_feature"] == f
+            told += on.sum()
+            values = set(scored.loc[on, f"reason_{k}_value"].astype(str))
+            assert not values & safer[f], (f, values & safer[f])
+    assert told > 0  # riskier categories are still told
