@@ -699,7 +699,7 @@ def registry_history(ctx: typer.Context, model: ModelOpt = None) -> None:
         _record(
             f"{r['when']}  {r['who']}  {r['decision'].upper():8s}  v{r['challenger_version']}  "
             f"champion {_v(r['champion_before'])} -> {_v(r['champion_after'])}  "
-            f"window {r['window'] or '-'}  AUC {fmt(r['challenger_auc'])} "
+            f"window {r['window'].strip('.') and r['window'] or '-'}  AUC {fmt(r['challenger_auc'])} "
             f"vs champion {fmt(r['champion_auc'])}  ECE {fmt(r['challenger_ece'])}  {r['reason']}"
         )
 
@@ -802,7 +802,7 @@ def report(ctx: typer.Context, model: ModelOpt = None) -> None:
         if ref.alias == CHAMPION and not explicit and resolve(client, ref) is None:
             v = require(client, ModelRef(ref.name))  # no such model: said before anything else
             ref = ModelRef(ref.name)  # no champion yet: the newest version
-            out.print(f"{ref.name} has no champion yet: its newest version, {v}")
+            out.print(f"{ref.name} has no champion yet: its newest version, {_v(v)}")
         v = require(client, ref)
         bundle = load_bundle(ref.name, v)
     except ValueError as e:

@@ -26,7 +26,6 @@ CONCEPTS: dict[str, str] = {
     "utilisation": "Use of the credit line",
     "collateral": "Collateral and loan-to-value",
     "house_prices": "House-price trend",
-    "local_economy": "Local economy",  # the borrower's city: a reason for unsecured loans too
     "affordability": "Affordability",
     "borrower": "Borrower profile",
     "loan_structure": "Loan structure",
@@ -52,8 +51,8 @@ class Feature:
     # months of history, t included, the feature needs (missing below): a short book's training rows
     # lack it for want of history, not because of the loan, so training may leave it out
     history: int = 0
-    # a feature whose telling value already says this one's fact: this one is then not told ("60 days
-    # past due now; Behind on payments now"; the borrower's city's prices where the collateral's are told)
+    # a feature of the same concept whose telling value already says this one's fact, and is told first
+    # when the concept is ("60 days past due now; Behind on payments now"): this one is then not told
     told_by: str = ""
     # a change whose sign says its direction: one on the safe side of zero is never a risk, however it
     # compares with the typical loan ("Loan-to-value has moved -3 points" is no reason to call)
@@ -247,14 +246,15 @@ FEATURES: tuple[Feature, ...] = (
         "House prices in the collateral's city moved {value:+.1%} in 12 months",
         -1,
         signed=True,
+        measure="hpi_12m",
     ),
     _n(
         "local_hpi_change_12m",
-        "local_economy",
+        "house_prices",  # the borrower's city: the trend an unsecured loan has
         "Local house prices, 12 months",
         "House prices in the borrower's city moved {value:+.1%} in 12 months",
         -1,
-        told_by="hpi_change_12m",
+        measure="hpi_12m",  # the collateral's city is often the borrower's: one fact, told once
         signed=True,
     ),
     # arrears now

@@ -365,8 +365,17 @@ def _reference_rows(folder: Path, n_features: int) -> np.ndarray | None:
     return rows.astype(np.float64, copy=False)
 
 
+RULE_FIELDS = ("measure", "told_by", "signed")  # how reasons are chosen, not worded: today's catalog's
+
+
 def _feature(d: dict) -> Feature:
+    """A stored catalog entry; the reason rules it predates come from today's catalog (its texts stay the
+    bundle's own, so a score is worded by the model that made it)."""
     d = dict(d)
+    now = BY_NAME.get(d.get("name", ""))
+    if now is not None:
+        for k in RULE_FIELDS:
+            d.setdefault(k, getattr(now, k))
     d["exact"] = tuple(tuple(x) for x in d.get("exact", ()))
     return Feature(**d)
 

@@ -285,9 +285,10 @@ class RiskScorer:
         group = self.concept_contributions(contrib)
         eligible = ((tell.astype(float) @ cm.member) > 0) & (group > 0) & want[:, None]
         ranked = np.where(eligible, group, -np.inf)
-        if "arrears" in cm.concepts and "dpd_now" in cm.features:  # 30+ DPD: the arrears come first
-            a = cm.concepts.index("arrears")
-            behind = X[:, cm.features.index("dpd_now")] >= ARREARS_FIRST_DPD
+        if "arrears" in cm.concepts and "dpd_now" in features:  # 30+ DPD: the arrears come first
+            a = cm.concepts.index("arrears")  # (from the loan's DPD: a model may not use it as an input)
+            with np.errstate(invalid="ignore"):
+                behind = np.asarray(features["dpd_now"], dtype=float) >= ARREARS_FIRST_DPD
             ranked[:, a] = np.where(behind & eligible[:, a], np.finfo(float).max, ranked[:, a])
         order = np.argsort(-ranked, axis=1, kind="stable")[:, : self.top_k]
         texts = _TextCache(self.bundle, features)

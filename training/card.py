@@ -82,7 +82,8 @@ def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_vers
     bad = [f for f, ok in ev.monotonicity.items() if not ok]
     lead = (
         f"{m['lead_flagged_share']:.1%} of test-window defaulters were flagged red or amber before they "
-        f"defaulted; median lead time {m['lead_median_months']:.0f} months, "
+        f"defaulted; median lead time {m['lead_median_months']:.0f} "
+        f"month{'' if round(m['lead_median_months']) == 1 else 's'}, "
         f"{m['lead_3m_share']:.1%} flagged at least 3 months ahead."
         if pd.notna(m.get("lead_median_months", float("nan")))
         else ""

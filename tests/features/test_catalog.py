@@ -74,8 +74,9 @@ def test_every_feature_has_a_known_concept_and_a_revolving_text_says_credit_limi
     assert all(f.concept in CONCEPTS for f in FEATURES)
     assert all("amount lent" not in f.reason for f in FEATURES if f.concept == "utilisation")
     assert "credit limit" in BY_NAME["utilisation"].reason
-    # a card has no house: the borrower's city's prices are the local economy, not a house-price trend
-    assert BY_NAME["local_hpi_change_12m"].concept == "local_economy"
+    # the borrower's city's prices and the collateral's are one fact where the cities are one: a measure
+    assert BY_NAME["local_hpi_change_12m"].measure == BY_NAME["hpi_change_12m"].measure == "hpi_12m"
+    assert BY_NAME["local_hpi_change_12m"].concept == BY_NAME["hpi_change_12m"].concept
 
 
 def test_points_show_as_the_sentence_rounds_them() -> None:

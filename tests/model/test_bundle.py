@@ -24,3 +24,23 @@ def test_a_pd_equal_to_the_threshold_but_for_its_last_bits_is_at_it() -> None:
         "red",
         "amber",
     ]
+
+
+def test_an_older_bundle_s_catalog_takes_today_s_reason_rules_and_keeps_its_texts() -> None:
+    """A champion trained before the rules still said 'Loan-to-value has moved -3 points': its stored
+    catalog had no `signed`, `told_by` or `measure`. Its texts stay its own."""
+    from dataclasses import asdict
+
+    from features.catalog import BY_NAME
+    from model.bundle import _feature
+
+    old = asdict(BY_NAME["ltv_change"])
+    for k in ("signed", "told_by", "measure", "history"):
+        old.pop(k)
+    old["reason"] = "LTV moved {value:+.0%} since origination"  # the wording it was trained with
+    f = _feature(old)
+    assert f.signed and f.reason == "LTV moved {value:+.0%} since origination"
+    assert f.history == 0  # its PSI reference was made of every row: compared the same way
+    since = asdict(BY_NAME["months_since_delinquency"])
+    since.pop("told_by")
+    assert _feature(since).told_by == "dpd_now"
