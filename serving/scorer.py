@@ -78,8 +78,8 @@ class ConceptMap:
         by = [bundle.catalog[f].told_by for f in self.features]
         self.told_by = [(j, self.features.index(b)) for j, b in enumerate(by) if b in self.features]
         self.median = np.array([_median(bundle.reference.get(f)) for f in self.features])
-        # a category's training default rate over the book's, by its code in the model matrix (NaN where
-        # the bundle has none: then only its contribution decides, as before)
+        # per category code: riskier than the book in training (every code where the bundle keeps no
+        # rates, or for a category too rare to have one: then only its contribution decides, as before)
         self.riskier = {
             j: _riskier_codes(bundle.reference.get(f), bundle.categories[f])
             for j, f in enumerate(self.features)
