@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from features.catalog import BY_NAME, FEATURE_NAMES, HISTORY_MONTHS
 from features.labels import LabelRule
-from features.months import parse_month
+from features.months import month_number, parse_month
 from model.ref import NAME
 
 log = logging.getLogger(__name__)
@@ -287,13 +287,7 @@ def resolve_test_window(
     """The spec's out-of-time test window in a book observed first_month..last_month, alone: what
     promotion scores the challenger and the champion on. A newer extract that no longer holds the
     training months can still promote; a ValueError names the test window and why when it cannot."""
-    h = spec.label.horizon_months
-    first, last = pd.Timestamp(first_month).to_period("M"), pd.Timestamp(last_month).to_period("M")
-    labelled = last - h
-    test = _test_periods(spec, labelled)
-    span = f"the book has months {first}..{last} and a {h}-month label is complete up to {labelled}"
-    if test[1] > labelled:
-        raise ValueError(f"the test window {test[0]}..{test[1]} ends after {labelled}: {span}")
+    first, test, span = _test_in_book(spec, first_month, last_month)
     if test[0] < first:
         raise ValueError(f"the test window {test[0]}..{test[1]} starts before the book: {span}")
     return test[0].to_timestamp(), test[1].to_timestamp()
@@ -303,8 +297,7 @@ def short_history_note(first_month: pd.Timestamp, test: tuple[pd.Timestamp, pd.T
     """What promotion says when the book holds fewer months before the test window than the features
     look back (a short extract): both versions are scored on the same shortened histories, which moves
     the 12- and 24-month features off what the versions were trained on. None when the history is whole."""
-    first = pd.Timestamp(first_month)
-    before = (test[0].year - first.year) * 12 + test[0].month - first.month
+    before = month_number(test[0]) - month_number(first_month)
     if before >= HISTORY_MONTHS:
         return None
     return (
@@ -312,6 +305,19 @@ def short_history_note(first_month: pd.Timestamp, test: tuple[pd.Timestamp, pd.T
         f"{test[0]:%Y-%m}..{test[1]:%Y-%m}: features over longer windows (up to {HISTORY_MONTHS} months) "
         "see only those, for the challenger and the champion alike"
     )
+
+
+def _test_in_book(spec: ModelSpec, first_month: pd.Timestamp, last_month: pd.Timestamp):
+    """The book's first month, the test window (months) and the book's span in words; a ValueError when
+    the test window ends after the last month with a whole label window."""
+    h = spec.label.horizon_months
+    first, last = pd.Timestamp(first_month).to_period("M"), pd.Timestamp(last_month).to_period("M")
+    labelled = last - h  # the last as-of month whose whole horizon lies inside the book
+    test = _test_periods(spec, labelled)
+    span = f"the book has months {first}..{last} and a {h}-month label is complete up to {labelled}"
+    if test[1] > labelled:
+        raise ValueError(f"the test window {test[0]}..{test[1]} ends after {labelled}: {span}")
+    return first, test, span
 
 
 def _test_periods(spec: ModelSpec, labelled: pd.Period) -> tuple[pd.Period, pd.Period]:
@@ -331,11 +337,9 @@ def resolve_windows(spec: ModelSpec, first_month: pd.Timestamp, last_month: pd.T
     is clipped to the book's first month (with a log line); any window the book cannot fill (no month
     with a complete label window, overlapping or out of order) is a ValueError naming it and why, raised
     before any work."""
-    w, h = spec.windows, spec.label.horizon_months
-    first, last = pd.Timestamp(first_month).to_period("M"), pd.Timestamp(last_month).to_period("M")
-    labelled = last - h  # the last as-of month whose whole horizon lies inside the book
+    w = spec.windows
+    first, test, span = _test_in_book(spec, first_month, last_month)
     P = lambda s: pd.Period(s, "M")  # noqa: E731
-    test = _test_periods(spec, labelled)
     if w.calibration:
         cal = (P(w.calibration[0]), P(w.calibration[1]))
     elif w.calibration_months:
@@ -344,9 +348,6 @@ def resolve_windows(spec: ModelSpec, first_month: pd.Timestamp, last_month: pd.T
         cal = None
     before = cal[0] if cal else test[0]
     train = (P(w.train[0]), P(w.train[1])) if w.train else (before - w.train_months, before - 1)
-    span = f"the book has months {first}..{last} and a {h}-month label is complete up to {labelled}"
-    if test[1] > labelled:
-        raise ValueError(f"the test window {test[0]}..{test[1]} ends after {labelled}: {span}")
     order = [("train", train), ("calibration", cal), ("test", test)]
     present = [(n, r) for n, r in order if r is not None]
     for (n1, r1), (n2, r2) in zip(present, present[1:], strict=False):
