@@ -1,7 +1,11 @@
 """Model quality on books the pipeline was never tuned on: a panel of generated books (seeds, sizes, clean
 and messy profiles), the default spec trained and tested out of time on each, model AUC over the oracle's
 AUC on the same test snapshots, with the master scale's populated grades and its largest grade's share;
-and a short card book with the card spec beside a plain LightGBM on the raw history of the same accounts.
+"blind" is the same over the oracle with each test row scored by the cross-fitted member that never
+trained on its loan (`training.ensemble.unseen_raw`): the test window shares its loans with the training
+windows and their label windows overlap, so the model can gain by recognising a loan, which production
+never allows; and a short card book with the card spec beside a plain LightGBM on the raw history of the
+same accounts.
 
 python -m bench quality            # the whole panel (about 15 minutes on 2 cores)
 EWS_QUALITY_QUICK=1 python -m bench quality   # one seed per cell, for a quick look
@@ -58,7 +62,7 @@ def panel() -> None:
     seeds = seeds[:1] if quick else seeds
     print(f"== quality panel: default spec (90+ DPD in 12 months), out of time; seeds {seeds}")
     print(
-        f"{'book':<28s} {'AUC':>7s} {'oracle':>7s} {'ratio':>7s} {'O/E':>6s} {'rounds':>6s} "
+        f"{'book':<28s} {'AUC':>7s} {'oracle':>7s} {'ratio':>7s} {'blind':>7s} {'O/E':>6s} {'rounds':>6s} "
         f"{'grades':>6s} {'top':>5s} {'secs':>5s}"
     )
     rows = []
@@ -72,18 +76,20 @@ def panel() -> None:
                 rows.append({"book": label, "profile": profile_name, "size": f"{n}x{m}", **mm})
                 print(
                     f"{label:<28s} {mm['auc']:7.4f} {mm['oracle_auc']:7.4f} {mm['model_over_oracle']:7.4f} "
+                    f"{mm['unseen_over_oracle']:7.4f} "
                     f"{mm['oe']:6.2f} {res.best_iteration:6d} {mm['grades_populated']:6.0f} "
                     f"{top_grade_share(res):5.0%} {time.perf_counter() - t0:5.0f}",
                     flush=True,
                 )
     df = pd.DataFrame(rows)
-    for key, g in [("all books", df), *df.groupby(["profile", "size"])]:
-        r = g["model_over_oracle"]
-        name = key if isinstance(key, str) else f"{key[0]} {key[1]}"
-        print(
-            f"model/oracle {name:<22s} min {r.min():.4f}  median {r.median():.4f}  max {r.max():.4f}  "
-            f"({(r >= 0.97).sum()} of {len(r)} at 0.97 or more)"
-        )
+    for col, what in (("model_over_oracle", "model/oracle"), ("unseen_over_oracle", "blind/oracle")):
+        for key, g in [("all books", df), *df.groupby(["profile", "size"])]:
+            r = g[col]
+            name = key if isinstance(key, str) else f"{key[0]} {key[1]}"
+            print(
+                f"{what} {name:<22s} min {r.min():.4f}  median {r.median():.4f}  max {r.max():.4f}  "
+                f"({(r >= 0.97).sum()} of {len(r)} at 0.97 or more)"
+            )
 
 
 def raw_history_frame(book, as_of: pd.Timestamp, lags: int = 6) -> pd.DataFrame:

@@ -588,6 +588,11 @@ def _print_metrics(m: dict, challenger_auc: float | None) -> None:
         )
     if "oracle_auc" in m:
         out.print(f"oracle AUC {m['oracle_auc']:.4f}  model/oracle {m['model_over_oracle']:.4f}")
+    if "unseen_auc" in m:  # training.ensemble.unseen_raw says why
+        line = f"test AUC by the members blind to each loan {m['unseen_auc']:.4f}"
+        if "unseen_over_oracle" in m:
+            line += f"  /oracle {m['unseen_over_oracle']:.4f}"
+        out.print(line)
     if "grades_populated" in m:
         out.print(
             f"grades: {m['grades_populated']:.0f} of 10 populated, "

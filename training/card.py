@@ -75,6 +75,17 @@ def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_vers
         if "oracle_auc" in m
         else "No oracle (not a generated book, or no exact oracle for this label)."
     )
+    if "unseen_auc" in m:
+        oracle += (
+            f" Scored by the cross-fitted member that never trained on each loan, test AUC "
+            f"{m['unseen_auc']:.4f}"
+            + (f" ({m['unseen_over_oracle']:.4f} of the oracle's)" if "unseen_over_oracle" in m else "")
+            + ": the test window's loans are the training windows' loans, and a training label's "
+            f"{lbl.horizon_months} months run into the test window's outcomes, so part of the gap to the"
+            " model's AUC can be loans"
+            " recognised, which production scoring never gets (one member is also weaker than the mean of"
+            " all)."
+        )
     psis = {k: v for k, v in ev.psi.items() if pd.notna(v)}
     shifted = sorted(((v, k) for k, v in psis.items() if v > PSI_WATCH), reverse=True)
     none = f"none above {PSI_WATCH:.2f}"

@@ -61,6 +61,44 @@ def cross_fit(
     return boosters, f_cal
 
 
+def member_raw(booster: lgb.Booster, rounds: list[int], X: pd.DataFrame) -> list[np.ndarray]:
+    """Each member's own raw score, read back from the merged booster: member j's trees follow the trees of
+    the members before it, their leaf values divided by K."""
+    k, start, out = len(rounds), 0, []
+    for r in rounds:
+        out.append(k * booster.predict(X, raw_score=True, start_iteration=start, num_iteration=r))
+        start += r
+    return out
+
+
+def unseen_raw(
+    booster: lgb.Booster,
+    rounds: list[int],
+    X: pd.DataFrame,
+    row_loans: pd.Series,
+    train_loans: pd.Series,
+    cal_loans: pd.Series,
+    seed: int,
+) -> np.ndarray:
+    """Each row's raw score from the one member that never fitted any snapshot of its loan (the merged
+    score for a loan no member fitted: one opened after the training data).
+
+    Why: an out-of-time test window shares its loans with the training windows, and a training snapshot's
+    label window runs into the test window's outcome months. A model can gain test AUC by recognising a
+    loan whose coming default it was trained on, which it cannot do for the loans it will score in
+    production (their future is in no label). Scoring each test loan by a member blind to it measures the
+    skill without that gain."""
+    k = len(rounds)
+    if k == 1:
+        return booster.predict(X, raw_score=True)
+    loans = np.sort(pd.concat([train_loans, cal_loans]).unique())
+    fold = loan_folds(row_loans, k, seed, loans)
+    out = booster.predict(X, raw_score=True)
+    for j, raw in enumerate(member_raw(booster, rounds, X)):
+        out[fold == j] = raw[fold == j]
+    return out
+
+
 def merge(boosters: list[lgb.Booster]) -> lgb.Booster:
     """One booster whose raw score is the mean of the boosters' raw scores (each at its best iteration):
     all their trees, every leaf value divided by K. Exact, since a raw score is a sum over trees."""

@@ -409,6 +409,14 @@ def train_model(
         grade_bands=master_scale(pd_cal, spec.grades),
     )
     ev = evaluate(bundle, test, seed=spec.seed)
+    if len(rounds) > 1:  # the test AUC of members blind to each loan (ensemble.unseen_raw says why)
+        raw = ensemble.unseen_raw(
+            booster, rounds, X_te, test["loan_id"], train["loan_id"], cal["loan_id"], spec.seed
+        )
+        unseen = {"unseen_auc": metrics.auc(test["label"].to_numpy(), calibrator(raw))}
+        if "oracle_auc" in ev.metrics:
+            unseen["unseen_over_oracle"] = unseen["unseen_auc"] / ev.metrics["oracle_auc"]
+        ev = replace(ev, metrics={**ev.metrics, **unseen})
     signs = degenerate_signs(bundle, evaluate(bundle, cal, seed=spec.seed), spec.gates)
     warnings = [describe(g) for g in signs]
     for w in warnings:

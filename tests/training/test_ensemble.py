@@ -6,7 +6,57 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from training.ensemble import merge
+from training.ensemble import loan_folds, member_raw, merge, unseen_raw
+
+
+def _members(X: pd.DataFrame, y: pd.Series) -> list[lgb.Booster]:
+    params = {
+        "objective": "binary",
+        "num_leaves": 4,
+        "verbose": -1,
+        "bagging_fraction": 0.7,
+        "bagging_freq": 1,
+    }
+    return [lgb.train({**params, "seed": s}, lgb.Dataset(X, y), 30 + 10 * s) for s in range(3)]
+
+
+def _data(n: int = 3000) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {
+            "a": rng.normal(size=n),
+            "b": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
+            "c": pd.Categorical(rng.choice(["x", "y", "z"], n)),
+        }
+    )
+    return X, ((X["a"] + (X["c"] == "y") + rng.normal(size=n)) > 0.8).astype(int)
+
+
+def test_each_member_is_read_back_from_the_merged_booster() -> None:
+    X, y = _data()
+    members = _members(X, y)
+    merged = merge(members)
+    for own, back in zip(members, member_raw(merged, [m.num_trees() for m in members], X), strict=True):
+        np.testing.assert_allclose(back, own.predict(X, raw_score=True), atol=1e-12)
+
+
+def test_a_test_row_is_scored_by_the_member_blind_to_its_loan() -> None:
+    """Member j never fitted fold j's loans: their test rows take its score; a loan no member fitted (one
+    opened after training) takes the merged score."""
+    X, y = _data(600)
+    members = _members(X, y)
+    merged, rounds = merge(members), [m.num_trees() for m in members]
+    train_loans = pd.Series(np.repeat(np.arange(100), 3))
+    cal_loans = pd.Series(np.arange(100, 150))
+    row_loans = pd.Series(np.r_[np.arange(0, 150, 0.25).astype(int)[:550], np.full(50, 999)])
+    got = unseen_raw(merged, rounds, X, row_loans, train_loans, cal_loans, seed=5)
+    fold = loan_folds(row_loans, 3, 5, np.arange(150))
+    for j, m in enumerate(members):
+        on = fold == j
+        assert on.sum() > 50
+        np.testing.assert_allclose(got[on], m.predict(X[on], raw_score=True), atol=1e-12)
+    new = row_loans.to_numpy() == 999
+    np.testing.assert_allclose(got[new], merged.predict(X[new], raw_score=True), atol=1e-12)
 
 
 def test_merged_booster_is_the_mean_of_its_members_in_score_and_shap() -> None:
