@@ -7,7 +7,7 @@ windows and their label windows overlap, so the model can gain by recognising a 
 never allows; and a short card book with the card spec beside a plain LightGBM on the raw history of the
 same accounts.
 
-python -m bench quality            # the whole panel (about 15 minutes on 2 cores)
+python -m bench quality            # the whole panel (about 6 minutes on 2 cores)
 EWS_QUALITY_QUICK=1 python -m bench quality   # one seed per cell, for a quick look
 EWS_QUALITY_SEEDS=101,102,103 python -m bench quality   # the tuning seeds (to try a change on, never
                                                         # the panel's seeds)
