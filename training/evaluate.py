@@ -75,8 +75,12 @@ def check_monotonicity(bundle: ModelBundle, sample: pd.DataFrame, n_grid: int = 
     return out
 
 
-def evaluate(bundle: ModelBundle, rows: pd.DataFrame, version: str = "", seed: int = 7) -> Evaluation:
-    """Score labelled snapshots (panel rows of the bundle's population) and measure everything."""
+def evaluate(
+    bundle: ModelBundle, rows: pd.DataFrame, version: str = "", seed: int = 7, directions: bool = True
+) -> Evaluation:
+    """Score labelled snapshots (panel rows of the bundle's population) and measure everything.
+    `directions=False` skips the monotonicity sweep (a property of the model, not of these rows: a
+    second evaluation of the same model need not pay for it again)."""
     rows = rows.reset_index(drop=True)
     if len(rows) == 0 or rows["label"].nunique() < 2:
         raise ValueError("the window has no labelled defaults and non-defaults to evaluate on")
@@ -144,7 +148,7 @@ def evaluate(bundle: ModelBundle, rows: pd.DataFrame, version: str = "", seed: i
     return Evaluation(
         version=version,
         metrics={k: float(v) for k, v in m.items()},
-        monotonicity=check_monotonicity(bundle, sample),
+        monotonicity=check_monotonicity(bundle, sample) if directions else {},
         grades=grade_table,
         deciles=metrics.decile_table(y, p),
         psi=feature_psi,

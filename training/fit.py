@@ -417,7 +417,7 @@ def train_model(
         if "oracle_auc" in ev.metrics:
             unseen["unseen_over_oracle"] = unseen["unseen_auc"] / ev.metrics["oracle_auc"]
         ev = replace(ev, metrics={**ev.metrics, **unseen})
-    signs = degenerate_signs(bundle, evaluate(bundle, cal, seed=spec.seed), spec.gates)
+    signs = degenerate_signs(bundle, evaluate(bundle, cal, seed=spec.seed, directions=False), spec.gates)
     warnings = [describe(g) for g in signs]
     for w in warnings:
         log.warning("degenerate model: %s", w)
