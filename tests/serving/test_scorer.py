@@ -344,3 +344,35 @@ def test_a_category_that_defaults_less_than_the_book_is_never_a_reason(scorer, s
             values = set(scored.loc[on, f"reason_{k}_value"].astype(str))
             assert not values & safer[f], (f, values & safer[f])
     assert told > 0  # riskier categories are still told
+
+
+def test_a_model_without_dpd_now_as_input_still_tells_a_loan_in_arrears_its_arrears_first(
+    demo_trained, demo_panel_sample, demo_generated, rows
+) -> None:
+    """The rule reads the loan's DPD from its features, not from the model's inputs: a model that leaves
+    `dpd_now` out (an early spec may) tells a loan 30+ days past due its arrears first all the same. With
+    `dpd_now` not an input, setting it moves no score and no contribution, only the rule."""
+    from model.spec import resolve_windows
+    from training.fit import train_model
+
+    spec, _, _ = demo_trained
+    quick = spec.model_copy(
+        update={
+            "exclude_features": ["dpd_now"],
+            "windows": spec.windows.model_copy(update={"train_months": 3}),
+            "lightgbm": spec.lightgbm.model_copy(update={"n_estimators": 60, "early_stopping_rounds": 20}),
+        }
+    )
+    book = demo_generated.book
+    w = resolve_windows(quick, book.performance["month"].min(), book.last_month)
+    scorer = RiskScorer(train_model(quick, demo_panel_sample, w).bundle, top_k=3)
+    assert "dpd_now" not in scorer.bundle.features
+    cols = ["reason_1_concept", "reason_2_concept", "reason_3_concept"]
+    out = scorer.score(rows)
+    later = out[cols[1:]].eq("arrears").any(axis=1) & out["reason_1_concept"].ne("arrears")
+    later &= (rows["dpd_now"] < 30).to_numpy()
+    assert later.sum() >= 10  # arrears a reason, but not the first, for loans not yet 30 days behind
+    behind = rows.loc[later.to_numpy()].assign(dpd_now=60.0)
+    again = scorer.score(behind)
+    np.testing.assert_allclose(again["pd"], out.loc[later, "pd"], rtol=1e-12)  # the model is blind to it
+    assert again["reason_1_concept"].eq("arrears").all(), again["reason_1_concept"].value_counts()
