@@ -44,6 +44,7 @@ def test_train_logs_a_complete_run_and_registers_the_model(champion_store) -> No
         "test_ece",
         "test_oe_low",
         "test_oracle_auc",
+        "test_unseen_auc",  # the members blind to each loan (training.ensemble.unseen_raw)
         "challenger_auc",
         "monotonicity_pass",
     ):
@@ -81,6 +82,7 @@ def test_train_logs_a_complete_run_and_registers_the_model(champion_store) -> No
         "## Signs of a degenerate model",
         "## Limitations",
         "model / oracle",
+        "the cross-fitted member that never trained on each loan",
         run.data.params["book_sha256"],
     ):
         assert section in card, section
@@ -99,6 +101,7 @@ def test_train_command_on_a_small_book(small_book_dir, tmp_path) -> None:
         mp.undo()
     assert res.exit_code == 0, res.output
     assert "trained loan-ews-pd-12m version 1" in res.output and "model/oracle" in res.output
+    assert "test AUC by the members blind to each loan 0." in res.output
     assert "windows: train 2023-07..2023-12" in res.output  # clipped to the book's first month
 
 
