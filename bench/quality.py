@@ -55,6 +55,12 @@ def top_grade_share(res) -> float:
     return float(g["count"].max() / g["count"].sum())
 
 
+def members(res) -> str:
+    """The fewest and most boosting rounds of the cross-fitted members (each stops on its own fold)."""
+    r = res.bundle.training["member_rounds"]
+    return f"{min(r)}-{max(r)}"
+
+
 def panel() -> None:
     quick = bool(os.environ.get("EWS_QUALITY_QUICK"))
     chosen = os.environ.get("EWS_QUALITY_SEEDS")
@@ -63,6 +69,7 @@ def panel() -> None:
     print(f"== quality panel: default spec (90+ DPD in 12 months), out of time; seeds {seeds}")
     print(
         f"{'book':<28s} {'AUC':>7s} {'oracle':>7s} {'ratio':>7s} {'blind':>7s} {'O/E':>6s} {'rounds':>6s} "
+        f"{'members':>9s} "
         f"{'grades':>6s} {'top':>5s} {'secs':>5s}"
     )
     rows = []
@@ -76,8 +83,8 @@ def panel() -> None:
                 rows.append({"book": label, "profile": profile_name, "size": f"{n}x{m}", **mm})
                 print(
                     f"{label:<28s} {mm['auc']:7.4f} {mm['oracle_auc']:7.4f} {mm['model_over_oracle']:7.4f} "
-                    f"{mm['unseen_over_oracle']:7.4f} "
-                    f"{mm['oe']:6.2f} {res.best_iteration:6d} {mm['grades_populated']:6.0f} "
+                    f"{mm['unseen_over_oracle']:7.4f} {mm['oe']:6.2f} {res.best_iteration:6d} "
+                    f"{members(res):>9s} {mm['grades_populated']:6.0f} "
                     f"{top_grade_share(res):5.0%} {time.perf_counter() - t0:5.0f}",
                     flush=True,
                 )

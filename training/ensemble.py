@@ -48,7 +48,7 @@ def cross_fit(
     loan outside fold j, the calibration window's included (the months nearest the present, which a small
     book cannot spare), and `stop_mask` (over the calibration rows) stops it on fold j's loans, whose
     snapshots it never saw in any window."""
-    loans = np.sort(pd.concat([train_loans, cal_loans]).unique())
+    loans = fold_universe(train_loans, cal_loans)
     f_tr, f_cal = loan_folds(train_loans, k, seed, loans), loan_folds(cal_loans, k, seed, loans)
     f_all = np.concatenate([f_tr, f_cal])
     boosters = []
@@ -61,14 +61,19 @@ def cross_fit(
     return boosters, f_cal
 
 
-def member_raw(booster: lgb.Booster, rounds: list[int], X: pd.DataFrame) -> list[np.ndarray]:
-    """Each member's own raw score, read back from the merged booster: member j's trees follow the trees of
-    the members before it, their leaf values divided by K."""
-    k, start, out = len(rounds), 0, []
-    for r in rounds:
-        out.append(k * booster.predict(X, raw_score=True, start_iteration=start, num_iteration=r))
-        start += r
-    return out
+def fold_universe(train_loans: pd.Series, cal_loans: pd.Series) -> np.ndarray:
+    """The loans the cross-fitting folds are drawn over: every loan of the training and calibration rows.
+    `cross_fit` and `unseen_raw` must draw over the same universe, or a test row would be scored by a
+    member that did fit its loan."""
+    return np.sort(pd.concat([train_loans, cal_loans]).unique())
+
+
+def member_raw(booster: lgb.Booster, rounds: list[int], j: int, X: pd.DataFrame) -> np.ndarray:
+    """Member j's own raw score, read back from the merged booster: its trees follow the trees of the
+    members before it, their leaf values divided by K."""
+    return len(rounds) * booster.predict(
+        X, raw_score=True, start_iteration=sum(rounds[:j]), num_iteration=rounds[j]
+    )
 
 
 def unseen_raw(
@@ -91,11 +96,15 @@ def unseen_raw(
     k = len(rounds)
     if k == 1:
         return booster.predict(X, raw_score=True)
-    loans = np.sort(pd.concat([train_loans, cal_loans]).unique())
-    fold = loan_folds(row_loans, k, seed, loans)
-    out = booster.predict(X, raw_score=True)
-    for j, raw in enumerate(member_raw(booster, rounds, X)):
-        out[fold == j] = raw[fold == j]
+    fold = loan_folds(row_loans, k, seed, fold_universe(train_loans, cal_loans))
+    out = np.empty(len(X))
+    new = np.isnan(fold)
+    if new.any():
+        out[new] = booster.predict(X[new], raw_score=True)
+    for j in range(k):
+        on = fold == j
+        if on.any():
+            out[on] = member_raw(booster, rounds, j, X[on])
     return out
 
 

@@ -116,7 +116,6 @@ def evaluate(
     grade_table = metrics.calibration_by_grade(y, p, grades, len(bundle.grade_bands) + 1)
     m["grades_populated"] = float((grade_table["count"] > 0).sum())
     m["grades_failing_jeffreys"] = float((grade_table["jeffreys_pvalue"] < 0.05).sum())
-    sample = rows.sample(min(400, len(rows)), random_state=seed)
     hist = rows.get("history_months")
     feature_psi = {
         f: psi(ref[f], with_history(rows[f], hist, bundle.catalog[f].history))
@@ -148,7 +147,11 @@ def evaluate(
     return Evaluation(
         version=version,
         metrics={k: float(v) for k, v in m.items()},
-        monotonicity=check_monotonicity(bundle, sample) if directions else {},
+        monotonicity=(
+            check_monotonicity(bundle, rows.sample(min(400, len(rows)), random_state=seed))
+            if directions
+            else {}
+        ),
         grades=grade_table,
         deciles=metrics.decile_table(y, p),
         psi=feature_psi,

@@ -36,8 +36,11 @@ def test_each_member_is_read_back_from_the_merged_booster() -> None:
     X, y = _data()
     members = _members(X, y)
     merged = merge(members)
-    for own, back in zip(members, member_raw(merged, [m.num_trees() for m in members], X), strict=True):
-        np.testing.assert_allclose(back, own.predict(X, raw_score=True), atol=1e-12)
+    rounds = [m.num_trees() for m in members]
+    for j, own in enumerate(members):
+        np.testing.assert_allclose(
+            member_raw(merged, rounds, j, X), own.predict(X, raw_score=True), atol=1e-12
+        )
 
 
 def test_a_test_row_is_scored_by_the_member_blind_to_its_loan() -> None:
