@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 install: $(STAMP) ## Create .venv with the locked dependencies (uv.lock)
 
 demo: $(STAMP) ## Generate the demo book, validate it, train, promote and report the PD model, score the book
-	$(EWS) book generate --loans $(LOANS) --months $(MONTHS) --seed $(SEED) --out $(BOOK)
+	$(EWS) book generate --loans $(LOANS) --months $(MONTHS) --seed $(SEED) --out $(BOOK) --pit-spec models/pd_90d_12m.yaml
 	$(EWS) book validate $(BOOK)
 	$(EWS) book summary $(BOOK)
 	$(EWS) train --spec models/pd_90d_12m.yaml --book $(BOOK)

@@ -34,13 +34,15 @@ def trained_on(n_loans: int, months: int, seed: int, profile_name: str, spec_pat
     from features.context import context_table
     from features.generate import generate_book, profile
     from features.months import month_range
-    from model.spec import load_spec, resolve_windows
+    from model.spec import load_spec, resolve_windows, test_months_of_book
     from training.fit import train_model
     from training.panel import build_panel
 
-    g = generate_book(n_loans, months, seed, profile(profile_name))
-    book = g.book
     spec = load_spec(spec_path)
+    params = profile(profile_name)
+    pit = test_months_of_book(spec, params.end_month, months)  # the PIT oracle's months
+    g = generate_book(n_loans, months, seed, params, pit_months=pit)
+    book = g.book
     w = resolve_windows(spec, book.performance["month"].min(), book.last_month)
     ctx = context_table(book.performance, book.loans, book.borrowers)
     months_ = month_range(w["train"][0], w["test"][1])
@@ -68,7 +70,8 @@ def panel() -> None:
     seeds = seeds[:1] if quick else seeds
     print(f"== quality panel: default spec (90+ DPD in 12 months), out of time; seeds {seeds}")
     print(
-        f"{'book':<28s} {'AUC':>7s} {'oracle':>7s} {'ratio':>7s} {'blind':>7s} {'O/E':>6s} {'rounds':>6s} "
+        f"{'book':<28s} {'AUC':>7s} {'oracle':>7s} {'ratio':>7s} {'blind':>7s} {'O/E':>6s} {'PIT':>5s} "
+        f"{'fail':>5s} {'rounds':>6s} "
         f"{'members':>9s} "
         f"{'grades':>6s} {'top':>5s} {'secs':>5s}"
     )
@@ -83,7 +86,9 @@ def panel() -> None:
                 rows.append({"book": label, "profile": profile_name, "size": f"{n}x{m}", **mm})
                 print(
                     f"{label:<28s} {mm['auc']:7.4f} {mm['oracle_auc']:7.4f} {mm['model_over_oracle']:7.4f} "
-                    f"{mm['unseen_over_oracle']:7.4f} {mm['oe']:6.2f} {res.best_iteration:6d} "
+                    f"{mm['unseen_over_oracle']:7.4f} {mm['oe']:6.2f} {mm['pit_oracle_oe']:5.2f} "
+                    f"{mm['grades_failing_jeffreys']:2.0f}/{mm['pit_oracle_grades_failing_jeffreys']:<2.0f} "
+                    f"{res.best_iteration:6d} "
                     f"{members(res):>9s} {mm['grades_populated']:6.0f} "
                     f"{top_grade_share(res):5.0%} {time.perf_counter() - t0:5.0f}",
                     flush=True,

@@ -241,10 +241,19 @@ def book_generate(
         Path | None, typer.Option("--out", help="Book folder (default: the demo book).")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
+    pit_spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--pit-spec",
+            help="Also write the point-in-time oracle (true state, scenario frozen at the as-of month) for "
+            "this spec's test window: the calibration a PIT model can reach at best.",
+        ),
+    ] = None,
 ) -> None:
     """Generate a synthetic book and its oracle PDs (oracle.parquet, beside the five tables)."""
     from features.book import check_replaceable, write_book
     from features.generate import generate_book, profile
+    from model.spec import load_spec, test_months_of_book
 
     settings: Settings = ctx.obj
     target = out_dir or settings.demo_book
@@ -252,11 +261,14 @@ def book_generate(
         params = profile(profile_name)
         if fmt not in ("parquet", "csv"):
             raise ValueError(f"unknown book format {fmt!r}; use parquet or csv")
+        pit_months = []
+        if pit_spec is not None:
+            pit_months = test_months_of_book(load_spec(pit_spec), params.end_month, months)
         # before the minutes of generating: never over a folder that is not a book
         check_replaceable(target, {"oracle.parquet", "generator.json"})
         t0 = time.perf_counter()
         with progress_bar() as cb:
-            gen = generate_book(loans, months, seed, params, progress=cb)
+            gen = generate_book(loans, months, seed, params, progress=cb, pit_months=pit_months)
         meta = {**gen.params, "profile": profile_name}
         write_book(
             gen.book,
@@ -598,6 +610,12 @@ def _print_metrics(m: dict, challenger_auc: float | None) -> None:
             f"grades: {m['grades_populated']:.0f} of 10 populated, "
             f"{m['grades_failing_jeffreys']:.0f} failing the "
             f"Jeffreys test at 5%; calibration slope {m.get('calibration_slope', float('nan')):.3f}"
+        )
+    if "pit_oracle_oe" in m:  # features.generate.oracle.pit_oracle says why
+        out.print(
+            f"point-in-time oracle (true state, scenario frozen at the as-of month): O/E "
+            f"{m['pit_oracle_oe']:.2f}, {m['pit_oracle_grades_failing_jeffreys']:.0f} grades failing the "
+            "Jeffreys test: the calibration the book's own data allow at best"
         )
     if m.get("lead_median_months", float("nan")) == m.get("lead_median_months", float("nan")):
         out.print(

@@ -307,6 +307,15 @@ def short_history_note(first_month: pd.Timestamp, test: tuple[pd.Timestamp, pd.T
     )
 
 
+def test_months_of_book(spec: ModelSpec, end_month: str, n_months: int) -> list[pd.Timestamp]:
+    """The as-of months of the spec's test window in a book observed over `n_months` months to
+    `end_month` ("YYYY-MM"): what a generated book's point-in-time oracle is asked for, before the book
+    exists (`ews book generate --pit-spec`, the quality benchmark, the test suite's demo book)."""
+    last = pd.Timestamp(end_month + "-01")
+    a, b = resolve_windows(spec, last - pd.DateOffset(months=n_months - 1), last)["test"]
+    return list(pd.date_range(a, b, freq="MS"))
+
+
 def _test_in_book(spec: ModelSpec, first_month: pd.Timestamp, last_month: pd.Timestamp):
     """The book's first month, the test window (months) and the book's span in words; a ValueError when
     the test window ends after the last month with a whole label window."""

@@ -60,8 +60,13 @@ def _restore_mlflow_tracking_uri():
 @pytest.fixture(scope="session")
 def demo_generated() -> Generated:
     """The demo book's shape (48 months, seed 7) at half its loans (10,000, not `make demo`'s 20,000: the
-    session's model, batch runs and servers then cost half), with its oracle, in memory."""
-    return generate_book(DEMO_LOANS, DEMO_MONTHS, DEMO_SEED)
+    session's model, batch runs and servers then cost half), with its oracle and, as `make demo` writes it,
+    the point-in-time oracle for the default spec's test window, in memory."""
+    from model.spec import load_spec, test_months_of_book
+
+    spec = load_spec("models/pd_90d_12m.yaml")
+    pit = test_months_of_book(spec, profile("clean").end_month, DEMO_MONTHS)
+    return generate_book(DEMO_LOANS, DEMO_MONTHS, DEMO_SEED, pit_months=pit)
 
 
 @pytest.fixture(scope="session")

@@ -69,6 +69,13 @@ def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_vers
             for k in HEADLINE
         ]
     )
+    pit = (
+        " The point-in-time oracle (each loan's true state, the scenario frozen at the as-of month: the"
+        f" calibration the book's own data allow at best) has O/E {m['pit_oracle_oe']:.3f} and"
+        f" {m['pit_oracle_grades_failing_jeffreys']:.0f} grades failing on this master scale."
+        if "pit_oracle_oe" in m
+        else ""
+    )
     oracle = (
         f"Oracle AUC on the same test snapshots {m['oracle_auc']:.4f}; "
         f"model / oracle {m['model_over_oracle']:.4f}."
@@ -180,7 +187,7 @@ Calibrator: {result.bundle.calibrator.method} (chosen on the calibration data by
 PD floor {spec.calibration.pd_floor:.2%}. Calibration in the large on the test window: O/E {m["oe"]:.3f}
 (95% interval {m["oe_low"]:.3f} to {m["oe_high"]:.3f}), calibration slope {m["calibration_slope"]:.3f}.
 {m["grades_populated"]:.0f} of 10 grades populated; {m["grades_failing_jeffreys"]:.0f} fail the two-sided
-Jeffreys test at 5%. Observed vs expected defaults by grade:
+Jeffreys test at 5%.{pit} Observed vs expected defaults by grade:
 
 {table(grades, ".4f", ints=("grade", "count", "observed"))}
 

@@ -14,7 +14,7 @@ from features.catalog import BY_NAME
 from features.stability import psi, with_history
 from model.bundle import LISTS, ModelBundle
 from training import metrics
-from training.panel import ORACLE_COL, TTD_COL
+from training.panel import ORACLE_COL, PIT_ORACLE_COL, TTD_COL
 
 AGE_BANDS = (0, 30, 40, 50, 60, 200)
 
@@ -116,6 +116,13 @@ def evaluate(
     grade_table = metrics.calibration_by_grade(y, p, grades, len(bundle.grade_bands) + 1)
     m["grades_populated"] = float((grade_table["count"] > 0).sum())
     m["grades_failing_jeffreys"] = float((grade_table["jeffreys_pvalue"] < 0.05).sum())
+    if PIT_ORACLE_COL in rows.columns and rows[PIT_ORACLE_COL].notna().all() and len(rows):
+        # the calibration a PIT model can reach at best (generated books where asked for): the true state,
+        # the scenario frozen at the as-of month, on this model's master scale
+        pit = rows[PIT_ORACLE_COL].to_numpy()
+        m["pit_oracle_oe"] = metrics.calibration_in_the_large(y, pit)["oe"]
+        pit_table = metrics.calibration_by_grade(y, pit, bundle.grade(pit), len(bundle.grade_bands) + 1)
+        m["pit_oracle_grades_failing_jeffreys"] = float((pit_table["jeffreys_pvalue"] < 0.05).sum())
     hist = rows.get("history_months")
     feature_psi = {
         f: psi(ref[f], with_history(rows[f], hist, bundle.catalog[f].history))
@@ -142,6 +149,7 @@ def evaluate(
             "tier": tiers,
             "list": lists,
             "oracle": rows[ORACLE_COL].to_numpy() if ORACLE_COL in rows else np.nan,
+            "pit_oracle": rows[PIT_ORACLE_COL].to_numpy() if PIT_ORACLE_COL in rows else np.nan,
         }
     )
     return Evaluation(

@@ -18,13 +18,15 @@ from features.book import Book
 from features.build import build_features
 from features.catalog import FEATURES
 from features.chunks import book_context, iter_book_chunks
-from features.generate import oracle_column
+from features.generate import oracle_column, pit_oracle_column
 from features.labels import LabelRule, label_snapshots
 from features.validation import check_reject_share
 
 log = logging.getLogger(__name__)
 
 ORACLE_COL = "oracle_pd"
+# the point-in-time oracle (features.generate.oracle.pit_oracle), where the generator was asked for it
+PIT_ORACLE_COL = "pit_oracle_pd"
 TTD_COL = "months_to_default"  # months from the as-of month to the default event, for labelled defaults
 
 
@@ -35,6 +37,7 @@ def panel_schema() -> pa.Schema:
         pa.field("label", pa.int8()),
         pa.field(TTD_COL, pa.float64()),
         pa.field(ORACLE_COL, pa.float64()),
+        pa.field(PIT_ORACLE_COL, pa.float64()),
     ]
     return pa.schema(fields)
 
@@ -53,12 +56,15 @@ def build_panel(
     label, ttd = label_snapshots(book.performance, X["loan_id"], X["as_of"], rule, horizon)
     X["label"] = label
     X[TTD_COL] = ttd
-    col = oracle_column(rule.dpd_threshold, horizon)
-    if oracle is not None and col in oracle.columns and len(X):
-        o = oracle[["loan_id", "month", col]].rename(columns={"month": "as_of", col: ORACLE_COL})
-        X = X.merge(o, on=["loan_id", "as_of"], how="left")
-    else:
-        X[ORACLE_COL] = np.nan
+    for col, name in (
+        (oracle_column(rule.dpd_threshold, horizon), ORACLE_COL),
+        (pit_oracle_column(rule.dpd_threshold, horizon), PIT_ORACLE_COL),
+    ):
+        if oracle is not None and col in oracle.columns and len(X):
+            o = oracle[["loan_id", "month", col]].rename(columns={"month": "as_of", col: name})
+            X = X.merge(o, on=["loan_id", "as_of"], how="left")
+        else:
+            X[name] = np.nan
     return X
 
 

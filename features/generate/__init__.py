@@ -14,7 +14,7 @@ reported coarsely).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,7 +22,14 @@ import pandas as pd
 
 from features.book import Book
 from features.generate.loans import draw_loans
-from features.generate.oracle import ORACLE_HORIZONS, ORACLE_THRESHOLDS, oracle, oracle_column
+from features.generate.oracle import (
+    ORACLE_HORIZONS,
+    ORACLE_THRESHOLDS,
+    oracle,
+    oracle_column,
+    pit_oracle,
+    pit_oracle_column,
+)
 from features.generate.params import CITIES_WITHOUT_HPI, PROFILES, GeneratorParams, profile
 from features.generate.scenario import Scenario, make_scenario
 from features.generate.simulate import performance_frame, reporting_gaps, simulate
@@ -38,6 +45,7 @@ __all__ = [
     "GeneratorParams",
     "generate_book",
     "oracle_column",
+    "pit_oracle_column",
     "profile",
 ]
 
@@ -58,8 +66,11 @@ def generate_book(
     seed: int,
     params: GeneratorParams | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    pit_months: Iterable[pd.Timestamp] = (),
 ) -> Generated:
-    """Generate a book of `n_loans` loans observed over `n_months` months, and its oracle PDs."""
+    """Generate a book of `n_loans` loans observed over `n_months` months, and its oracle PDs; for the
+    months of `pit_months` (those inside the window), also the point-in-time oracle (`oracle.pit_oracle`:
+    the true state, the scenario frozen at the month), NaN in the other months."""
     if n_loans < 1 or n_months < 6:
         raise ValueError("need at least 1 loan and 6 months")
     p = params or GeneratorParams()
@@ -82,6 +93,11 @@ def generate_book(
     perf = perf[keep].reset_index(drop=True)
     rows = {k: v[keep] for k, v in rows.items()}
     truth = oracle(la, sc, rows, ws, n_months, p, loan_ids, progress)
+    slots = sorted({ws + month_number(pd.Timestamp(m)) - window_start for m in pit_months})
+    slots = [t for t in slots if ws <= t < ws + n_months]
+    if slots:
+        pit = pit_oracle(la, sc, rows, slots, p, loan_ids)
+        truth = truth.merge(pit, on=["loan_id", "month"], how="left", validate="one_to_one")
     book = Book(borrowers=borrowers, loans=loans, collateral=collateral, house_prices=hp, performance=perf)
     meta = {"n_loans": n_loans, "n_months": n_months, "seed": seed, "schema_version": SCHEMA_VERSION}
     return Generated(book, truth, {**meta, **asdict(p)})

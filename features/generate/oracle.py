@@ -10,6 +10,9 @@ exact for every threshold that falls on a bucket boundary.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -25,6 +28,11 @@ ORACLE_THRESHOLDS = (30, 90)
 def oracle_column(dpd_threshold: int, horizon: int) -> str:
     """The oracle file's column for a label (the one place the naming lives)."""
     return f"pd_{dpd_threshold}d_{horizon}m"
+
+
+def pit_oracle_column(dpd_threshold: int, horizon: int) -> str:
+    """The column of the point-in-time oracle (`pit_oracle`) for a label."""
+    return "pit_" + oracle_column(dpd_threshold, horizon)
 
 
 def first_absorbing_bucket(dpd_threshold: int, coarse: bool) -> int | None:
@@ -100,3 +108,48 @@ def oracle(
             **{oracle_column(thr, h): out[(thr, h)] for thr in usable for h in horizons},
         }
     )
+
+
+def pit_oracle(
+    la: LoanArrays,
+    sc: Scenario,
+    rows: dict,
+    slots: Iterable[int],
+    p: GeneratorParams,
+    loan_ids: np.ndarray,
+    thresholds: tuple[int, ...] = ORACLE_THRESHOLDS,
+    horizons: tuple[int, ...] = ORACLE_HORIZONS,
+) -> pd.DataFrame:
+    """The oracle as a point-in-time model at its best: every loan's true hidden state at month t, with
+    the scenario frozen at t (macro stress, industry shocks and house prices held at their month-t values
+    over the horizon), for the rows of the given calendar slots.
+
+    Why: the oracle knows the scenario's future, which no model of the book at t can. Where the cycle
+    turns inside the horizon, the oracle's calibration in the large (O/E) is unreachable, and this one
+    is the honest bound: a PIT model that over-predicts as a recovery begins as much as this one does is
+    as calibrated as the book's own data allow. One short recursion per slot, so it is asked for, not
+    written by default."""
+    parts = []
+    for t in slots:
+        sel = rows["slot"] == t
+        if not sel.any():
+            continue
+        frozen = replace(
+            sc,
+            macro=_held(sc.macro, t),
+            industry_shock=_held(sc.industry_shock, t),
+            log_hpi=_held(sc.log_hpi, t),
+        )
+        at_t = {k: v[sel] for k, v in rows.items()}
+        part = oracle(la, frozen, at_t, t, 1, p, loan_ids, None, thresholds, horizons)
+        parts.append(part.rename(columns=lambda c: c if c in ("loan_id", "month") else "pit_" + c))
+    if not parts:
+        return pd.DataFrame(columns=["loan_id", "month"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _held(path: np.ndarray, t: int) -> np.ndarray:
+    """A scenario path (months on the last axis) held at its month-t value from t on."""
+    out = path.copy()
+    out[..., t + 1 :] = path[..., t : t + 1]
+    return out

@@ -4,6 +4,7 @@ train, promote and score with the shipped specs and no hand edits; `ews report` 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,8 @@ def test_demo_promotes_the_first_model_and_report_prints_the_checks(
     assert rep.exit_code == 0, rep.output
     assert "version 1 (champion)" in rep.output and "FAIL" not in rep.output
     assert "boosting rounds" in rep.output and "distinct PDs" in rep.output and "no leak" in rep.output
+    # the demo book carries the point-in-time oracle: the report sets the model's calibration beside it
+    assert re.search(r"point-in-time oracle .*: O/E \d\.\d\d, \d+ grades failing", rep.output), rep.output
     assert "PROMOTED" in hist.output and "pytest" in hist.output
     assert again.exit_code == 1 and "has no version 7" in again.output
     assert no_book.exit_code == 1 and "does not exist" in no_book.output  # checked before anything loads

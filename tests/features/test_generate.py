@@ -10,11 +10,12 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from ews.cli import app
-from features.generate import generate_book, oracle_column, profile
+from features.generate import generate_book, oracle_column, pit_oracle_column, profile
 from features.labels import LabelRule
 from features.summary import default_rates, labelled_snapshots, oracle_auc
 from features.validation import validate_tables
 from tests.conftest import DEMO_LOANS
+from training.metrics import auc
 
 RULE = LabelRule()
 
@@ -147,6 +148,37 @@ def test_oracle_is_the_true_probability(demo_generated) -> None:
     g = s.groupby("decile").agg(pd_=(col, "mean"), obs=("label", "mean"), n=("label", "size"))
     top = g.iloc[-1]
     assert abs(top["obs"] - top["pd_"]) < 3 * np.sqrt(top["pd_"] * (1 - top["pd_"]) / top["n"]) + 0.02
+
+
+def test_the_pit_oracle_draws_nothing_and_covers_the_asked_months(small_generated) -> None:
+    """Asking for the point-in-time oracle changes neither the book nor the oracle (it draws no random
+    numbers), and its columns are probabilities on the asked months' rows, missing on the others."""
+    months = [pd.Timestamp("2024-06-01"), pd.Timestamp("2024-07-01"), pd.Timestamp("2031-01-01")]
+    g = generate_book(1500, 30, 11, pit_months=months)
+    for name in ("borrowers", "loans", "collateral", "house_prices", "performance"):
+        pd.testing.assert_frame_equal(getattr(g.book, name), getattr(small_generated.book, name))
+    pd.testing.assert_frame_equal(g.oracle[small_generated.oracle.columns], small_generated.oracle)
+    pit = g.oracle[pit_oracle_column(90, 12)]
+    asked = g.oracle["month"].isin(months)
+    assert asked.sum() > 0 and pit[asked].notna().all() and pit[~asked].isna().all()
+    assert pit[asked].between(0, 1).all()
+
+
+def test_the_pit_oracle_holds_the_scenario_where_the_cycle_eases(demo_generated) -> None:
+    """In the demo's test window the stress is easing: the oracle, which knows it, stays calibrated,
+    while the PIT oracle holds today's stress over the horizon and predicts more defaults than happen,
+    the over-prediction no model of the book at the as-of month can avoid."""
+    col, pit_col = oracle_column(90, 12), pit_oracle_column(90, 12)
+    s = labelled_snapshots(demo_generated.book, RULE, 12)
+    s = s.merge(demo_generated.oracle, on=["loan_id", "month"])
+    s = s[s[pit_col].notna()]
+    assert s["month"].nunique() == 6  # the default spec's test window
+    observed = s["label"].sum()
+    assert 0.9 < observed / s[col].sum() < 1.1
+    assert observed / s[pit_col].sum() < 0.95
+    assert s[pit_col].mean() > s[col].mean()
+    # each loan's true state still ranks it: the PIT oracle orders loans almost as the oracle does
+    assert auc(s["label"], s[pit_col]) > auc(s["label"], s[col]) - 0.01
 
 
 def test_oracle_auc_is_realistic(demo_generated) -> None:

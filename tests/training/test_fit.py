@@ -45,6 +45,17 @@ def test_model_quality_against_oracle_and_challenger(trained) -> None:
     assert not res.warnings and res.best_iteration >= 10
 
 
+def test_the_point_in_time_oracle_is_evaluated_beside_the_model(trained) -> None:
+    """On a generated book with the PIT oracle (`make demo`'s), the evaluation gives its O/E and its
+    grades failing the Jeffreys test on the model's master scale: what a point-in-time model can reach."""
+    _, _, res = trained
+    m, s = res.test_metrics, res.evaluation.scores
+    assert s["pit_oracle"].notna().all()
+    assert m["pit_oracle_oe"] == pytest.approx(s["label"].sum() / s["pit_oracle"].sum(), rel=1e-12)
+    assert m["oe"] == pytest.approx(s["label"].sum() / s["pd"].sum(), rel=1e-12)
+    assert 0 <= m["pit_oracle_grades_failing_jeffreys"] <= m["grades_populated"]
+
+
 def test_declared_directions_hold(trained) -> None:
     _, _, res = trained
     assert res.evaluation.monotonicity and res.evaluation.monotone, res.evaluation.monotonicity
