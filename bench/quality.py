@@ -1,13 +1,15 @@
 """Model quality on books the pipeline was never tuned on: a panel of generated books (seeds, sizes, clean
 and messy profiles), the default spec trained and tested out of time on each, model AUC over the oracle's
 AUC on the same test snapshots, with the master scale's populated grades and its largest grade's share;
+O/E beside the point-in-time oracle's ("PIT": each loan's true state, the scenario frozen at the as-of
+month, the calibration a PIT model can reach at best) and the grades failing the Jeffreys test, model/PIT;
 "blind" is the same over the oracle with each test row scored by the cross-fitted member that never
 trained on its loan (`training.ensemble.unseen_raw`): the test window shares its loans with the training
 windows and their label windows overlap, so the model can gain by recognising a loan, which production
 never allows; and a short card book with the card spec beside a plain LightGBM on the raw history of the
 same accounts.
 
-python -m bench quality            # the whole panel (about 6 minutes on 2 cores)
+python -m bench quality            # the whole panel (about 8 minutes on 2 cores)
 EWS_QUALITY_QUICK=1 python -m bench quality   # one seed per cell, for a quick look
 EWS_QUALITY_SEEDS=101,102,103 python -m bench quality   # the tuning seeds (to try a change on, never
                                                         # the panel's seeds)
@@ -101,6 +103,15 @@ def panel() -> None:
             print(
                 f"{what} {name:<22s} min {r.min():.4f}  median {r.median():.4f}  max {r.max():.4f}  "
                 f"({(r >= 0.97).sum()} of {len(r)} at 0.97 or more)"
+            )
+    # calibration in the large beside the best a point-in-time model can do (the PIT oracle)
+    for col, what in (("oe", "O/E model"), ("pit_oracle_oe", "O/E PIT oracle")):
+        for key, g in [("all books", df), *df.groupby(["profile", "size"])]:
+            r = g[col]
+            name = key if isinstance(key, str) else f"{key[0]} {key[1]}"
+            print(
+                f"{what:<14s} {name:<22s} min {r.min():.2f}  median {r.median():.2f}  max {r.max():.2f}  "
+                f"({r.between(0.9, 1.1).sum()} of {len(r)} within 0.9-1.1)"
             )
 
 
