@@ -43,8 +43,8 @@ demo: $(STAMP) ## Generate the demo book, validate it, train, promote and report
 	$(EWS) report --model loan-ews-pd-12m
 	$(EWS) score-book --book $(BOOK) --as-of $(or $(AS_OF),2025-12) --out data/scores
 
-test: $(STAMP) ## Run the test suite
-	$(VENV)/bin/pytest -q
+test: $(STAMP) ## Run the test suite (both cores; the demo book's tests on one worker, built once: tests/conftest.py)
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
 
 test-fast: $(STAMP) ## The fast loop: every test that trains no model, starts no server and kills no process (under a minute)
 	$(VENV)/bin/pytest -q -m "not slow" -n 2  # pytest-xdist: both cores (each worker builds its own fixtures)

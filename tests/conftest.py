@@ -14,13 +14,20 @@ from features.generate import Generated, generate_book, profile
 DEMO_LOANS, DEMO_MONTHS, DEMO_SEED = 10_000, 48, 7
 
 
-def pytest_collection_modifyitems(config, items) -> None:
+SLOW_FIXTURES = frozenset({"demo_trained", "champion_store", "server", "champion_scorer"})
+
+
+def pytest_itemcollected(item) -> None:
     """Tests that train a model, start a server or run a command end to end are `slow`; the fast loop
-    (`make test-fast`) deselects them."""
-    slow_fixtures = {"demo_trained", "champion_store", "server", "champion_scorer", "card_store"}
-    for item in items:
-        if slow_fixtures & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)
+    (`make test-fast`) deselects them. Every test of the demo book is in one xdist group: `make test` runs
+    on both cores (pytest-xdist, `--dist loadgroup`), and the group keeps the demo book, its model, the
+    champion store and the server to one worker, built once, while the other worker takes the rest.
+    Marked as each test is collected: pytest-xdist reads the groups in its own collection hook."""
+    names = set(getattr(item, "fixturenames", ()))
+    if SLOW_FIXTURES & names:
+        item.add_marker(pytest.mark.slow)
+    if "demo_generated" in names:
+        item.add_marker(pytest.mark.xdist_group("demo"))
 
 
 _EMPTY_STORE: list[Path] = []  # one empty MLflow store per session, migrated once
