@@ -97,22 +97,21 @@ def panel() -> None:
                 )
     df = pd.DataFrame(rows)
     for col, what in (("model_over_oracle", "model/oracle"), ("unseen_over_oracle", "blind/oracle")):
-        for key, g in [("all books", df), *df.groupby(["profile", "size"])]:
-            r = g[col]
-            name = key if isinstance(key, str) else f"{key[0]} {key[1]}"
-            print(
-                f"{what} {name:<22s} min {r.min():.4f}  median {r.median():.4f}  max {r.max():.4f}  "
-                f"({(r >= 0.97).sum()} of {len(r)} at 0.97 or more)"
-            )
+        spread(df, col, what, ".4f", lambda r: f"{(r >= 0.97).sum()} of {len(r)} at 0.97 or more")
     # calibration in the large beside the best a point-in-time model can do (the PIT oracle)
     for col, what in (("oe", "O/E model"), ("pit_oracle_oe", "O/E PIT oracle")):
-        for key, g in [("all books", df), *df.groupby(["profile", "size"])]:
-            r = g[col]
-            name = key if isinstance(key, str) else f"{key[0]} {key[1]}"
-            print(
-                f"{what:<14s} {name:<22s} min {r.min():.2f}  median {r.median():.2f}  max {r.max():.2f}  "
-                f"({r.between(0.9, 1.1).sum()} of {len(r)} within 0.9-1.1)"
-            )
+        spread(df, col, what, ".2f", lambda r: f"{r.between(0.9, 1.1).sum()} of {len(r)} within 0.9-1.1")
+
+
+def spread(df: pd.DataFrame, col: str, what: str, fmt: str, count) -> None:
+    """min / median / max of a column over all books and by profile and size, with a count."""
+    for key, g in [("all books", df), *df.groupby(["profile", "size"])]:
+        r = g[col]
+        name = key if isinstance(key, str) else f"{key[0]} {key[1]}"
+        print(
+            f"{what:<14s} {name:<22s} min {r.min():{fmt}}  median {r.median():{fmt}}  "
+            f"max {r.max():{fmt}}  ({count(r)})"
+        )
 
 
 def raw_history_frame(book, as_of: pd.Timestamp, lags: int = 6) -> pd.DataFrame:
