@@ -164,6 +164,18 @@ def test_the_pit_oracle_draws_nothing_and_covers_the_asked_months(small_generate
     assert pit[asked].between(0, 1).all()
 
 
+def test_generate_writes_the_pit_oracle_for_a_specs_test_window(small_generated, tmp_path: Path) -> None:
+    """`ews book generate --pit-spec` (as `make demo` runs it) writes the PIT oracle for the spec's test
+    window beside the oracle, which is what it would be without it."""
+    args = ["book", "generate", "--loans", "1500", "--months", "30", "--seed", "11", "--out", str(tmp_path)]
+    res = runner.invoke(app, [*args, "--pit-spec", "models/pd_90d_12m.yaml"])
+    assert res.exit_code == 0, res.output
+    o = pd.read_parquet(tmp_path / "oracle.parquet")
+    pd.testing.assert_frame_equal(o[small_generated.oracle.columns], small_generated.oracle)
+    months = o.loc[o[pit_oracle_column(90, 12)].notna(), "month"].unique()
+    assert list(months) == list(pd.date_range("2024-07-01", "2024-12-01", freq="MS"))  # its test window
+
+
 def test_the_pit_oracle_holds_the_scenario_where_the_cycle_eases(demo_generated) -> None:
     """In the demo's test window the stress is easing: the oracle, which knows it, stays calibrated,
     while the PIT oracle holds today's stress over the horizon and predicts more defaults than happen,
