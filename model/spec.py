@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from features.catalog import BY_NAME, FEATURE_NAMES, HISTORY_MONTHS
 from features.labels import LabelRule
-from features.months import month_number, parse_month
+from features.months import month_number, month_range, parse_month
 from model.ref import NAME
 
 log = logging.getLogger(__name__)
@@ -312,8 +312,7 @@ def test_months_of_book(spec: ModelSpec, end_month: str, n_months: int) -> list[
     `end_month` ("YYYY-MM"): what a generated book's point-in-time oracle is asked for, before the book
     exists (`ews book generate --pit-spec`, the quality benchmark, the test suite's demo book)."""
     last = pd.Timestamp(end_month + "-01")
-    a, b = resolve_windows(spec, last - pd.DateOffset(months=n_months - 1), last)["test"]
-    return list(pd.date_range(a, b, freq="MS"))
+    return month_range(*resolve_windows(spec, last - pd.DateOffset(months=n_months - 1), last)["test"])
 
 
 def _test_in_book(spec: ModelSpec, first_month: pd.Timestamp, last_month: pd.Timestamp):
