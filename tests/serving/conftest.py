@@ -39,8 +39,10 @@ def port_is_free(port: int) -> bool:
 
 
 def serve_env(champion_store) -> dict[str, str]:
+    """The environment of an `ews serve` (or any command) on a store: (root, tracking URI, the promotion's
+    CLI result, or None where the champion alias was set directly)."""
     root, uri, promote = champion_store
-    assert promote.exit_code == 0, promote.output
+    assert promote is None or promote.exit_code == 0, promote.output
     # a data folder of its own: `ews serve` with no --book serves the demo book when data/ in the
     # working folder has one (a `make demo` run), and a test must not depend on that
     return {
@@ -141,3 +143,45 @@ def champion_scorer(champion_store) -> RiskScorer:
 @pytest.fixture(scope="session")
 def book_index(demo_book_dir) -> BookIndex:
     return BookIndex.load(demo_book_dir)
+
+
+@pytest.fixture(scope="session")
+def small_champion_store(small_generated, small_book_dir, tmp_path_factory):
+    """A real MLflow store whose champion is the default spec trained on the small book (1,500 loans,
+    about a second to train), for tests of `ews serve` that need a champion to load but not the demo
+    model: they then run beside the demo book's tests on the other pytest-xdist worker. The small
+    book's model fails the promotion floors (AUC, ECE), so its champion alias is set directly, as an
+    administrator could; promotion's own tests use the demo store. Yields (root, tracking_uri, None)."""
+    from mlflow import MlflowClient
+
+    from features.context import context_table
+    from features.months import month_range
+    from model.spec import load_spec, resolve_windows
+    from tests.conftest import new_mlflow_store
+    from training.fit import train_model
+    from training.panel import build_panel
+    from training.tracking import log_training
+
+    book = small_generated.book
+    spec_path = Path("models/pd_90d_12m.yaml")
+    spec = load_spec(spec_path)
+    w = resolve_windows(spec, book.performance["month"].min(), book.last_month)
+    ctx = context_table(book.performance, book.loans, book.borrowers)
+    months = month_range(w["train"][0], w["test"][1])
+    panel = build_panel(book, months, spec.label.rule, spec.label.horizon_months, small_generated.oracle, ctx)
+    result = train_model(spec, panel, w)
+    root = tmp_path_factory.mktemp("mlflow-small")
+    uri = new_mlflow_store(root)
+    prev = mlflow.get_tracking_uri()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("EWS_MODELS_DIR", str(root / "models"))
+    mp.setenv("EWS_USER", "pytest")
+    try:
+        mlflow.set_tracking_uri(uri)
+        log_training(result, spec, spec_path, small_book_dir, len(panel), root / "models" / "mlartifacts")
+        MlflowClient(uri).set_registered_model_alias(spec.name, "champion", "1")
+    finally:
+        mp.undo()
+        mlflow.set_tracking_uri(prev)
+    return root, uri, None

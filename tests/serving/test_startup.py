@@ -1,9 +1,10 @@
 """`ews serve` refuses every startup fault of issue 14 with one line and exit 1, never leaves anything
 running or listening, and stops everything it started on SIGTERM or SIGINT.
 
-No test trains: faults are made in copies of the session's champion store (paths inside rewritten) or
-book. Every `ews serve` here carries a marker in its environment, which its children inherit (BentoML's
-workers run in sessions of their own), so "nothing left running" is checked by that marker.
+No test trains here: faults are made in copies of the session's small champion store (paths inside
+rewritten; `small_champion_store`, so these tests do not wait on the demo model) or book. Every
+`ews serve` here carries a marker in its environment, which its children inherit (BentoML's workers run
+in sessions of their own), so "nothing left running" is checked by that marker.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.serving.conftest import EWS, free_port, port_is_free, serve_env
+from tests.serving.conftest import EWS, add_user, free_port, port_is_free, serve_env
 
 
 @dataclass
@@ -107,13 +108,16 @@ def assert_refused(o: Outcome, *needles: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def base_env(champion_store, api_keys) -> dict[str, str]:
-    return serve_env(champion_store)
+def base_env(small_champion_store) -> dict[str, str]:
+    """The small store's environment, with an officer's key in its users file (as a served store has)."""
+    env = serve_env(small_champion_store)
+    add_user(env, "pytest-officer", "officer")
+    return env
 
 
 @pytest.fixture
-def store_copy(champion_store, tmp_path):
-    return _store_copy(champion_store, tmp_path / "store")
+def store_copy(small_champion_store, tmp_path):
+    return _store_copy(small_champion_store, tmp_path / "store")
 
 
 def _store_copy(champion_store, dst: Path) -> tuple[Path, dict[str, str]]:
@@ -185,25 +189,25 @@ MODEL_FAULTS = {  # name: (args to ews serve, a fault made in a copy of the stor
 }
 
 
-def _faulty_env(name: str, base_env: dict[str, str], champion_store, tmp_path: Path) -> dict[str, str]:
+def _faulty_env(name: str, base_env: dict[str, str], store, tmp_path: Path) -> dict[str, str]:
     """The environment of `ews serve` for fault `name` of MODEL_FAULTS (a faulty store copy if it has one)."""
     fault = MODEL_FAULTS[name][1]
     if fault is None:
         return base_env
-    store, env = _store_copy(champion_store, tmp_path / name.replace(" ", "-"))
-    fault(store)
+    copy, env = _store_copy(store, tmp_path / name.replace(" ", "-"))
+    fault(copy)
     return env
 
 
 @pytest.mark.parametrize("name", list(MODEL_FAULTS))
-def test_the_model_check_names_each_fault(name, base_env, champion_store, tmp_path) -> None:
+def test_the_model_check_names_each_fault(name, base_env, small_champion_store, tmp_path) -> None:
     """The check `ews serve` runs before it starts anything (`serving.preflight.check_model`), in this
     process: each fault is refused with its reason (the command's own wiring: the test below)."""
     from model.ref import parse_ref
     from serving.preflight import StartupError, check_model
 
     args, _, reason = MODEL_FAULTS[name]
-    env = _faulty_env(name, base_env, champion_store, tmp_path)
+    env = _faulty_env(name, base_env, small_champion_store, tmp_path)
     ref = parse_ref(args[1] if args else env.get("EWS_MODEL_NAME", "loan-ews-pd-12m"))
     with pytest.raises(StartupError) as e:
         check_model(env["MLFLOW_TRACKING_URI"], ref.name, ref.ref)
@@ -211,12 +215,14 @@ def test_the_model_check_names_each_fault(name, base_env, champion_store, tmp_pa
 
 
 @pytest.mark.parametrize("name", ["no such version", "altered booster"])
-def test_a_model_that_cannot_be_named_or_loaded_is_refused(name, base_env, champion_store, tmp_path) -> None:
+def test_a_model_that_cannot_be_named_or_loaded_is_refused(
+    name, base_env, small_champion_store, tmp_path
+) -> None:
     """`ews serve` end to end with a model it cannot name and one it cannot load: one line, exit 1,
     nothing left running."""
     args, _, reason = MODEL_FAULTS[name]
     assert_refused(
-        serve(_faulty_env(name, base_env, champion_store, tmp_path), *args),
+        serve(_faulty_env(name, base_env, small_champion_store, tmp_path), *args),
         "cannot start the service",
         reason,
     )
@@ -257,9 +263,9 @@ def test_book_empty(base_env, tmp_path) -> None:
     assert_refused(serve(base_env, "--book", str(tmp_path)), "cannot be served")
 
 
-def test_book_unusable_as_a_whole(base_env, demo_book_dir, tmp_path) -> None:
+def test_book_unusable_as_a_whole(base_env, small_book_dir, tmp_path) -> None:
     book = tmp_path / "book"
-    shutil.copytree(demo_book_dir, book)
+    shutil.copytree(small_book_dir, book)
     (book / "loans.parquet").write_bytes(b"PAR1 not really parquet")
     assert_refused(serve(base_env, "--book", str(book)), "cannot be served")
 
