@@ -253,12 +253,14 @@ def score_book(
     return summary
 
 
-def capacity_tiers(scores: pd.DataFrame, tiers) -> dict[str, dict[str, float]]:
+def capacity_tiers(scores: pd.DataFrame, tiers) -> dict[str, dict[str, float | None]]:
     """Re-tier the scored book to its review capacity: red is the riskiest `red_share` and amber the next
     `amber_share` of each list at this as-of month, so the watchlist always fits the officers' capacity
     whatever the cycle did to the PD level since the calibration window. Returns the PD thresholds used
-    (a service given them tiers a loan as the batch did). Ties at a threshold all go up."""
-    out: dict[str, dict[str, float]] = {}
+    (a service given them tiers a loan as the batch did); None where a list is too small for one loan of
+    the tier (35 loans hold no 1% red): no PD reaches it (JSON has no infinity, and summary.json is read
+    by other tools). Ties at a threshold all go up."""
+    out: dict[str, dict[str, float | None]] = {}
     tier = np.full(len(scores), "green", dtype=object)
     pd_ = scores["pd"].to_numpy()
     for name in LISTS:
@@ -271,7 +273,7 @@ def capacity_tiers(scores: pd.DataFrame, tiers) -> dict[str, dict[str, float]]:
         n_flag = max(int(round((tiers.red_share + tiers.amber_share) * len(p))), n_red)
         red = float(order[n_red - 1]) if n_red else float("inf")
         amber = float(order[n_flag - 1]) if n_flag else float("inf")
-        out[name] = {"red": red, "amber": amber}
+        out[name] = {k: v if np.isfinite(v) else None for k, v in (("red", red), ("amber", amber))}
         tier[on] = np.where(p >= red, "red", np.where(p >= amber, "amber", "green"))
     scores["tier"] = tier.astype(str)
     return out
@@ -541,9 +543,11 @@ def log_batch_run(
             metrics["reader_peak_gib"] = reader_peak_gib
         for name, lst in summary["lists"].items():
             metrics.update({f"{name}_red_share": lst["red_share"], f"{name}_amber_share": lst["amber_share"]})
-        metrics.update({f"psi_{f}": v for f, v in summary["psi"]["features"].items() if v == v})
+        metrics.update({f"psi_{f}": v for f, v in summary["psi"]["features"].items()})
         if summary["shadow"]:
             metrics["shadow_rank_correlation"] = summary["shadow"]["rank_correlation"]
             metrics["shadow_red_overlap"] = summary["shadow"]["red_overlap"]
-        mlflow.log_metrics(metrics)
+        # a figure with no value (a feature no loan has at an early as-of month: PSI None) is left out:
+        # MLflow refuses the whole batch of metrics for one missing value
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
         mlflow.log_artifact(str(cfg.target / "summary.json"))

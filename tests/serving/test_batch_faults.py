@@ -500,3 +500,51 @@ def test_an_output_folder_that_cannot_be_written_fails_before_the_book_is_scored
     errors = [x for x in res.output.splitlines() if x.startswith("error:")]
     assert len(errors) == 1 and f"the output folder {blocker / 'scores'} cannot be written" in errors[0]
     assert "scored" not in res.output
+
+
+def test_an_early_month_with_a_list_too_small_for_a_red_loan_writes_strict_json_and_logs_its_run(
+    small_champion_store, small_book_dir, tmp_path
+) -> None:
+    """At the book's fourth month few loans are in arrears: 1% of them is no loan, so the list has no red
+    threshold, and features with no history yet have no PSI. summary.json said `"red": Infinity` (not
+    JSON: other tools refuse the file) and the batch's MLflow run was not logged ("Missing value for
+    required parameter 'metrics[22].value'"), exit 0 all the same."""
+    from mlflow import MlflowClient
+
+    first = pd.read_parquet(small_book_dir / "performance.parquet", columns=["month"])["month"].min()
+    as_of = f"{first + pd.DateOffset(months=3):%Y-%m}"
+    res = _score_book(small_champion_store, small_book_dir, as_of, tmp_path / "out")
+    assert res.exit_code == 0 and "not logged" not in res.output, res.output
+
+    def refuse(name: str):
+        raise AssertionError(f"{name} is not JSON")
+
+    summary = json.loads((tmp_path / "out" / as_of / "summary.json").read_text(), parse_constant=refuse)
+    lists = summary["lists"]
+    small = [name for name, lst in lists.items() if 0 < lst["loans"] < 50]
+    assert small, lists  # the case this test is about: a list with loans and no red loan
+    for name in small:
+        assert summary["tier_thresholds"]["capacity_at_as_of"][name]["red"] is None
+        assert lists[name]["red"] == 0
+    client = MlflowClient(small_champion_store[1])
+    exp = client.get_experiment_by_name("loan-ews-batch").experiment_id
+    (run,) = client.search_runs([exp])
+    assert run.data.metrics["count_scored"] == summary["counts"]["scored"]
+    # a feature no loan has a value of yet (a 6-month trend at a mixed book's first months) has PSI None
+    # in the summary: the run is logged without it
+    import mlflow
+
+    from serving.batch import BatchConfig, log_batch_run
+
+    feature = sorted(summary["psi"]["features"])[0]
+    summary["psi"]["features"][feature] = None
+    cfg = BatchConfig(small_book_dir, pd.Timestamp(f"{as_of}-01"), tmp_path / "out")
+    prev = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(small_champion_store[1])
+    try:
+        log_batch_run(cfg, summary, "sha", "key", 1.0, 1.0, small_champion_store[0] / "models" / "mlartifacts")
+    finally:
+        mlflow.set_tracking_uri(prev)
+    latest = client.search_runs([exp], order_by=["attributes.start_time DESC"])[0]
+    assert latest.info.run_id != run.info.run_id and f"psi_{feature}" not in latest.data.metrics
+    assert latest.data.metrics["count_scored"] == summary["counts"]["scored"]
