@@ -54,6 +54,10 @@ def iter_book_chunks(folder: str | Path, chunk_loans: int = 50_000) -> Iterator[
     perf_rows = len(whole_perf) if whole_perf is not None else parquet_rows(perf_path)
     # loans without rows yet (new loans, a servicer's late file) leave a partition empty: not the book
     empty_ok = frozenset({"performance"}) if perf_rows else frozenset()
+    # a partition's borrowers are its loans' borrowers: none when it has no loans (an empty loans table
+    # is the loans table's error, not the borrowers')
+    if static.get("borrowers") is not None and len(static["borrowers"]):
+        empty_ok |= {"borrowers"}
     starts = ids.iloc[::chunk_loans].tolist() if len(ids) else [None]
     bounds = [
         (None if k == 0 else lo, starts[k + 1] if k + 1 < len(starts) else None)

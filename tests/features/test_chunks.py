@@ -58,6 +58,18 @@ def test_loans_without_rows_yet_leave_a_partition_empty_not_the_book_unusable(
     assert "empty_table" in {p.rule for r in reports for p in r.errors}
 
 
+def test_an_empty_loans_table_is_the_loans_tables_error_alone(small_generated, tmp_path) -> None:
+    """With a header-only loans table, score-book, train and features build (which read by partition)
+    said the borrowers table had no rows too, though it held 1,500 (book validate named loans alone)."""
+    book = small_generated.book
+    empty = type(book)(book.borrowers, book.loans.iloc[:0], book.collateral, book.house_prices, book.performance)
+    for fmt in ("parquet", "csv"):
+        reports = list(iter_book_chunks(write_book(empty, tmp_path / fmt, fmt=fmt), 500))
+        assert reports and all(r.unusable for r in reports), fmt
+        empty_tables = {p.table for r in reports for p in r.errors if p.rule == "empty_table"}
+        assert empty_tables == {"loans"}, fmt
+
+
 def test_the_context_of_a_folder_is_the_context_of_the_book(small_generated, small_book_dir) -> None:
     b = small_generated.book
     pd.testing.assert_frame_equal(
