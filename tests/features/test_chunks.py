@@ -62,7 +62,9 @@ def test_an_empty_loans_table_is_the_loans_tables_error_alone(small_generated, t
     """With a header-only loans table, score-book, train and features build (which read by partition)
     said the borrowers table had no rows too, though it held 1,500 (book validate named loans alone)."""
     book = small_generated.book
-    empty = type(book)(book.borrowers, book.loans.iloc[:0], book.collateral, book.house_prices, book.performance)
+    empty = type(book)(
+        book.borrowers, book.loans.iloc[:0], book.collateral, book.house_prices, book.performance
+    )
     for fmt in ("parquet", "csv"):
         reports = list(iter_book_chunks(write_book(empty, tmp_path / fmt, fmt=fmt), 500))
         assert reports and all(r.unusable for r in reports), fmt

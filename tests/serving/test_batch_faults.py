@@ -542,7 +542,9 @@ def test_an_early_month_with_a_list_too_small_for_a_red_loan_writes_strict_json_
     prev = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(small_champion_store[1])
     try:
-        log_batch_run(cfg, summary, "sha", "key", 1.0, 1.0, small_champion_store[0] / "models" / "mlartifacts")
+        log_batch_run(
+            cfg, summary, "sha", "key", 1.0, 1.0, small_champion_store[0] / "models" / "mlartifacts"
+        )
     finally:
         mlflow.set_tracking_uri(prev)
     latest = client.search_runs([exp], order_by=["attributes.start_time DESC"])[0]
