@@ -14,9 +14,10 @@ AS_OF = "2025-12"
 
 @pytest.fixture(scope="module")
 def book_wide(demo_generated, demo_context, champion_scorer):
-    """Every performing loan of the demo book at AS_OF, scored by the book-wide path (as the batch does)."""
+    """Every performing loan of the demo book at AS_OF, scored by the book-wide path (as the batch does),
+    with its days past due."""
     rows = build_features(demo_generated.book, AS_OF, context=demo_context)
-    return champion_scorer.score(rows).set_index("loan_id")
+    return champion_scorer.score(rows).set_index("loan_id").join(rows.set_index("loan_id")[["dpd_now"]])
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +78,29 @@ def test_batch_scores_a_list_in_one_call(server, book_wide, loan_ids, book_index
 
 
 def test_explain_returns_the_full_contribution_vector(server, book_wide, loan_ids, champion_scorer) -> None:
-    r = server.post("/explain", json={"loan_id": loan_ids[0]})
-    assert r.status_code == 200, r.text
-    e = r.json()
-    assert set(e["contributions"]) == set(champion_scorer.bundle.features)
-    assert e["base_value"] + sum(e["contributions"].values()) == pytest.approx(e["raw_score"], abs=1e-9)
-    assert e["pd"] == pytest.approx(book_wide.loc[loan_ids[0], "pd"], abs=1e-9)
-    top = max(e["concepts"], key=e["concepts"].get)
-    assert top == book_wide.loc[loan_ids[0], "reason_1_concept"]
+    """The contributions add up to the raw score, and the reasons are concepts in order of weight,
+    except for a loan 30+ days past due, whose arrears come first (riskiest loans and a sample: both)."""
+    from serving.scorer import ARREARS_FIRST_DPD
+
+    kinds = set()
+    for lid in loan_ids:
+        r = server.post("/explain", json={"loan_id": lid})
+        assert r.status_code == 200, r.text
+        e = r.json()
+        assert set(e["contributions"]) == set(champion_scorer.bundle.features)
+        assert e["base_value"] + sum(e["contributions"].values()) == pytest.approx(e["raw_score"], abs=1e-9)
+        assert e["pd"] == pytest.approx(book_wide.loc[lid, "pd"], abs=1e-9)
+        first = book_wide.loc[lid, "reason_1_concept"]
+        behind = book_wide.loc[lid, "dpd_now"] >= ARREARS_FIRST_DPD
+        kinds.add(bool(behind))
+        if behind:
+            assert first == "arrears", (lid, e["concepts"])
+        elif first is not None:  # the weightiest concept the loan's values can tell (a collateral
+            # concept of an unsecured loan weighs but cannot be told), then the next ones down
+            told = [book_wide.loc[lid, f"reason_{k}_concept"] for k in (1, 2, 3)]
+            weights = [e["concepts"][c] for c in told if c is not None]
+            assert weights[0] > 0 and weights == sorted(weights, reverse=True), (lid, told, e["concepts"])
+    assert kinds == {True, False}
 
 
 def test_model_info_needs_admin_and_readiness_is_public(served) -> None:
