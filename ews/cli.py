@@ -843,6 +843,16 @@ def report(ctx: typer.Context, model: ModelOpt = None) -> None:
     results = checks(bundle)
     for c in results:
         out.print(f"  {'PASS' if c.passed else 'FAIL'}  {c.text}", markup=False)
+    # the checks are the version's own; promotion also compares it with the champion on one window, so a
+    # version that passes them all may have been refused (a report that said PASS throughout read as
+    # approved)
+    out.print(
+        "the AUC check is the floor for a first champion; `ews promote` compares a version with the "
+        "champion on the same window",
+        markup=False,
+    )
+    decided = (mv.tags or {}).get("loan_ews.promotion")
+    out.print(f"promotion: {decided}" if decided else "promotion: not yet decided", markup=False)
     out.print(f"model card: runs:/{mv.run_id}/validation/model_card.md; plots under runs:/{mv.run_id}/plots")
     if not all(c.passed for c in results):
         raise typer.Exit(EXIT_REFUSED)

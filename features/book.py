@@ -186,22 +186,25 @@ def read_table_columns(
 
 
 @_names_its_file
-def month_span(path: Path, month: pd.Timestamp) -> tuple[bool, pd.Timestamp | None]:
-    """(whether the table has rows dated `month`, its last readable month) from its `month` column alone.
-    Parquet dates are compared in Arrow; anything else (CSV text) is parsed, unreadable dates ignored."""
+def month_span(path: Path, month: pd.Timestamp) -> tuple[bool, pd.Timestamp | None, pd.Timestamp | None]:
+    """(whether the table has rows dated `month`, its first and last readable months) from its `month`
+    column alone. Parquet dates are compared in Arrow; anything else (CSV text) is parsed, unreadable
+    dates ignored."""
     if path.suffix == ".parquet":
         schema = pq.ParquetFile(path).schema_arrow
         if "month" in schema.names and pa.types.is_date(schema.field("month").type):
             col = pq.read_table(path, columns=["month"]).column("month")
             has = bool(pc.any(pc.equal(col, pa.scalar(month.date(), col.type))).as_py() or False)
-            last = pc.max(col).as_py()
-            return has, None if last is None else pd.Timestamp(last)
+            span = pc.min_max(col).as_py()
+            first, last = span["min"], span["max"]
+            stamp = lambda d: None if d is None else pd.Timestamp(d)  # noqa: E731
+            return has, stamp(first), stamp(last)
     perf = read_table_columns(path, ["month"])
     if "month" not in perf.columns:
         raise KeyError("month")
     months = pd.to_datetime(perf["month"], errors="coerce")
-    last = months.max()
-    return bool((months == month).any()), None if pd.isna(last) else last
+    first, last = months.min(), months.max()
+    return bool((months == month).any()), None if pd.isna(first) else first, None if pd.isna(last) else last
 
 
 def read_csv_table(

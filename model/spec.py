@@ -102,7 +102,9 @@ class LightGBMSpec(_Strict):
     reg_lambda: float = Field(5.0, ge=0)
     n_estimators: int = Field(2000, ge=1)
     early_stopping_rounds: int = Field(100, ge=1)
-    early_stopping_metric: Literal["auc", "binary_logloss"] = "auc"  # AUC: blind to a level shift out of time
+    # AUC is blind to a level shift (a single booster stopped on a later window); log loss is smooth where
+    # a cross-fitted member stops on a fold of few defaults (the default spec uses it)
+    early_stopping_metric: Literal["auc", "binary_logloss"] = "auc"
     # cross-fitting (training.ensemble): K boosters, each early-stopped on loans it never trained on,
     # merged into one; 1 fits a single booster stopped on the calibration data
     folds: int = Field(3, ge=1, le=10)
@@ -322,6 +324,12 @@ def _test_in_book(spec: ModelSpec, first_month: pd.Timestamp, last_month: pd.Tim
     first, last = pd.Timestamp(first_month).to_period("M"), pd.Timestamp(last_month).to_period("M")
     labelled = last - h  # the last as-of month whose whole horizon lies inside the book
     test = _test_periods(spec, labelled)
+    if labelled < first:  # "complete up to" a month before the book would say nothing a user can act on
+        n = (last - first).n + 1
+        raise ValueError(
+            f"the book has months {first}..{last} ({n} months): a {h}-month label needs a book of "
+            f"{h + 1} months or more (no as-of month has its whole label window inside the book)"
+        )
     span = f"the book has months {first}..{last} and a {h}-month label is complete up to {labelled}"
     if test[1] > labelled:
         raise ValueError(f"the test window {test[0]}..{test[1]} ends after {labelled}: {span}")

@@ -84,7 +84,7 @@ def check_usable(cfg: BatchConfig) -> None:
     perf_path = find_table_file(cfg.book_dir, "performance")
     assert perf_path is not None
     try:
-        has, last = month_span(perf_path, cfg.as_of)
+        has, first, last = month_span(perf_path, cfg.as_of)
     except KeyError:
         raise ValueError(
             f"book {str(cfg.book_dir)!r} has no performance.month column: nothing can be scored"
@@ -92,8 +92,8 @@ def check_usable(cfg: BatchConfig) -> None:
     if not has:
         raise ValueError(
             f"book {str(cfg.book_dir)!r} has no performance rows for {cfg.as_of:%Y-%m} "
-            f"(its last month is {last:%Y-%m})"
-            if last is not None
+            f"(its months are {first:%Y-%m}..{last:%Y-%m})"
+            if first is not None and last is not None
             else f"book {str(cfg.book_dir)!r} has no readable performance months"
         )
 
@@ -134,6 +134,29 @@ def model_change(
         "its new, tier up and tier down compare two models, not only the loans",
         0,
     )
+
+
+def unseen_categories(training: dict, features: pd.DataFrame) -> tuple[tuple[str, str, int], ...]:
+    """Warnings for scored loans whose category the model never saw: training left the feature out because
+    every training loan shared one value (a card model scoring a book of mortgages too), so the model
+    cannot tell these loans apart from that value and their PDs are extrapolations."""
+    out = []
+    for f, value in sorted((training.get("constant_categories") or {}).items()):
+        if f not in features:
+            continue
+        col = features[f].astype("object")
+        other = col.notna() & (col.astype(str) != value)
+        if n := int(other.sum()):
+            seen = ", ".join(sorted(col[other].astype(str).unique())[:5])
+            out.append(
+                (
+                    f"unseen_{f}",
+                    f"scored loans with {f} {seen}: the model was trained on {f} {value} alone (it left "
+                    "the feature out as constant), so their PDs extrapolate from other loans",
+                    n,
+                )
+            )
+    return tuple(out)
 
 
 def _reason_text(scored: pd.DataFrame, k: int) -> pd.Series:
@@ -231,6 +254,7 @@ def score_book(
     prev = previous_run(cfg)
     if changed := model_change(prev, scorer.model_name, scorer.model_version):
         _add_warnings(warnings, (changed,))
+    _add_warnings(warnings, unseen_categories(scorer.bundle.training, features))
     watch = _watchlist(scores, scorer.top_k, prev)
     summary = _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow, shadow_parts)
     summary["rejects"] = _reject_summary(rejects)

@@ -403,6 +403,13 @@ def train_model(
             "member_rounds": rounds,
             "tuned_auc": tuned_auc,
             "dropped": dropped,
+            # a category every training loan shared (a card book's product): the batch says which loans
+            # it scores with another one, since the model never saw it
+            "constant_categories": {
+                f: str(train[f].dropna().iloc[0])
+                for f, why in dropped.items()
+                if why == "constant in training" and BY_NAME[f].dtype == "cat"
+            },
             "calibration_holdout": windows["calibration"] is None,  # what the score PSI compares with
         },
         reference_rows=enc.matrix(train.sample(min(2000, len(train)), random_state=spec.seed)),

@@ -120,6 +120,8 @@ def test_training_says_which_gates_the_new_version_fails(small_book_dir, tmp_pat
     try:
         res = runner.invoke(app, ["train", "--spec", str(spec), "--book", str(small_book_dir)])
         report = runner.invoke(app, ["report", "--model", "stump-12m:1"])
+        runner.invoke(app, ["promote", "--model", "stump-12m:1", "--book", str(small_book_dir)])
+        after = runner.invoke(app, ["report", "--model", "stump-12m:1"])
     finally:
         mp.undo()
     assert res.exit_code == 0, res.output  # registered all the same: the gates decide at promotion
@@ -131,6 +133,9 @@ def test_training_says_which_gates_the_new_version_fails(small_book_dir, tmp_pat
         assert sum(sign in x for x in warned) <= 1, warned
     assert sum("boosting rounds" in x for x in warned) == 1, warned
     assert "is below the scorecard challenger's" in res.output
+    # the report says whether promotion decided on the version, and what: its own checks are not all
+    assert "promotion: not yet decided" in report.output
+    assert "promotion: refused: " in after.output, after.output
 
 
 def test_demo_promotes_the_first_model_and_report_prints_the_checks(
@@ -157,6 +162,8 @@ def test_demo_promotes_the_first_model_and_report_prints_the_checks(
         mp.undo()
     assert rep.exit_code == 0, rep.output
     assert "version 1 (champion)" in rep.output and "FAIL" not in rep.output
+    assert "promotion: promoted" in rep.output
+    assert "the AUC check is the floor for a first champion" in rep.output
     assert "boosting rounds" in rep.output and "distinct PDs" in rep.output and "no leak" in rep.output
     # the demo book carries the point-in-time oracle: the report sets the model's calibration beside it
     assert re.search(r"point-in-time oracle .*: O/E \d\.\d\d, \d+ grades failing", rep.output), rep.output
@@ -229,7 +236,7 @@ def test_registered_model_loads_back_into_an_identical_bundle(
     [("card", "models/card_30d_1m.yaml", None), ("mixed", "models/pd_90d_12m.yaml", "2025-12")],
 )
 def test_messy_books_validate_train_promote_and_score_without_hand_edits(
-    book, spec, as_of, card_book_dir, tmp_path
+    book, spec, as_of, card_book_dir, small_book_dir, tmp_path
 ) -> None:
     if book == "card":
         folder = card_book_dir
@@ -257,6 +264,12 @@ def test_messy_books_validate_train_promote_and_score_without_hand_edits(
                 str(tmp_path / "scores"),
             ],
         )
+        # the card model on a book of installment loans: scored, and said
+        other = runner.invoke(
+            app,
+            ["score-book", "--book", str(small_book_dir), "--as-of", "2025-12", "--model", f"{name}:1"]
+            + ["--out", str(tmp_path / "other-scores")],
+        )
         report = runner.invoke(app, ["report", "--model", f"{name}:1"])
         champion_report = runner.invoke(app, ["report", "--model", f"{name}@champion"])
         client = MlflowClient()
@@ -281,6 +294,11 @@ def test_messy_books_validate_train_promote_and_score_without_hand_edits(
     assert report.exit_code in (0, 2) and "boosting rounds" in report.output, report.output
     summary = (tmp_path / "scores" / month / "summary.json").read_text()
     assert '"rejected": 0' in summary
+    assert "unseen_" not in score.output  # the model's own kind of book
+    if book == "card":  # every training account was a card: a book of other products is said to be one
+        assert other.exit_code == 0, other.output
+        said = [x for x in other.output.splitlines() if x.startswith("warning: unseen_product:")]
+        assert said and "the model was trained on product revolving alone" in said[0], other.output
 
 
 def test_a_spec_with_another_label_is_refused_under_a_models_name_before_training(

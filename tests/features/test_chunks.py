@@ -120,7 +120,8 @@ def test_a_month_range_read_keeps_exactly_the_rows_of_those_months(tmp_path) -> 
     m = month_index(every["month"])
     want = every[(m >= 2025 * 12) & (m <= 2025 * 12 + 11)]
     assert got["loan_id"].tolist() == want["loan_id"].tolist() == ["L1", "L2", "L3", "L4", "L5"]
-    assert month_span(path, pd.Timestamp("2025-12-01")) == (True, pd.Timestamp("2026-01-01"))
+    first, last = pd.Timestamp("2024-12-31"), pd.Timestamp("2026-01-01")
+    assert month_span(path, pd.Timestamp("2025-12-01")) == (True, first, last)
     assert month_span(path, pd.Timestamp("2025-02-01"))[0] is False
     csv = tmp_path / "performance.csv"
     every.to_csv(csv, index=False)

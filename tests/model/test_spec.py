@@ -65,7 +65,7 @@ def test_the_shipped_specs_and_reasonable_variants_load() -> None:
             ("  test_months: 6", "  test: [2025-08-01, 2025-10]"),
             "windows.test.0: 2025-08-01 is a date; give a month",
         ),
-        (("seed: 7", "seed: 7\nseed: 8"), "is not valid YAML: key 'seed' is given twice (line 26)"),
+        (("seed: 7", "seed: 7\nseed: 8"), "is not valid YAML: key 'seed' is given twice (line 28)"),
     ],
 )
 def test_a_bad_spec_file_is_one_line_naming_the_field(edit, message, tmp_path) -> None:
@@ -106,3 +106,9 @@ def test_promotion_needs_only_the_test_window_in_the_book() -> None:
     assert short_history_note(pd.Timestamp("2022-07-01"), resolve_test_window(spec, first, last)) is None
     full = resolve_windows(spec, pd.Timestamp("2022-01-01"), last)
     assert resolve_test_window(spec, pd.Timestamp("2022-01-01"), last) == full["test"]  # one definition
+    # a book shorter than the label (a 9-month card extract, a 12-month label): said as such, not as a
+    # label "complete up to" a month before the book
+    for resolve in (resolve_windows, resolve_test_window):
+        said = r"2025-04..2025-12 \(9 months\): a 12-month label needs a book of 13"
+        with pytest.raises(ValueError, match=said):
+            resolve(spec, pd.Timestamp("2025-04-01"), last)

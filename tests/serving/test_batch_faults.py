@@ -410,7 +410,7 @@ def test_exit_codes_say_what_happened(
         df = pd.read_parquet(f)
         df.drop(columns=["principal"] if f.stem == "loans" else []).to_parquet(no_principal / f.name)
     for book, month, message in (
-        (small_book_dir, "2031-01", "has no performance rows for 2031-01"),
+        (small_book_dir, "2031-01", "has no performance rows for 2031-01 (its months are 2023-07..2025-12)"),
         (tmp_path / "no-such-book", as_of, "does not exist"),
         (no_principal, as_of, "cannot be scored"),
     ):

@@ -214,7 +214,7 @@ def test_one_month_windows_and_held_out_calibration(trained, demo_generated) -> 
 
 def test_unusable_windows_fail_before_any_work_naming_the_window(trained) -> None:
     spec, _, _ = trained
-    first, last = pd.Timestamp("2025-01-01"), pd.Timestamp("2025-12-01")
+    first, last = pd.Timestamp("2024-06-01"), pd.Timestamp("2025-12-01")
     with pytest.raises(ValueError, match="test window .* ends after 2024-12"):
         resolve_windows(
             spec.model_copy(update={"windows": spec.windows.model_copy(update={"test_end": "2025-06"})}),
