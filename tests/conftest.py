@@ -14,7 +14,9 @@ from features.generate import Generated, generate_book, profile
 DEMO_LOANS, DEMO_MONTHS, DEMO_SEED = 20_000, 48, 7
 
 
-SLOW_FIXTURES = frozenset({"demo_trained", "champion_store", "small_champion_store", "server", "champion_scorer"})
+SLOW_FIXTURES = frozenset(
+    {"demo_trained", "champion_store", "small_champion_store", "server", "champion_scorer"}
+)
 
 
 def pytest_itemcollected(item) -> None:
