@@ -145,6 +145,25 @@ def test_a_date_with_a_time_zone_is_an_error_of_its_loan_never_of_the_book(book_
     assert res.exit_code == 1 and "Traceback" not in res.output and "origination_date [type]" in res.output
 
 
+def test_a_loan_set_aside_for_an_error_does_not_also_warn_of_the_whole_book(book_copy: Path) -> None:
+    """One row dated mid-month in the last month, one dated years before its loan was drawn: errors of
+    their loans, which are set aside. They had also warned that the house prices end before the book's
+    last month ('end at 2025-12, before ... 2025-12') and that dozens of months had no loan's row."""
+    perf = read(book_copy, "performance")
+    last = pd.to_datetime(perf["month"]).max()
+    months = pd.to_datetime(perf["month"])
+    open_now = perf.loc[(months == last) & (perf["status"] == "open"), "loan_id"]
+    ids = open_now.iloc[:2].tolist()  # loans still open: the rows moved are not their closing rows
+    rows = [perf.index[perf["loan_id"] == ids[0]][-1], perf.index[perf["loan_id"] == ids[1]][0]]
+    perf["month"] = pd.to_datetime(perf["month"]).dt.strftime("%Y-%m-%d")
+    perf.loc[rows[0], "month"] = f"{last:%Y-%m}-15"
+    perf.loc[rows[1], "month"] = "2019-01-01"
+    write_raw(book_copy, "performance", perf)
+    report = validate_folder(book_copy)
+    assert set(report.rejected_loans()) == set(ids), report.rejected_loans()
+    assert not report.warnings, [p.describe() for p in report.warnings]
+
+
 def test_what_an_extract_can_lose_without_breaking_a_row_is_a_warning(book_copy: Path) -> None:
     """A month left out, a price feed not updated, a file cut short: each still validates and scores,
     but PDs move (218 and 9,098 of the demo book's), so each is said (they passed without a word)."""
