@@ -522,24 +522,15 @@ def _check_performance(ck: _Checker, perf: pd.DataFrame, loans: pd.DataFrame) ->
         )
 
 
-def _without_error_loans(ck: _Checker, typed: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """The tables without the loans an error sets aside (and rows of no loan): the book's coverage is
-    judged on what is scored, so one row dated mid-month or before its loan was drawn (an error of its
-    loan) does not also warn that the prices end early or that dozens of months are missing."""
-    bad = sorted({lid for p in ck.problems if p.severity == "error" for lid in p.loan_ids})
-    perf, loans = typed["performance"], typed["loans"]
-    out = dict(typed)
-    if "loan_id" in perf:
-        out["performance"] = perf[perf["loan_id"].notna() & ~isin(perf["loan_id"], bad)]
-    if bad and "loan_id" in loans:
-        out["loans"] = loans[~isin(loans["loan_id"], bad)]
-    return out
-
-
 def _check_coverage(ck: _Checker, typed: dict[str, pd.DataFrame]) -> None:
     """Warnings for what an extract can lose without breaking a row (a truncated file, a month or a
-    price feed left out): each still scores, but PDs move, so it is said, never silent."""
+    price feed left out): each still scores, but PDs move, so it is said, never silent. Judged on the
+    loans that are kept: one row dated mid-month or before its loan was drawn (an error of its loan,
+    which is set aside) had also warned that the prices end early or that dozens of months are missing."""
     perf, loans, hp = typed["performance"], typed["loans"], typed["house_prices"]
+    bad = sorted({lid for p in ck.problems if p.severity == "error" for lid in p.loan_ids})
+    if "loan_id" in perf:
+        perf = perf[perf["loan_id"].notna() & ~isin(perf["loan_id"], bad)]
     months = perf["month"].dropna() if "month" in perf else pd.Series([], dtype="datetime64[ns]")
     if len(months):
         have = set(month_index(pd.Series(months.unique())).astype(int).tolist())
@@ -565,7 +556,8 @@ def _check_coverage(ck: _Checker, typed: dict[str, pd.DataFrame]) -> None:
                 column="month",
             )
     if len(loans) and "loan_id" in perf:
-        rowless = loans["loan_id"].notna() & ~isin(loans["loan_id"], perf["loan_id"].dropna().unique())
+        kept = loans["loan_id"].notna() & ~isin(loans["loan_id"], bad)
+        rowless = kept & ~isin(loans["loan_id"], perf["loan_id"].dropna().unique())
         ck.add_rows(
             "loans",
             "loan_id",
@@ -631,7 +623,7 @@ def validate_tables(
         typed[name] = _check_table(ck, spec, df)
     _check_foreign_keys(ck, typed)
     _check_performance(ck, typed["performance"], typed["loans"])
-    _check_coverage(ck, _without_error_loans(ck, typed))
+    _check_coverage(ck, typed)
     book = Book(**typed)
     return ValidationReport(ck.problems, book)
 
