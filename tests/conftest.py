@@ -4,6 +4,7 @@ needs a model uses that one."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,25 @@ def new_mlflow_store(root: Path) -> str:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(_EMPTY_STORE[0], root / "mlflow.db")
     return f"sqlite:///{root / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def in_store(root: Path, uri: str):
+    """The environment and MLflow tracking URI of commands run on the store at `root` (as a user, pytest),
+    put back after."""
+    import mlflow
+
+    prev = mlflow.get_tracking_uri()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("EWS_MODELS_DIR", str(root / "models"))
+    mp.setenv("EWS_USER", "pytest")
+    try:
+        mlflow.set_tracking_uri(uri)
+        yield
+    finally:
+        mp.undo()
+        mlflow.set_tracking_uri(prev)
 
 
 @pytest.fixture(autouse=True)
@@ -154,7 +174,6 @@ def champion_store(demo_trained, demo_book_dir, tmp_path_factory):
     """A real MLflow SQLite store in a temp dir holding the session's model as version 1 of the default
     spec (logged by the function `ews train` uses), made champion by a real `ews promote`.
     Yields (root, tracking_uri, promote_output)."""
-    import mlflow
     from typer.testing import CliRunner
 
     from ews.cli import app
@@ -163,13 +182,7 @@ def champion_store(demo_trained, demo_book_dir, tmp_path_factory):
     spec, panel, result = demo_trained
     root = tmp_path_factory.mktemp("mlflow")
     uri = new_mlflow_store(root)
-    prev = mlflow.get_tracking_uri()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.setenv("EWS_MODELS_DIR", str(root / "models"))
-    mp.setenv("EWS_USER", "pytest")
-    try:
-        mlflow.set_tracking_uri(uri)
+    with in_store(root, uri):
         log_training(
             result,
             spec,
@@ -181,7 +194,4 @@ def champion_store(demo_trained, demo_book_dir, tmp_path_factory):
         promote = CliRunner().invoke(
             app, ["promote", "--model", "loan-ews-pd-12m", "--book", str(demo_book_dir)]
         )
-    finally:
-        mp.undo()
-        mlflow.set_tracking_uri(prev)
     yield root, uri, promote

@@ -157,7 +157,7 @@ def small_champion_store(small_generated, small_book_dir, tmp_path_factory):
     from features.context import context_table
     from features.months import month_range
     from model.spec import load_spec, resolve_windows
-    from tests.conftest import new_mlflow_store
+    from tests.conftest import in_store, new_mlflow_store
     from training.fit import train_model
     from training.panel import build_panel
     from training.tracking import log_training
@@ -172,16 +172,7 @@ def small_champion_store(small_generated, small_book_dir, tmp_path_factory):
     result = train_model(spec, panel, w)
     root = tmp_path_factory.mktemp("mlflow-small")
     uri = new_mlflow_store(root)
-    prev = mlflow.get_tracking_uri()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.setenv("EWS_MODELS_DIR", str(root / "models"))
-    mp.setenv("EWS_USER", "pytest")
-    try:
-        mlflow.set_tracking_uri(uri)
+    with in_store(root, uri):
         log_training(result, spec, spec_path, small_book_dir, len(panel), root / "models" / "mlartifacts")
         MlflowClient(uri).set_registered_model_alias(spec.name, "champion", "1")
-    finally:
-        mp.undo()
-        mlflow.set_tracking_uri(prev)
     return root, uri, None
