@@ -1146,19 +1146,20 @@ def score_book_cmd(
         sh = summary["shadow"]
         out.print(
             f"shadow challenger v{sh['challenger_version']}: rank correlation "
-            f"{sh['rank_correlation']:.4f}, red overlap {sh['red_overlap']:.2%}"
+            f"{sh['rank_correlation']:.4f}, red overlap {sh['red_overlap']:.2%} "
+            "(loans red in both lists over loans red in either)"
         )
     if summary["rejects"]["lines"]:
         rules = ", ".join(f"{r} {n}" for r, n in summary["rejects"]["by_rule"].items())
         out.print(
-            f"rejects: {summary['rejects']['lines']:,} lines: {c['rejected']:,} loans, "
-            f"{c['orphan_ids_rejected']:,} loan ids not in the loans table; "
-            f"{c['orphan_rows_rejected']:,} performance rows of no loan; {rules}",
+            f"rejects: {_count(summary['rejects']['lines'], 'line')}: {_count(c['rejected'], 'loan')}, "
+            f"{_count(c['orphan_ids_rejected'], 'loan id')} not in the loans table; "
+            f"{_count(c['orphan_rows_rejected'], 'performance row')} of no loan; {rules}",
             markup=False,
             highlight=False,
         )
     for w in summary["warnings"]:  # plausibility, not the contract: scored all the same, but said
-        rows = f" ({w['rows']:,} rows)" if w["rows"] else ""
+        rows = f" ({_count(w['rows'], 'row')})" if w["rows"] else ""
         out.print(f"warning: {w['rule']}: {w['message']}{rows}", markup=False, highlight=False)
     out.print(f"outputs in {cfg.target}")
     if summary["rejects"]["lines"]:

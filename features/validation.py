@@ -133,7 +133,8 @@ class SetAside:
     def describe(self) -> str:
         rules = ", ".join(f"{r} {n}" for r, n in self.by_rule().items())
         orphans = len(self.rejected) - self.loans_rejected
-        extra = f" and the rows of {orphans} loan ids not in the loans table" if orphans else ""
+        ids = f"{orphans:,} loan id{'' if orphans == 1 else 's'}"
+        extra = f" and the rows of {ids} not in the loans table" if orphans else ""
         return f"set aside {self.loans_rejected:,} of {self.loans_in_book:,} loans{extra} ({rules})"
 
 

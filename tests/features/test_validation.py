@@ -223,7 +223,7 @@ def test_broken_foreign_keys(book_copy: Path) -> None:
     res = run_validate(book_copy)
     assert res.exit_code == 3, res.output
     assert "loans.borrower_id [foreign_key]" in res.output
-    assert "and the rows of 1 loan ids not in the loans table" in res.output
+    assert "and the rows of 1 loan id not in the loans table" in res.output  # not "1 loan ids"
     assert "performance.loan_id [foreign_key]" in res.output
 
 
