@@ -337,10 +337,11 @@ def _rate_table(title: str, df) -> Table:
 def book_summary(
     ctx: typer.Context,
     book_dir: Annotated[Path, typer.Argument(help="Book folder.")],
-    horizon: Annotated[int, typer.Option(help="Default horizon in months.")] = 12,
-    dpd: Annotated[int, typer.Option(help="Default threshold in days past due.")] = 90,
+    # ranges checked as usage errors naming the option (exit 64), as every malformed argument is
+    horizon: Annotated[int, typer.Option(min=1, help="Default horizon in months.")] = 12,
+    dpd: Annotated[int, typer.Option(min=1, help="Default threshold in days past due.")] = 90,
     probation: Annotated[
-        int, typer.Option(help="Months below the threshold before a cured loan counts.")
+        int, typer.Option(min=0, help="Months below the threshold before a cured loan counts.")
     ] = 3,
 ) -> None:
     """Size, realised default rates by product, city tier and year, and the oracle AUC (generated books),
@@ -356,8 +357,6 @@ def book_summary(
     settings: Settings = ctx.obj
     try:
         rule = LabelRule(dpd, probation)
-        if horizon < 1:
-            raise ValueError(f"--horizon must be positive, got {horizon}")
         kept = load_book(_book(settings, book_dir), settings.max_reject_share)
     except ValueError as e:
         _fail(str(e))
@@ -756,8 +755,10 @@ def registry_list(
         rows = versions(client, name)
     except MlflowException as e:  # an unreadable store: one line, as every command says it
         _fail(f"cannot read the MLflow registry: {e.message}")
+    if not rows and name:  # as history, report and promote say it: an unknown name is an error
+        _fail(f"no registered model named {name!r} (train one with `ews train`)")
     if not rows:
-        out.print(f"no registered versions of {name!r}" if name else "no registered models")
+        out.print("no registered models")
         return
     out.print(f"registered versions of {name}" if name else "registered models, newest version first")
     for r in rows:

@@ -36,6 +36,9 @@ def test_mlflow_telemetry_is_off_unless_the_user_turned_it_on(
         (["score-book", "--as-of", "2025-13"], "is not a month"),  # checked as the line is parsed
         (["score-book", "--as-of", "2025-12", "--reasons", "some"], "use 'all' or 'flagged'"),
         (["score-book", "--as-of", "2025-12", "--chunk-loans", "0"], "Invalid value for '--chunk-loans'"),
+        # 'dpd_threshold must be positive', exit 1: an internal field's name, and not a usage error
+        (["book", "summary", "somewhere", "--dpd", "0"], "Invalid value for '--dpd'"),
+        (["book", "summary", "somewhere", "--horizon", "0"], "Invalid value for '--horizon'"),
     ],
 )
 def test_a_wrong_command_line_exits_64_not_the_refusal_code(args, says) -> None:

@@ -139,5 +139,7 @@ def test_registry_commands(registry) -> None:
     assert "window -" in hist.output and "window .." not in hist.output  # a rollback measures nothing
     nosuch = runner.invoke(app, ["registry", "history", "--model", "nosuch"])
     assert nosuch.exit_code == 1 and "no registered model named 'nosuch'" in nosuch.output
+    listed_nosuch = runner.invoke(app, ["registry", "list", "--model", "nosuch"])  # it exited 0
+    assert listed_nosuch.exit_code == 1 and "no registered model named 'nosuch'" in listed_nosuch.output
     report = runner.invoke(app, ["report", "--model", "nosuch"])
     assert report.exit_code == 1 and "champion" not in report.output  # no 'no champion yet' first
