@@ -554,7 +554,7 @@ def train(
     out.print(
         "windows: "
         + ", ".join(
-            f"{k} {v[0]:%Y-%m}..{v[1]:%Y-%m}" if v else f"{k} held-out training loans"
+            f"{k} {_span(f'{v[0]:%Y-%m}', f'{v[1]:%Y-%m}')}" if v else f"{k} held-out training loans"
             for k, v in result.windows.items()
         )
     )
@@ -836,9 +836,9 @@ def report(ctx: typer.Context, model: ModelOpt = None) -> None:
     aliases = ", ".join(mv.aliases) or "no alias"
     out.print(f"{ref.name} version {v} ({aliases}), run {mv.run_id}")
     out.print(
-        f"windows: train {'..'.join(w.get('train', []))}, "
-        f"calibration {'..'.join(w.get('calibration', [])) or 'held-out training loans'}, "
-        f"test {'..'.join(w.get('test', []))}"
+        f"windows: train {_span(*w.get('train', []))}, "
+        f"calibration {_span(*w.get('calibration', [])) or 'held-out training loans'}, "
+        f"test {_span(*w.get('test', []))}"
     )
     _print_metrics(bundle.test_metrics, bundle.training.get("challenger_auc"))
     results = checks(bundle)
@@ -903,6 +903,14 @@ def serve(
         env.pop("EWS_BOOK", None)
     with supervisor.StopSignals() as stop:  # from here to the end, a stop signal is a clean stop
         _serve(settings, host, port, env, stop)
+
+
+def _span(*months: str) -> str:
+    """A window of months as said: `2024-07..2024-12`, or `2025-11` for one month (not 2025-11..2025-11);
+    "" for none."""
+    if not months:
+        return ""
+    return months[0] if months[0] == months[-1] else f"{months[0]}..{months[-1]}"
 
 
 def _count(n: int, noun: str) -> str:

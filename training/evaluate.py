@@ -179,7 +179,9 @@ def fairness_table(rows: pd.DataFrame, y: np.ndarray, p: np.ndarray, flagged: np
             rows["age"],
             AGE_BANDS,
             right=False,
-            labels=[f"{a}-{b - 1}" for a, b in zip(AGE_BANDS, AGE_BANDS[1:], strict=False)],
+            # the last band is open: "60+", not "60-199"
+            labels=[f"{a}-{b - 1}" for a, b in zip(AGE_BANDS[:-2], AGE_BANDS[1:-1], strict=True)]
+            + [f"{AGE_BANDS[-2]}+"],
         )
         groups["age band"] = age.astype(object).where(age.notna(), "unknown")
     if "borrower_type" in rows.columns:

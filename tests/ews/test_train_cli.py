@@ -287,6 +287,8 @@ def test_messy_books_validate_train_promote_and_score_without_hand_edits(
     assert val.exit_code == 0 and "WARNING performance.days_past_due [dpd_jump]" in val.output, val.output
     assert train.exit_code == 0, train.output
     assert "WARNING degenerate" not in train.output
+    if book == "card":  # the card spec's one-month test window is said as one month, not as 2025-11..2025-11
+        assert re.search(r"\btest \d{4}-\d\d(?!\.\.)\b", train.output), train.output
     assert promote.exit_code in (0, 2), promote.output  # a decision either way, never a crash
     assert "REFUSED: refused" not in promote.output
     assert score.exit_code == 0, score.output
