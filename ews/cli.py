@@ -280,7 +280,7 @@ def book_generate(
     except ValueError as e:
         _fail(str(e))
     perf = gen.book.performance
-    console.print(
+    out.print(  # the command's result: stdout (progress and errors go to stderr)
         f"wrote {target} ({profile_name}): {len(gen.book.loans):,} loans, {len(perf):,} performance rows, "
         f"{len(gen.oracle):,} oracle rows in {time.perf_counter() - t0:.1f}s"
     )
@@ -452,7 +452,7 @@ def features_build(
             )
     except ValueError as e:
         _fail(str(e))
-    console.print(
+    out.print(  # the command's result: stdout
         f"wrote {out_file}: {rows:,} rows over {len(months)} as-of months "
         f"in {time.perf_counter() - t0:.1f}s; "
         f"{rejects.describe()}"
@@ -1038,7 +1038,7 @@ def score_book_cmd(
     book_dir: BookOpt = None,
     model: ModelOpt = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default: data/scores).")
+        Path | None, typer.Option("--out", help="Output folder (default: scores/ in EWS_DATA_DIR, data/ unless set).")
     ] = None,
     reasons: Annotated[
         str, typer.Option(callback=_reasons_arg, help="Reasons for 'all' loans or only 'flagged' ones.")

@@ -83,6 +83,20 @@ def _generate(out: Path, *args: str):
     )
 
 
+def test_generate_says_what_it_wrote_on_stdout(tmp_path: Path) -> None:
+    """The result line went to stderr with the progress, so `ews book generate ... > log` kept nothing."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "book"
+    args = ["book", "generate", "--loans", "60", "--months", "12", "--out", str(out)]
+    res = subprocess.run(
+        [sys.executable, "-m", "ews.cli", *args], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert "wrote" in res.stdout and "60 loans" in res.stdout and "wrote" not in res.stderr
+
+
 def test_generate_never_replaces_a_folder_that_is_not_a_book(tmp_path: Path) -> None:
     """`--out` at a project folder is refused before anything is written; a book is replaced (in either
     format); impossible sizes are one-line errors."""
