@@ -1038,7 +1038,8 @@ def score_book_cmd(
     book_dir: BookOpt = None,
     model: ModelOpt = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default: scores/ in EWS_DATA_DIR, data/ unless set).")
+        Path | None,
+        typer.Option("--out", help="Output folder (default: scores/ in EWS_DATA_DIR, data/ unless set)."),
     ] = None,
     reasons: Annotated[
         str, typer.Option(callback=_reasons_arg, help="Reasons for 'all' loans or only 'flagged' ones.")
