@@ -97,6 +97,8 @@ ModelOpt = Annotated[
     ),
 ]
 BookOpt = Annotated[Path | None, typer.Option("--book", help="Book folder (default: the demo book).")]
+# the range LabelRule accepts (1 to features.catalog.HISTORY_MONTHS, 24), checked as a usage error
+ProbationOpt = typer.Option(min=1, max=24, help="Months below the threshold before a cured loan counts.")
 
 
 @app.callback()
@@ -340,9 +342,7 @@ def book_summary(
     # ranges checked as usage errors naming the option (exit 64), as every malformed argument is
     horizon: Annotated[int, typer.Option(min=1, help="Default horizon in months.")] = 12,
     dpd: Annotated[int, typer.Option(min=1, help="Default threshold in days past due.")] = 90,
-    probation: Annotated[
-        int, typer.Option(min=0, help="Months below the threshold before a cured loan counts.")
-    ] = 3,
+    probation: Annotated[int, ProbationOpt] = 3,
 ) -> None:
     """Size, realised default rates by product, city tier and year, and the oracle AUC (generated books),
     for any label: e.g. `--dpd 30 --horizon 1` for a short card book."""
@@ -410,11 +410,9 @@ def features_build(
     end: Annotated[
         str, typer.Option("--to", callback=_month_arg, help="Last as-of month, YYYY-MM.")
     ] = "2025-12",
-    horizon: Annotated[int, typer.Option(help="Label horizon in months.")] = 12,
-    dpd: Annotated[int, typer.Option(help="Default threshold in days past due.")] = 90,
-    probation: Annotated[
-        int, typer.Option(help="Months below the threshold before a cured loan counts.")
-    ] = 3,
+    horizon: Annotated[int, typer.Option(min=1, help="Label horizon in months.")] = 12,
+    dpd: Annotated[int, typer.Option(min=1, help="Default threshold in days past due.")] = 90,
+    probation: Annotated[int, ProbationOpt] = 3,
     out_file: Annotated[
         Path | None,
         typer.Option("--out", help="Panel Parquet file (default: panel.parquet in EWS_DATA_DIR)."),

@@ -151,9 +151,9 @@ def unseen_categories(training: dict, features: pd.DataFrame) -> tuple[tuple[str
             out.append(
                 (
                     f"unseen_{f}",
-                    f"scored loans with {f} {seen}: the model was trained on {f} {value} alone (it left "
-                    "the feature out as constant), so their PDs extrapolate from other loans",
-                    n,
+                    f"{n:,} scored loans with {f} {seen}: the model was trained on {f} {value} alone "
+                    "(it left the feature out as constant), so their PDs extrapolate from other loans",
+                    0,  # a count of loans, said in the message (the warnings' `rows` count rows)
                 )
             )
     return tuple(out)
@@ -479,9 +479,21 @@ def _reject_summary(rejects: pd.DataFrame) -> dict:
     }
 
 
+def _finite(obj):
+    """The summary with every NaN or infinite number as null: JSON has neither (a PSI of a book with no
+    scored loan, the rank correlation of PDs that are all equal), and other tools refuse a file with them."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float | np.floating) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def _write(cfg: BatchConfig, scores, watch, rejects, summary) -> None:
     """The four files as one new version of the month folder, swapped in at one instant."""
-    text = json.dumps(summary, indent=1, sort_keys=True, default=str)
+    text = json.dumps(_finite(summary), indent=1, sort_keys=True, default=str, allow_nan=False)
     writers: dict[str, Callable[[Path], None]] = {
         "scores.parquet": lambda p: scores.to_parquet(p, index=False),
         "watchlist.csv": lambda p: watch.to_csv(p, index=False),

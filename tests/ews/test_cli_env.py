@@ -25,6 +25,18 @@ def test_mlflow_telemetry_is_off_unless_the_user_turned_it_on(
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"  # an explicit choice stands
 
 
+def test_the_probation_option_takes_the_range_the_label_rule_does() -> None:
+    from ews.cli import ProbationOpt
+    from features.catalog import HISTORY_MONTHS
+    from features.labels import LabelRule
+
+    assert (ProbationOpt.min, ProbationOpt.max) == (1, HISTORY_MONTHS)
+    LabelRule(90, ProbationOpt.min), LabelRule(90, ProbationOpt.max)  # both ends accepted
+    for outside in (ProbationOpt.min - 1, ProbationOpt.max + 1):
+        with pytest.raises(ValueError):
+            LabelRule(90, outside)
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -39,6 +51,9 @@ def test_mlflow_telemetry_is_off_unless_the_user_turned_it_on(
         # 'dpd_threshold must be positive', exit 1: an internal field's name, and not a usage error
         (["book", "summary", "somewhere", "--dpd", "0"], "Invalid value for '--dpd'"),
         (["book", "summary", "somewhere", "--horizon", "0"], "Invalid value for '--horizon'"),
+        (["book", "summary", "somewhere", "--probation", "0"], "Invalid value for '--probation'"),
+        (["features", "build", "--probation", "25"], "Invalid value for '--probation'"),
+        (["features", "build", "--dpd", "0"], "Invalid value for '--dpd'"),
     ],
 )
 def test_a_wrong_command_line_exits_64_not_the_refusal_code(args, says) -> None:

@@ -550,3 +550,20 @@ def test_an_early_month_with_a_list_too_small_for_a_red_loan_writes_strict_json_
     latest = client.search_runs([exp], order_by=["attributes.start_time DESC"])[0]
     assert latest.info.run_id != run.info.run_id and f"psi_{feature}" not in latest.data.metrics
     assert latest.data.metrics["count_scored"] == summary["counts"]["scored"]
+
+
+def test_summary_numbers_without_a_value_are_written_as_null() -> None:
+    """A PSI of a book with no scored loan, the rank correlation of a shadow whose PDs are all equal:
+    NaN, written as a bare NaN that JSON does not have (other tools refuse the file)."""
+    import numpy as np
+
+    from serving.batch import _finite
+
+    summary = {"psi": {"score": float("nan")}, "shadow": {"rank_correlation": np.float64("nan")}}
+    summary["lists"] = [{"red": float("inf")}, {"red": 0.5}]
+    text = json.dumps(_finite(summary), allow_nan=False)
+    assert json.loads(text) == {
+        "psi": {"score": None},
+        "shadow": {"rank_correlation": None},
+        "lists": [{"red": None}, {"red": 0.5}],
+    }
