@@ -196,15 +196,17 @@ def month_span(path: Path, month: pd.Timestamp) -> tuple[bool, pd.Timestamp | No
             col = pq.read_table(path, columns=["month"]).column("month")
             has = bool(pc.any(pc.equal(col, pa.scalar(month.date(), col.type))).as_py() or False)
             span = pc.min_max(col).as_py()
-            first, last = span["min"], span["max"]
-            stamp = lambda d: None if d is None else pd.Timestamp(d)  # noqa: E731
-            return has, stamp(first), stamp(last)
+            return has, _stamp(span["min"]), _stamp(span["max"])
     perf = read_table_columns(path, ["month"])
     if "month" not in perf.columns:
         raise KeyError("month")
     months = pd.to_datetime(perf["month"], errors="coerce")
-    first, last = months.min(), months.max()
-    return bool((months == month).any()), None if pd.isna(first) else first, None if pd.isna(last) else last
+    return bool((months == month).any()), _stamp(months.min()), _stamp(months.max())
+
+
+def _stamp(d) -> pd.Timestamp | None:
+    """A date as a Timestamp; None for none (an empty or unreadable column)."""
+    return None if d is None or pd.isna(d) else pd.Timestamp(d)
 
 
 def read_csv_table(

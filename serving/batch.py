@@ -277,14 +277,14 @@ def score_book(
     return summary
 
 
-def capacity_tiers(scores: pd.DataFrame, tiers) -> dict[str, dict[str, float | None]]:
+def capacity_tiers(scores: pd.DataFrame, tiers) -> dict[str, dict[str, float]]:
     """Re-tier the scored book to its review capacity: red is the riskiest `red_share` and amber the next
     `amber_share` of each list at this as-of month, so the watchlist always fits the officers' capacity
     whatever the cycle did to the PD level since the calibration window. Returns the PD thresholds used
-    (a service given them tiers a loan as the batch did); None where a list is too small for one loan of
-    the tier (35 loans hold no 1% red): no PD reaches it (JSON has no infinity, and summary.json is read
-    by other tools). Ties at a threshold all go up."""
-    out: dict[str, dict[str, float | None]] = {}
+    (a service given them tiers a loan as the batch did); infinite where a list is too small for one loan
+    of the tier (35 loans hold no 1% red: no PD reaches it; summary.json says null). Ties at a threshold
+    all go up."""
+    out: dict[str, dict[str, float]] = {}
     tier = np.full(len(scores), "green", dtype=object)
     pd_ = scores["pd"].to_numpy()
     for name in LISTS:
@@ -297,7 +297,7 @@ def capacity_tiers(scores: pd.DataFrame, tiers) -> dict[str, dict[str, float | N
         n_flag = max(int(round((tiers.red_share + tiers.amber_share) * len(p))), n_red)
         red = float(order[n_red - 1]) if n_red else float("inf")
         amber = float(order[n_flag - 1]) if n_flag else float("inf")
-        out[name] = {k: v if np.isfinite(v) else None for k, v in (("red", red), ("amber", amber))}
+        out[name] = {"red": red, "amber": amber}
         tier[on] = np.where(p >= red, "red", np.where(p >= amber, "amber", "green"))
     scores["tier"] = tier.astype(str)
     return out
