@@ -37,6 +37,7 @@ except ImportError:  # an earlier typer uses the package
     from click import Context, UsageError
 
 from ews.settings import Settings
+from features.catalog import HISTORY_MONTHS
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_REJECTS = 1, 2, 3
 EXIT_USAGE = 64  # sysexits.h EX_USAGE
@@ -97,8 +98,10 @@ ModelOpt = Annotated[
     ),
 ]
 BookOpt = Annotated[Path | None, typer.Option("--book", help="Book folder (default: the demo book).")]
-# the range LabelRule accepts (1 to features.catalog.HISTORY_MONTHS, 24), checked as a usage error
-ProbationOpt = typer.Option(min=1, max=24, help="Months below the threshold before a cured loan counts.")
+# the range LabelRule accepts, checked as a usage error
+ProbationOpt = typer.Option(
+    min=1, max=HISTORY_MONTHS, help="Months below the threshold before a cured loan counts."
+)
 
 
 @app.callback()
