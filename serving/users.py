@@ -9,6 +9,7 @@ the answer nor its timing tells a caller which key ids exist.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -17,6 +18,8 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +60,7 @@ class UserStore:
         self._stamp: tuple[int, int, int] | None = None
         self._records: dict[str, dict] = {}  # key id -> stored record
         self._verified: dict[bytes, User] = {}  # sha256 of a key already checked -> its user
+        self._generation = 0  # bumped on each re-read, so a check begun before it is not cached after
 
     # ------------------------------------------------------------------------------------- reading
     def _read(self) -> dict[str, dict]:
@@ -72,9 +76,10 @@ class UserStore:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"users file {str(self.path)!r} is unreadable: {e}") from e
 
-    def _load(self) -> dict[str, dict]:
-        """The records, re-read when the file changes (a key added or removed while the server runs
-        takes effect on the next request). A file that no longer parses refuses every key (logged)."""
+    def _load(self) -> tuple[dict[str, dict], int]:
+        """The records and their generation, re-read when the file changes (a key added or removed
+        while the server runs takes effect on the next request). A file that no longer parses refuses
+        every key (logged)."""
         try:
             st = self.path.stat()
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -93,7 +98,8 @@ class UserStore:
                     self._records = {}
                 self._verified = {}
                 self._stamp = stamp
-            return self._records
+                self._generation += 1
+            return self._records, self._generation
 
     def users(self) -> list[User]:
         return [_user(r) for r in sorted(self._read().values(), key=lambda r: r["name"])]
@@ -105,11 +111,12 @@ class UserStore:
     def cached(self, key: str) -> User | None:
         """The user of a key this server has already checked, without scrypt (None: not checked yet)."""
         self._load()
-        return self._verified.get(hashlib.sha256(key.encode()).digest())
+        with self._lock:
+            return self._verified.get(hashlib.sha256(key.encode()).digest())
 
     def verify(self, key: str) -> User | None:
         """The user whose key this is, or None. Costs one scrypt whatever the key."""
-        records = self._load()
+        records, generation = self._load()
         m = _KEY.fullmatch(key)
         rec = records.get(m.group(1)) if m else None
         secret, salt = (m.group(2), bytes.fromhex(rec["salt"])) if rec else _DUMMY
@@ -117,7 +124,11 @@ class UserStore:
         if rec is None or not hmac.compare_digest(digest, bytes.fromhex(rec["hash"])):
             return None
         user = _user(rec)
-        self._verified[hashlib.sha256(key.encode()).digest()] = user
+        with self._lock:
+            # The file may have been re-read during the scrypt (a user removed): cache only a check
+            # made against the records still current, or a removed key would stay accepted.
+            if generation == self._generation:
+                self._verified[hashlib.sha256(key.encode()).digest()] = user
         return user
 
     # ------------------------------------------------------------------------------------- writing
@@ -127,30 +138,42 @@ class UserStore:
             raise ValueError(f"user name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-'")
         if role not in ROLES:
             raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
-        records = list(self._read().values())
-        if any(r["name"] == name for r in records):
-            raise ValueError(f"user {name!r} exists: remove it first (`ews user remove {name}`)")
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_bytes(16)
         created = datetime.now(UTC).isoformat(timespec="seconds")
-        records.append(
-            {
-                **asdict(User(name, role, key_id, created)),
-                "salt": salt.hex(),
-                "hash": _hash(secret, salt).hex(),
-            }
-        )
-        self._write(records)
+        record = {
+            **asdict(User(name, role, key_id, created)),
+            "salt": salt.hex(),
+            "hash": _hash(secret, salt).hex(),
+        }
+        with self._writing():
+            records = list(self._read().values())
+            if any(r["name"] == name for r in records):
+                raise ValueError(f"user {name!r} exists: remove it first (`ews user remove {name}`)")
+            self._write([*records, record])
         return f"ews_{key_id}_{secret}"
 
     def remove(self, name: str) -> bool:
         """Delete a user (its key stops working at the server's next request); False if there is none.
         Works on a file with a broken record too, so the broken one can be removed."""
-        records = self._raw_records()
-        kept = [r for r in records if r["name"] != name]
-        if len(kept) == len(records):
-            return False
-        self._write(kept)
+        with self._writing():
+            records = self._raw_records()
+            kept = [r for r in records if r.get("name") != name]
+            if len(kept) == len(records):
+                return False
+            self._write(kept)
         return True
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the users file's lock across a read-modify-write, so two `ews user` commands run at
+        once cannot each write the file without the other's change."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def _raw_records(self) -> list[dict]:
         """The file's records as stored, unchecked (only `remove` reads them so)."""
@@ -165,12 +188,16 @@ class UserStore:
     def _write(self, records: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"users": sorted(records, key=lambda r: r["name"])}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"users": sorted(records, key=lambda r: r["name"])}, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         log.debug("wrote %d users to %s", len(records), self.path)
 
 

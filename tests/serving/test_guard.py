@@ -321,3 +321,64 @@ def test_a_websocket_is_refused_unheard(tmp_path) -> None:
 
     anyio.run(_guard(app, access), {"type": "websocket", "path": "/x"}, receive, send)
     assert sent == [{"type": "websocket.close", "code": 1008}] and app.calls == []
+
+
+def test_a_key_removed_while_it_is_being_checked_is_not_cached_as_good(tmp_path, monkeypatch) -> None:
+    import serving.users as users
+
+    store = UserStore(tmp_path / "users.json")
+    key = store.add("ann", "officer")
+    store.add("bob", "officer")
+    real_hash = users._hash
+
+    def hash_while_ann_is_removed(secret: str, salt: bytes) -> bytes:
+        digest = real_hash(secret, salt)
+        store.remove("ann")  # `ews user remove ann` lands during the scrypt ...
+        os.utime(store.path, ns=(2, 2))
+        store.cached("warm")  # ... and another request re-reads the file before this check ends
+        return digest
+
+    monkeypatch.setattr(users, "_hash", hash_while_ann_is_removed)
+    assert store.verify(key) is not None  # checked against the records it began with
+    monkeypatch.setattr(users, "_hash", real_hash)
+    assert store.cached(key) is None  # not remembered past the removal ...
+    assert store.verify(key) is None  # ... so the next request is refused
+
+
+def test_a_users_file_that_cannot_be_written_leaves_the_old_file_and_no_temporary(
+    tmp_path, monkeypatch
+) -> None:
+    store = UserStore(tmp_path / "users.json")
+    store.add("ann", "officer")
+    before = store.path.read_text()
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        store.add("bob", "officer")
+    assert store.path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["users.json"]
+
+
+def test_users_added_at_the_same_time_are_all_kept(tmp_path, monkeypatch) -> None:
+    import threading
+    import time
+
+    store = UserStore(tmp_path / "users.json")
+    slow_read = UserStore._read
+
+    def read_then_pause(self):
+        records = slow_read(self)
+        time.sleep(0.05)  # another `ews user add` reads the same file meanwhile
+        return records
+
+    monkeypatch.setattr(UserStore, "_read", read_then_pause)
+    names = [f"u{i}" for i in range(4)]
+    threads = [threading.Thread(target=UserStore(store.path).add, args=(n, "officer")) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(u.name for u in store.users()) == names
