@@ -8,7 +8,8 @@ version was champion when; `history` reads it back in order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -83,11 +84,6 @@ def promote(
     ev_ch = evaluate(challenger, pop, version, spec.seed)
     ev_champ = evaluate(champion, pop, champ_v, spec.seed) if champion is not None else None
     ok, gates, reason = decide(spec.gates, challenger, ev_ch, ev_champ)
-    client.set_registered_model_alias(name, CHALLENGER, version)  # a decision is made: it is the challenger
-    if ok:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        client.delete_registered_model_alias(name, CHALLENGER)
-    client.set_model_version_tag(name, version, "loan_ews.promotion", "promoted" if ok else reason[:4000])
     decision = Decision(
         model=name,
         challenger_version=str(version),
@@ -103,7 +99,13 @@ def promote(
         when=datetime.now(UTC).isoformat(timespec="seconds"),
         book_sha256=book_sha256,
     )
-    log_decision(decision, artifact_root)
+    with _undone_on_failure(client, name, str(version)):
+        client.set_registered_model_alias(name, CHALLENGER, version)  # a decision is made: the challenger
+        if ok:
+            client.set_registered_model_alias(name, CHAMPION, version)
+            client.delete_registered_model_alias(name, CHALLENGER)
+        client.set_model_version_tag(name, version, "loan_ews.promotion", "promoted" if ok else reason[:4000])
+        log_decision(decision, artifact_root)
     log.info("promotion of %s v%s: %s", name, version, reason)
     return decision
 
@@ -127,10 +129,6 @@ def rollback(
             f"version {version} of {name!r} was never champion (champions so far: "
             f"{', '.join(before) or 'none'}): a version that was not promoted goes through `ews promote`"
         )
-    client.set_registered_model_alias(name, CHAMPION, str(version))
-    if resolve(client, ModelRef(name, alias=CHALLENGER)) == str(version):  # not shadow-scored against itself
-        client.delete_registered_model_alias(name, CHALLENGER)
-    client.set_model_version_tag(name, str(version), "loan_ews.promotion", f"rollback: {why}"[:4000])
     decision = Decision(
         model=name,
         challenger_version=str(version),
@@ -145,9 +143,39 @@ def rollback(
         when=datetime.now(UTC).isoformat(timespec="seconds"),
         kind="rollback",
     )
-    log_decision(decision, artifact_root)
+    with _undone_on_failure(client, name, str(version)):
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+        if resolve(client, ModelRef(name, alias=CHALLENGER)) == str(version):  # not shadowed by itself
+            client.delete_registered_model_alias(name, CHALLENGER)
+        client.set_model_version_tag(name, str(version), "loan_ews.promotion", f"rollback: {why}"[:4000])
+        log_decision(decision, artifact_root)
     log.info("rollback of %s to v%s from v%s: %s", name, version, champ_v, why)
     return decision
+
+
+@contextmanager
+def _undone_on_failure(client: MlflowClient, name: str, version: str) -> Iterator[None]:
+    """Put the aliases and the version's promotion tag back as they were if the block fails: a champion
+    moved without its audit record would be a champion `history` cannot account for (and `rollback`
+    would refuse to go back to it)."""
+    aliases = {a: resolve(client, ModelRef(name, alias=a)) for a in (CHAMPION, CHALLENGER)}
+    tag = (client.get_model_version(name, version).tags or {}).get("loan_ews.promotion")
+    try:
+        yield
+    except BaseException:
+        try:
+            for alias, was in aliases.items():
+                if was is not None:
+                    client.set_registered_model_alias(name, alias, was)
+                elif resolve(client, ModelRef(name, alias=alias)) is not None:
+                    client.delete_registered_model_alias(name, alias)
+            if tag is not None:
+                client.set_model_version_tag(name, version, "loan_ews.promotion", tag)
+            else:
+                client.delete_model_version_tag(name, version, "loan_ews.promotion")
+        except Exception:
+            log.exception("could not put the aliases of %s back as they were: check `ews model list`", name)
+        raise
 
 
 def trained_on(client: MlflowClient, name: str, version: str) -> str:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+import training.registry
 from model.registry import CHALLENGER, CHAMPION, ModelRef, resolve
 from model.spec import GateSpec, resolve_windows
 from tests.conftest import new_mlflow_store
@@ -119,7 +120,7 @@ def _register(result, spec, book_dir: Path, root: Path) -> str:
 
 
 def test_first_model_becomes_champion_then_worse_and_non_monotone_ones_are_refused(
-    store, demo_trained, demo_panel_sample, demo_book_dir, demo_generated
+    store, demo_trained, demo_panel_sample, demo_book_dir, demo_generated, monkeypatch
 ) -> None:
     root, client = store
     spec, _, result = demo_trained
@@ -140,6 +141,16 @@ def test_first_model_becomes_champion_then_worse_and_non_monotone_ones_are_refus
     with pytest.raises(ValueError, match="no test window"):  # fails before a decision: no alias moves
         promote(client, NAME, v1, no_window, who="alice", artifact_root=root / "art")
     assert alias_version(client, NAME, CHALLENGER) is None and history(client, NAME) == []
+
+    def audit_store_down(decision, artifact_root=None):
+        raise OSError("the audit store is unreachable")
+
+    with monkeypatch.context() as m:  # decided, but its audit record cannot be written: nothing moves
+        m.setattr(training.registry, "log_decision", audit_store_down)
+        with pytest.raises(OSError, match="audit store"):
+            promote(client, NAME, v1, _window(panel), who="alice", artifact_root=root / "art")
+    assert alias_version(client, NAME, CHAMPION) is None and alias_version(client, NAME, CHALLENGER) is None
+    assert "loan_ews.promotion" not in (client.get_model_version(NAME, v1).tags or {})
     d1 = promote(client, NAME, v1, _window(panel), who="alice", artifact_root=root / "art")
     assert d1.promoted and d1.champion_before is None and d1.champion_after == v1
     assert alias_version(client, NAME, CHAMPION) == v1 and alias_version(client, NAME, CHALLENGER) is None

@@ -104,6 +104,24 @@ def test_rollback_refuses_a_version_never_promoted_the_champion_and_no_reason(re
     assert len(history(client, NAME)) == 2  # nothing logged
 
 
+def test_a_rollback_whose_audit_record_cannot_be_written_moves_nothing(registry, monkeypatch) -> None:
+    import training.registry
+
+    client, art = registry
+    client.set_registered_model_alias(NAME, CHALLENGER, "1")
+
+    def audit_store_down(decision, artifact_root=None):
+        raise OSError("the audit store is unreachable")
+
+    monkeypatch.setattr(training.registry, "log_decision", audit_store_down)
+    with pytest.raises(OSError, match="audit store"):
+        rollback(client, NAME, "1", who="dora", why="v2 misbehaves", artifact_root=art)
+    assert resolve(client, ModelRef(NAME, alias=CHAMPION)) == "2"  # the champion is where the log says
+    assert resolve(client, ModelRef(NAME, alias=CHALLENGER)) == "1"
+    assert "loan_ews.promotion" not in (client.get_model_version(NAME, "1").tags or {})
+    assert len(history(client, NAME)) == 2
+
+
 def test_versions_list_every_version_newest_first_with_what_it_predicts(registry) -> None:
     client, _ = registry
     rows = versions(client, NAME)
