@@ -130,6 +130,20 @@ class FeatureEncoder:
 TIE_RTOL = 1e-9  # a PD this close (relative) to a threshold is at it
 
 
+def capacity_cut(pd_: np.ndarray, red_share: float, amber_share: float) -> dict[str, float]:
+    """The PD thresholds that put the riskiest `red_share` of these loans in red and the next
+    `amber_share` in amber: the PD of the last loan that fits each tier (so ties at it all go up), and
+    infinite where the loans are too few for one loan of the tier (35 loans hold no 1% red). One rule,
+    used when training sets the bundle's thresholds and when the batch re-tiers a book to capacity."""
+    order = np.sort(np.asarray(pd_, dtype=float))[::-1]
+    n_red = max(int(round(red_share * len(order))), 0)
+    n_flag = max(int(round((red_share + amber_share) * len(order))), n_red)
+    return {
+        "red": float(order[n_red - 1]) if n_red else float("inf"),
+        "amber": float(order[n_flag - 1]) if n_flag else float("inf"),
+    }
+
+
 def tiers_at(pd_: np.ndarray, lists: np.ndarray, thresholds: dict[str, dict[str, float]]) -> np.ndarray:
     """red / amber / green against the thresholds of each score's list. A threshold is a PD of the
     calibration window, where many loans can share the top PD (a coarse card model): the same loan's PD

@@ -43,6 +43,7 @@ from features.book import find_table_file, month_span, new_dir
 from features.months import parse_month
 from features.stability import PSI_SHIFTED, psi, with_history
 from features.validation import check_reject_share
+from model.bundle import capacity_cut
 from model.spec import LISTS
 from serving.outputs import publish, recover
 from serving.reader import ChunkSource, ReadPlan, read_in_thread
@@ -292,13 +293,8 @@ def capacity_tiers(scores: pd.DataFrame, tiers) -> dict[str, dict[str, float]]:
         p = pd_[on]
         if len(p) == 0:
             continue
-        order = np.sort(p)[::-1]
-        n_red = max(int(round(tiers.red_share * len(p))), 0)
-        n_flag = max(int(round((tiers.red_share + tiers.amber_share) * len(p))), n_red)
-        red = float(order[n_red - 1]) if n_red else float("inf")
-        amber = float(order[n_flag - 1]) if n_flag else float("inf")
-        out[name] = {"red": red, "amber": amber}
-        tier[on] = np.where(p >= red, "red", np.where(p >= amber, "amber", "green"))
+        out[name] = t = capacity_cut(p, tiers.red_share, tiers.amber_share)
+        tier[on] = np.where(p >= t["red"], "red", np.where(p >= t["amber"], "amber", "green"))
     scores["tier"] = tier.astype(str)
     return out
 

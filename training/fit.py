@@ -22,7 +22,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from features.catalog import BY_NAME
 from features.stability import reference_bins, with_history
-from model.bundle import GRADE_BANDS, LISTS, Calibrator, FeatureEncoder, ModelBundle
+from model.bundle import GRADE_BANDS, LISTS, Calibrator, FeatureEncoder, ModelBundle, capacity_cut
 from model.spec import CalibrationSpec, GateSpec, GradeSpec, ModelSpec, TierSpec, Windows
 from training import ensemble, metrics
 from training.evaluate import Evaluation, evaluate, population
@@ -260,13 +260,11 @@ def _calibrator(method: str, raw: np.ndarray, y: np.ndarray, floor: float) -> Ca
 
 def capacity_thresholds(pd_: np.ndarray, lists: np.ndarray, tiers: TierSpec) -> dict[str, dict[str, float]]:
     """PD thresholds that put the riskiest `red_share` of each list in red and the next `amber_share` in
-    amber (on the calibration window). A list the window lacks takes the pooled thresholds."""
+    amber (on the calibration window), by the batch's own capacity rule. A list the window holds fewer
+    than 100 loans of takes the pooled thresholds: too few to place a 1% cut of its own."""
 
     def cut(p: np.ndarray) -> dict[str, float]:
-        return {
-            "red": float(np.quantile(p, 1 - tiers.red_share)),
-            "amber": float(np.quantile(p, 1 - tiers.red_share - tiers.amber_share)),
-        }
+        return capacity_cut(p, tiers.red_share, tiers.amber_share)
 
     pooled = cut(pd_)
     return {name: cut(pd_[lists == name]) if (lists == name).sum() >= 100 else pooled for name in LISTS}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.bundle import tiers_at
+from model.bundle import capacity_cut, tiers_at
 
 
 def test_a_pd_equal_to_the_threshold_but_for_its_last_bits_is_at_it() -> None:
@@ -44,3 +44,19 @@ def test_an_older_bundle_s_catalog_takes_today_s_reason_rules_and_keeps_its_text
     since = asdict(BY_NAME["months_since_delinquency"])
     since.pop("told_by")
     assert _feature(since).told_by == "dpd_now"
+
+
+def test_the_capacity_rule_puts_exactly_the_share_in_each_tier_ties_going_up() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.permutation(np.linspace(0.001, 0.5, 2000))
+    cut = capacity_cut(p, 0.01, 0.04)
+    tiers = tiers_at(p, np.full(len(p), "early_warning"), {"early_warning": cut})
+    assert (tiers == "red").sum() == 20 and (tiers == "amber").sum() == 80
+    # loans tied at the red threshold all go up, however many there are
+    tied = np.concatenate([np.full(30, 0.4), np.linspace(0.001, 0.2, 970)])
+    t = capacity_cut(tied, 0.01, 0.04)
+    assert t["red"] == 0.4 and (tied >= t["red"]).sum() == 30
+    # too few loans for one of the tier: no PD reaches it
+    few = np.linspace(0.01, 0.9, 35)
+    small = capacity_cut(few, 0.01, 0.04)
+    assert small["red"] == float("inf") and small["amber"] == few[-2]  # 5% of 35 rounds to 2 loans
