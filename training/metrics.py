@@ -90,24 +90,32 @@ def summary(y, p) -> dict[str, float]:
 
 
 def decile_table(y, p) -> pd.DataFrame:
-    """Deciles of the score, riskiest first: count, defaults, rate, cumulative capture and KS."""
+    """Deciles of the score, riskiest first: count, defaults, rate, cumulative capture and the KS
+    distance at the decile's end. A run of tied scores is never split: it goes whole to the decile it
+    starts in (a coarse model's deciles differ in size), so every row is a point of `ks_curve` and the
+    table does not depend on row order."""
     y, p = _check(y, p)
     order = np.argsort(-p, kind="stable")
-    parts = np.array_split(order, 10)
+    ys, ps = y[order], p[order]
+    n = len(ys)
+    starts = np.r_[True, ps[1:] != ps[:-1]]
+    first = np.maximum.accumulate(np.where(starts, np.arange(n), 0))  # where each score's tie run begins
+    decile = first * 10 // n + 1
+    n1, n0 = ys.sum(), n - ys.sum()
     rows = []
     cum_bad = cum_good = 0.0
-    n1, n0 = y.sum(), len(y) - y.sum()
-    for i, idx in enumerate(parts, start=1):
-        bad = y[idx].sum()
+    for i in range(1, 11):
+        m = decile == i
+        count, bad = int(m.sum()), float(ys[m].sum())
         cum_bad += bad
-        cum_good += len(idx) - bad
+        cum_good += count - bad
         rows.append(
             {
                 "decile": i,
-                "count": len(idx),
+                "count": count,
                 "defaults": int(bad),
-                "default_rate": bad / max(len(idx), 1),
-                "mean_pd": p[idx].mean() if len(idx) else np.nan,
+                "default_rate": bad / count if count else np.nan,
+                "mean_pd": ps[m].mean() if count else np.nan,
                 "cum_capture": cum_bad / n1 if n1 else np.nan,
                 "ks": abs(cum_bad / n1 - cum_good / n0) if n1 and n0 else np.nan,
             }

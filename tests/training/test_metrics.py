@@ -107,6 +107,24 @@ def test_decile_table_is_riskiest_first_and_captures_everything() -> None:
     d = metrics.decile_table(y, p)
     assert len(d) == 10 and d["count"].sum() == 1000
     assert d["mean_pd"].is_monotonic_decreasing and d["cum_capture"].iloc[-1] == pytest.approx(1.0)
+    assert d["ks"].max() <= metrics.ks(y, p) + 1e-12  # the deciles sample the one KS curve
+
+
+def test_decile_ks_never_splits_a_tie_so_row_order_does_not_change_it() -> None:
+    """A coarse model (6 distinct PDs on a card book) ties thousands of loans: a decile cut inside a tie
+    made the table's KS depend on how the rows happened to be sorted."""
+    rng = np.random.default_rng(5)
+    p = rng.choice([0.01, 0.02, 0.05, 0.1, 0.2, 0.4], size=3000, p=[0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+    y = (rng.random(3000) < p).astype(float)
+    d = metrics.decile_table(y, p)
+    flipped = np.argsort(y, kind="stable")[::-1]  # defaulters first within every tie
+    assert d.equals(metrics.decile_table(y[flipped], p[flipped]))
+    assert d["count"].sum() == 3000
+    _, bad, good = metrics.ks_curve(y, p)
+    points = {round(v, 12) for v in np.abs(bad - good)}
+    assert all(round(v, 12) in points for v in d["ks"].dropna())  # every row is a point of the one curve
+    assert d["ks"].max() <= metrics.ks(y, p) + 1e-12
+    assert (d["count"] == 0).sum() >= 4  # six scores fill six deciles at most: tie runs are not cut
 
 
 def test_the_code_version_is_this_checkout_s_from_any_folder(tmp_path, monkeypatch) -> None:
