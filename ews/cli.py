@@ -203,12 +203,11 @@ def _book(settings: Settings, book_dir: Path | None) -> Path:
 def _model(settings: Settings, model: str | None, default_alias: str | None = "champion"):
     """The `--model` reference, parsed (cheap; nothing loads). A bare NAME means NAME@`default_alias`
     (None: the newest version)."""
-    from model.ref import parse_ref
+    from model.ref import ModelRef, parse_ref
 
-    if model is None and default_alias is not None:  # the settings' model and reference (EWS_MODEL_REF)
-        ref = settings.model_ref
-        model = f"{settings.model_name}{':' if ref.isdigit() else '@'}{ref}"
     try:
+        if model is None and default_alias is not None:  # the settings' model and reference (EWS_MODEL_REF)
+            return parse_ref(str(ModelRef.of(settings.model_name, settings.model_ref)))
         return parse_ref(model or settings.model_name, default_alias)
     except ValueError as e:  # a wrong --model is a usage error; a wrong EWS_MODEL_NAME a failed start
         _fail(str(e), EXIT_USAGE if model is not None else EXIT_FAILED)

@@ -23,6 +23,11 @@ class ModelRef:
     def __str__(self) -> str:
         return self.name + (f"@{self.alias}" if self.alias else f":{self.version}" if self.version else "")
 
+    @classmethod
+    def of(cls, name: str, ref: str) -> ModelRef:
+        """A model and a version number or alias, as the settings hold them (EWS_MODEL_REF=champion or 3)."""
+        return cls(name, version=ref) if ref.isdigit() else cls(name, alias=ref)
+
     @property
     def ref(self) -> str:
         """The alias or version, as the service reports it."""

@@ -167,16 +167,16 @@ def _unknown_schema_version(store: Path) -> None:
 
 
 MODEL_FAULTS = {  # name: (args to ews serve, a fault made in a copy of the store or None, the reason)
-    "no such model": (["--model", "no-such-model"], None, "no model 'no-such-model' with alias @champion"),
+    "no such model": (["--model", "no-such-model"], None, "no registered model named 'no-such-model'"),
     "no such alias": (
         ["--model", "loan-ews-pd-12m@nosuchalias"],
         None,
-        "no model 'loan-ews-pd-12m' with alias @nosuchalias",
+        "model 'loan-ews-pd-12m' has no alias @nosuchalias",
     ),
     "no such version": (
         ["--model", "loan-ews-pd-12m:99"],
         None,
-        "no model 'loan-ews-pd-12m' with version 99",
+        "model 'loan-ews-pd-12m' has no version 99",
     ),
     "missing artifacts": ([], _missing_artifacts, "model loan-ews-pd-12m@champion cannot be loaded"),
     "truncated booster": ([], _truncated_booster, "booster.txt does not match its checksum"),
