@@ -117,6 +117,8 @@ def spread(df: pd.DataFrame, col: str, what: str, fmt: str, count) -> None:
 def raw_history_frame(book, as_of: pd.Timestamp, lags: int = 6) -> pd.DataFrame:
     """A plain model's inputs: the account's last `lags` months of raw servicing fields side by side, and
     its static fields, for accounts with a row at `as_of`: no feature engineering at all."""
+    from features.months import month_number
+
     perf = book.performance
     months = pd.date_range(end=as_of, periods=lags, freq="MS")
     p = perf[perf["month"].isin(months)]
@@ -126,7 +128,7 @@ def raw_history_frame(book, as_of: pd.Timestamp, lags: int = 6) -> pd.DataFrame:
         values=["days_past_due", "balance", "scheduled_payment", "paid_amount"],
         aggfunc="first",
     )
-    wide.columns = [f"{v}_{(as_of.year - m.year) * 12 + as_of.month - m.month}" for v, m in wide.columns]
+    wide.columns = [f"{v}_{month_number(as_of) - month_number(m)}" for v, m in wide.columns]
     loans = book.loans.set_index("loan_id")[["principal", "interest_rate", "term_months", "borrower_id"]]
     b = book.borrowers.set_index("borrower_id")[["annual_income", "bureau_score", "birth_year"]]
     static = loans.join(b, on="borrower_id").drop(columns="borrower_id")

@@ -503,7 +503,11 @@ def replace_dir(src: Path, dst: Path) -> None:
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
         os.replace(dst, old)
-        os.replace(src, dst)
+        try:
+            os.replace(src, dst)
+        except BaseException:
+            os.replace(old, dst)  # the old folder goes back where it was: never neither of the two
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)

@@ -31,7 +31,10 @@ class LabelSpec(_Strict):
     dpd_threshold: int = Field(90, gt=0)
     horizon_months: int = Field(12, gt=0)
     probation_months: int = Field(
-        3, ge=1, le=24, description="months below the threshold before a cured loan is scored again"
+        3,
+        ge=1,
+        le=HISTORY_MONTHS,
+        description="months below the threshold before a cured loan is scored again",
     )
 
     @property

@@ -102,7 +102,7 @@ class ScoringRuntime:
         responses: list[ScoreResponse] = []
         if good:
             scored = self.scorer.score_columns(columns, reasons="all")
-            as_of = [f"{m // 12:04d}-{m % 12 + 1:02d}" for m in columns["as_of"].tolist()]
+            as_of = [_month_text(m) for m in columns["as_of"].tolist()]
             responses = self._responses(columns["loan_id"].tolist(), as_of, scored)
         scored_items = dict(zip(good, responses, strict=True))
         return [errors[i] if i in errors else scored_items[i] for i in range(len(items))]
