@@ -106,6 +106,7 @@ def test_train_command_on_a_small_book(small_book_dir, tmp_path) -> None:
     assert "windows: train 2023-07..2023-12" in res.output  # clipped to the book's first month
 
 
+@pytest.mark.slow  # trains and promotes a model
 def test_training_says_which_gates_the_new_version_fails(small_book_dir, tmp_path) -> None:
     """Training warned only of the degenerate signs: a version that `ews report` then failed on its AUC
     floor, or that a logistic scorecard beat, was registered without a word."""
