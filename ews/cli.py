@@ -192,6 +192,22 @@ def _reasons_arg(value: str) -> str:
     return value
 
 
+BookArg = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="DIR", help="Book folder (or --book; default: the demo book).", show_default=False
+    ),
+]
+
+
+def _one_book(positional: Path | None, option: Path | None) -> Path | None:
+    """The book a command given it positionally or as `--book` (as every other command takes it) reads;
+    both at once is a usage error unless they name the same folder."""
+    if positional is not None and option is not None and Path(positional) != Path(option):
+        _fail(f"the book is given twice ({positional} and --book {option}): give one", EXIT_USAGE)
+    return positional if positional is not None else option
+
+
 def _book(settings: Settings, book_dir: Path | None) -> Path:
     """The book folder to read, checked to exist before anything loads."""
     folder = book_dir or settings.demo_book
@@ -291,12 +307,13 @@ def book_generate(
 
 
 @book_app.command("validate")
-def book_validate(ctx: typer.Context, book_dir: Annotated[Path, typer.Argument(help="Book folder.")]) -> None:
+def book_validate(ctx: typer.Context, book_arg: BookArg = None, book_dir: BookOpt = None) -> None:
     """Check a book against the contract; print every problem. Exit 0 when valid (warnings allowed), 3 when
     some loans break the contract (they would be set aside), 1 when the book cannot be used."""
     from features.validation import check_reject_share, validate_folder
 
     settings: Settings = ctx.obj
+    book_dir = _book(settings, _one_book(book_arg, book_dir))
     try:
         report = validate_folder(book_dir)
     except ValueError as e:
@@ -340,7 +357,8 @@ def _rate_table(title: str, df) -> Table:
 @book_app.command("summary")
 def book_summary(
     ctx: typer.Context,
-    book_dir: Annotated[Path, typer.Argument(help="Book folder.")],
+    book_arg: BookArg = None,
+    book_dir: BookOpt = None,
     # ranges checked as usage errors naming the option (exit 64), as every malformed argument is
     horizon: Annotated[int, typer.Option(min=1, help="Default horizon in months.")] = 12,
     dpd: Annotated[int, typer.Option(min=1, help="Default threshold in days past due.")] = 90,
@@ -357,9 +375,10 @@ def book_summary(
     from features.validation import load_book
 
     settings: Settings = ctx.obj
+    book_dir = _book(settings, _one_book(book_arg, book_dir))
     try:
         rule = LabelRule(dpd, probation)
-        kept = load_book(_book(settings, book_dir), settings.max_reject_share)
+        kept = load_book(book_dir, settings.max_reject_share)
     except ValueError as e:
         _fail(str(e))
     book = kept.book

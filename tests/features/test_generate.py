@@ -317,3 +317,14 @@ def test_summary_of_a_short_card_book_takes_its_label(card_book_dir: Path) -> No
     assert res.exit_code == 0, res.output
     assert "1-month 30+ DPD default rate" in res.output and "oracle AUC  1m: 0." in res.output
     assert "0% secured" in res.output
+
+
+def test_book_commands_take_the_book_as_every_command_does_too(small_book_dir: Path, tmp_path: Path) -> None:
+    """`ews train --book DIR` but `ews book summary DIR`: a user who wrote `--book` got a usage error."""
+    positional = runner.invoke(app, ["book", "summary", str(small_book_dir)])
+    named = runner.invoke(app, ["book", "summary", "--book", str(small_book_dir)])
+    assert named.exit_code == 0 and named.output == positional.output
+    valid = runner.invoke(app, ["book", "validate", "--book", str(small_book_dir)])
+    assert valid.exit_code == 0 and "VALID: " in valid.output, valid.output
+    twice = runner.invoke(app, ["book", "validate", str(small_book_dir), "--book", str(tmp_path)])
+    assert twice.exit_code == 64 and "the book is given twice" in twice.output
