@@ -200,12 +200,16 @@ BookArg = Annotated[
 ]
 
 
-def _one_book(positional: Path | None, option: Path | None) -> Path | None:
-    """The book a command given it positionally or as `--book` (as every other command takes it) reads;
-    both at once is a usage error unless they name the same folder."""
+def _one_book(positional: Path | None, option: Path | None) -> Path:
+    """The book a `book` command reads, given positionally or as `--book` (as every other command takes
+    it). It has no default: `ews book validate $BOOK` with BOOK unset must not check the demo book and
+    pass. Neither, or both naming different folders, is a usage error."""
     if positional is not None and option is not None and Path(positional) != Path(option):
         _fail(f"the book is given twice ({positional} and --book {option}): give one", EXIT_USAGE)
-    return positional if positional is not None else option
+    book = positional if positional is not None else option
+    if book is None:
+        _fail("Missing argument 'DIR': give the book folder (DIR or --book DIR)", EXIT_USAGE)
+    return book
 
 
 def _book(settings: Settings, book_dir: Path | None) -> Path:

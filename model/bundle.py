@@ -130,13 +130,18 @@ class FeatureEncoder:
 TIE_RTOL = 1e-9  # a PD this close (relative) to a threshold is at it
 
 
-def capacity_cut(pd_: np.ndarray, red_share: float, amber_share: float) -> dict[str, float]:
+def capacity_cut(
+    pd_: np.ndarray, red_share: float, amber_share: float, at_least_one: bool = False
+) -> dict[str, float]:
     """The PD thresholds that put the riskiest `red_share` of these loans in red and the next
-    `amber_share` in amber: the PD of the last loan that fits each tier (so ties at it all go up), and
-    infinite where the loans are too few for one loan of the tier (35 loans hold no 1% red). One rule,
-    used when training sets the bundle's thresholds and when the batch re-tiers a book to capacity."""
+    `amber_share` in amber: the PD of the last loan that fits each tier (so ties at it all go up). Where
+    the loans are too few for one loan of a tier (35 loans hold no 1% red) the threshold is infinite,
+    or, `at_least_one`, the top loan's PD (a model's stored thresholds must stay finite: they are JSON
+    and tier loans the window never saw). One rule, used when training sets the bundle's thresholds and
+    when the batch re-tiers a book to capacity."""
     order = np.sort(np.asarray(pd_, dtype=float))[::-1]
-    n_red = max(int(round(red_share * len(order))), 0)
+    least = 1 if at_least_one and len(order) else 0
+    n_red = max(int(round(red_share * len(order))), least)
     n_flag = max(int(round((red_share + amber_share) * len(order))), n_red)
     return {
         "red": float(order[n_red - 1]) if n_red else float("inf"),

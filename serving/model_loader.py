@@ -19,9 +19,6 @@ def load_model(name: str, ref: str = "champion") -> ModelBundle:
     unknown to this code."""
     try:
         version = require(MlflowClient(), ModelRef.of(name, ref))
-    except ValueError as e:
-        raise ValueError(
-            f"{e}, in the MLflow registry at {mlflow.get_tracking_uri()}: train one with `ews train` and "
-            "promote it with `ews promote` (or pass --model NAME@alias|NAME:version)"
-        ) from e
+    except ValueError as e:  # says what the registry has, or that it cannot be read; add where it is
+        raise ValueError(f"{e} (MLflow registry at {mlflow.get_tracking_uri()})") from e
     return load_bundle(name, version)

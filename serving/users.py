@@ -168,7 +168,8 @@ class UserStore:
         """Hold the users file's lock across a read-modify-write, so two `ews user` commands run at
         once cannot each write the file without the other's change."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        # opened read-only (flock needs no write access), so another admin of the folder can take it too
+        fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

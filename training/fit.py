@@ -264,7 +264,7 @@ def capacity_thresholds(pd_: np.ndarray, lists: np.ndarray, tiers: TierSpec) -> 
     than 100 loans of takes the pooled thresholds: too few to place a 1% cut of its own."""
 
     def cut(p: np.ndarray) -> dict[str, float]:
-        return capacity_cut(p, tiers.red_share, tiers.amber_share)
+        return capacity_cut(p, tiers.red_share, tiers.amber_share, at_least_one=True)
 
     pooled = cut(pd_)
     return {name: cut(pd_[lists == name]) if (lists == name).sum() >= 100 else pooled for name in LISTS}

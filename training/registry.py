@@ -273,7 +273,8 @@ def history(client: MlflowClient, name: str) -> list[dict]:
         return []
     runs = client.search_runs(
         [exp.experiment_id],
-        filter_string=f"tags.`loan_ews.model` = '{name}'",
+        # a decision whose record failed half-written (its run FAILED) was undone: it is no decision
+        filter_string=f"tags.`loan_ews.model` = '{name}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time ASC"],
         max_results=10_000,
     )

@@ -60,3 +60,6 @@ def test_the_capacity_rule_puts_exactly_the_share_in_each_tier_ties_going_up() -
     few = np.linspace(0.01, 0.9, 35)
     small = capacity_cut(few, 0.01, 0.04)
     assert small["red"] == float("inf") and small["amber"] == few[-2]  # 5% of 35 rounds to 2 loans
+    # training stores finite thresholds (JSON, and loans the window never saw): one loan at least
+    kept = capacity_cut(few, 0.01, 0.04, at_least_one=True)
+    assert kept["red"] == few[-1] and kept["amber"] == few[-2]

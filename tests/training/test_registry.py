@@ -161,3 +161,21 @@ def test_registry_commands(registry) -> None:
     assert listed_nosuch.exit_code == 1 and "no registered model named 'nosuch'" in listed_nosuch.output
     report = runner.invoke(app, ["report", "--model", "nosuch"])
     assert report.exit_code == 1 and "champion" not in report.output  # no 'no champion yet' first
+
+
+def test_an_audit_record_that_fails_half_written_is_no_decision(registry, monkeypatch) -> None:
+    """MLflow keeps a run whose block raised (status FAILED) with the tags already set: the log said
+    'rollback to v1' while the champion, put back, was still v2."""
+    client, art = registry
+
+    def artifact_store_down(*args, **kwargs):
+        raise OSError("artifact store unreachable")
+
+    monkeypatch.setattr(mlflow, "log_dict", artifact_store_down)  # tags and metrics are written first
+    with pytest.raises(OSError, match="artifact store"):
+        rollback(client, NAME, "1", who="dora", why="v2 misbehaves", artifact_root=art)
+    assert resolve(client, ModelRef(NAME, alias=CHAMPION)) == "2"
+    assert [r["decision"] for r in history(client, NAME)] == ["promoted", "promoted"]
+    monkeypatch.undo()
+    rollback(client, NAME, "1", who="dora", why="v2 misbehaves", artifact_root=art)  # a retry: one record
+    assert [r["decision"] for r in history(client, NAME)] == ["promoted", "promoted", "rollback"]
