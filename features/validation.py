@@ -49,6 +49,9 @@ class Problem:
     whole_book: bool = False  # the book cannot be used at all (missing or empty table)
     rows_of_no_loan: int = 0  # loans or performance rows among `count` that have no loan id at all
     details: dict[str, str] = field(default_factory=dict)  # loan id -> what exactly (the CSV line)
+    # a warning's rows per loan id (loan-level tables), so it can say how many belong to loans set aside
+    rows_by_loan: dict[str, int] = field(default_factory=dict, repr=False)
+    rows_set_aside: int = 0  # of `count`: rows of loans an error sets aside (a warning's; see above)
 
     @property
     def rule_name(self) -> str:
@@ -60,6 +63,8 @@ class Problem:
         where = f"{self.table}.{self.column}" if self.column else self.table
         ex = f" e.g. {', '.join(self.examples)}" if self.examples else ""
         rows = f" ({self.count} rows)" if self.count else ""  # a problem of the table itself has none
+        if self.rows_set_aside:  # those rows are not used: their loans go to rejects
+            rows = f" ({self.count} rows, {self.rows_set_aside} of them of loans set aside)"
         return f"{self.severity.upper():7s} {where} [{self.rule}] {self.message}{rows}{ex}"
 
 
@@ -218,6 +223,12 @@ class _Checker:
             return
         examples = _row_ids(table, self.raw[table][mask].head(MAX_EXAMPLES)).tolist()
         error = severity == "error"
+        df = self.raw[table]
+        by_loan = (
+            df.loc[mask.to_numpy(), "loan_id"].dropna().astype(str).value_counts().to_dict()
+            if not error and table in LOAN_ROW_TABLES and "loan_id" in df.columns
+            else {}
+        )
         self.problems.append(
             Problem(
                 severity,
@@ -229,6 +240,7 @@ class _Checker:
                 examples,
                 self.loans_of_rows(table, mask) if error else frozenset(),
                 rows_of_no_loan=self.no_loan(table, mask) if error else 0,
+                rows_by_loan=by_loan,
             )
         )
 
@@ -626,7 +638,11 @@ def validate_tables(
     _check_performance(ck, typed["performance"], typed["loans"])
     _check_coverage(ck, typed)
     book = Book(**typed)
-    return ValidationReport(ck.problems, book)
+    report = ValidationReport(ck.problems, book)
+    rejected = report.rejected_loans()
+    for p in report.warnings:
+        p.rows_set_aside = sum(n for lid, n in p.rows_by_loan.items() if lid in rejected)
+    return report
 
 
 def validate_folder(folder: str | Path) -> ValidationReport:

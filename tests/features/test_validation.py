@@ -256,6 +256,29 @@ def test_dpd_jump_is_a_warning_and_the_loan_is_still_scored(book_copy: Path) -> 
     assert lid in set(feats["loan_id"])
 
 
+def test_a_warning_says_how_many_of_its_rows_belong_to_loans_set_aside(book_copy: Path) -> None:
+    """A DPD-jump count that included the rows of loans an error set aside overstated what would be
+    used: the warning now says how many of its rows go to rejects with their loans."""
+    perf = read(book_copy, "performance").sort_values(["loan_id", "month"]).reset_index(drop=True)
+    two = perf["loan_id"].value_counts().index[:2]
+    for lid in two:  # one jump 0 -> 60 in each of two loans
+        rows = perf.index[perf["loan_id"] == lid]
+        perf.loc[rows, "days_past_due"] = 0
+        perf.loc[rows[5], "days_past_due"] = 60
+    write_raw(book_copy, "performance", perf)
+    loans = read(book_copy, "loans")
+    loans.loc[loans["loan_id"] == two[0], "interest_rate"] = 2.0  # the first loan breaks the contract
+    write_raw(book_copy, "loans", loans)
+    report = validate_folder(book_copy)
+    jump = next(p for p in report.warnings if p.rule == "dpd_jump")
+    mine = {lid: n for lid, n in jump.rows_by_loan.items() if lid in set(two)}
+    assert mine == {two[0]: 1, two[1]: 1}
+    assert jump.rows_set_aside == 1 and two[0] in report.rejected_loans()
+    assert f"({jump.count} rows, 1 of them of loans set aside)" in jump.describe()
+    res = run_validate(book_copy)
+    assert "1 of them of loans set aside" in res.output and res.exit_code == 3, res.output
+
+
 def test_too_many_broken_loans_make_the_book_unusable(book_copy: Path) -> None:
     loans = read(book_copy, "loans")
     loans.loc[: len(loans) // 3, "interest_rate"] = 2.0  # a third of the book breaks the contract
