@@ -193,11 +193,10 @@ def _reasons_arg(value: str) -> str:
 
 
 BookArg = Annotated[
-    Path | None,
-    typer.Argument(
-        metavar="DIR", help="Book folder (or --book; default: the demo book).", show_default=False
-    ),
+    Path | None, typer.Argument(metavar="DIR", help="Book folder (or --book DIR).", show_default=False)
 ]
+# a `book` command's --book: the same folder as DIR, and no default (see _one_book)
+BookDirOpt = Annotated[Path | None, typer.Option("--book", help="Book folder (or DIR).")]
 
 
 def _one_book(positional: Path | None, option: Path | None) -> Path:
@@ -311,7 +310,7 @@ def book_generate(
 
 
 @book_app.command("validate")
-def book_validate(ctx: typer.Context, book_arg: BookArg = None, book_dir: BookOpt = None) -> None:
+def book_validate(ctx: typer.Context, book_arg: BookArg = None, book_dir: BookDirOpt = None) -> None:
     """Check a book against the contract; print every problem. Exit 0 when valid (warnings allowed), 3 when
     some loans break the contract (they would be set aside), 1 when the book cannot be used."""
     from features.validation import check_reject_share, validate_folder
@@ -362,7 +361,7 @@ def _rate_table(title: str, df) -> Table:
 def book_summary(
     ctx: typer.Context,
     book_arg: BookArg = None,
-    book_dir: BookOpt = None,
+    book_dir: BookDirOpt = None,
     # ranges checked as usage errors naming the option (exit 64), as every malformed argument is
     horizon: Annotated[int, typer.Option(min=1, help="Default horizon in months.")] = 12,
     dpd: Annotated[int, typer.Option(min=1, help="Default threshold in days past due.")] = 90,

@@ -174,7 +174,9 @@ def _undone_on_failure(client: MlflowClient, name: str, version: str) -> Iterato
             elif "loan_ews.promotion" in (client.get_model_version(name, version).tags or {}):
                 client.delete_model_version_tag(name, version, "loan_ews.promotion")
         except Exception:
-            log.exception("could not put the aliases of %s back as they were: check `ews model list`", name)
+            log.exception(
+                "could not put the aliases of %s back as they were: check `ews registry list`", name
+            )
         raise
 
 
