@@ -269,13 +269,13 @@ def bench_serve() -> None:
         ceiling = load(f"{base}/livez", Path("-"), key, 16, "3200", "--get", endpoint="")
         print(
             f"HTTP ceiling, GET /livez (no scoring, same server and client) at concurrency 16: "
-            f"{ceiling['rate']:7.1f} requests/s"
+            f"{ceiling['rate']:7.1f} requests/s   (client CPU {ceiling['client_cpu_ms']:.2f} ms a request)"
         )
         for conc, n in ((1, 300), (16, 1600)):
             r = load(base, bodies_file, key, conc, str(n))
             print(
                 f"HTTP concurrency {conc:2d}: p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms   "
-                f"{r['rate']:7.1f} loans/s   errors {r['errors']}   "
+                f"{r['rate']:7.1f} loans/s   errors {r['errors']}   client CPU {r['client_cpu_ms']:.2f} ms   "
                 f"p50 HTTP / in-process {r['p50_ms'] / np.percentile(inproc, 50):.2f}x"
             )
 
