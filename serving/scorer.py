@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ADDITIVITY_TOL = 1e-6
 ADDITIVITY_SAMPLE = 10_000  # rows checked per call; every row when a call has fewer
 SMALL_CALL = 256  # rows below which LightGBM predicts in the calling thread (OpenMP start-up costs more)
+SMALL_FACTORIZE = 64  # values below which the reasons deduplicate in a loop, not with pd.factorize
 REASON_MODES = ("all", "flagged", "none")
 PER_REASON = 2  # values combined in one reason sentence
 ARREARS_FIRST_DPD = 30  # a loan this far behind is told its arrears first, whatever else weighs more
@@ -177,7 +178,10 @@ class RiskScorer:
         features = self.bundle.features
         for c in self.bundle.categories:
             values = _objects(columns[c])
-            unseen = ~pd.isna(values) & np.isnan(X[:, features.index(c)])
+            unseen = np.isnan(X[:, features.index(c)])
+            if not unseen.any():  # the usual case: every category known (or missing)
+                continue
+            unseen &= ~pd.isna(values)
             for i, v in zip(np.flatnonzero(unseen), values[unseen], strict=True):
                 flags[i] = f"{flags[i]};{c}={v}" if flags[i] else f"{c}={v}"
         return flags
@@ -203,8 +207,9 @@ class RiskScorer:
         cm = self.concepts
         out = np.zeros((len(contrib), len(cm.concepts)))
         for k in range(len(cm.concepts)):
-            for j in np.flatnonzero(cm.member[:, k] > 0):  # elementwise adds: the same rounding for any n
-                out[:, k] += contrib[:, j]
+            cols = np.flatnonzero(cm.member[:, k] > 0)
+            if len(cols):  # a running sum along the row: left to right, the same rounding for any n
+                out[:, k] = np.cumsum(contrib[:, cols], axis=1)[:, -1]
         return out
 
     def _raw_score(self, X: np.ndarray) -> np.ndarray:
@@ -387,7 +392,7 @@ class _TextCache:
             for j in np.unique(told[:, p][told[:, p] >= 0]):
                 sel = np.flatnonzero(told[:, p] == j)
                 vals = self.column(int(j))[rows[sel]]
-                codes, uniq = pd.factorize(vals, use_na_sentinel=False)
+                codes, uniq = _distinct(vals)
                 words = [self.bundle.reason_text(self.names[j], _plain(u)) or "" for u in uniq]
                 parts[sel, p] = np.array(words, dtype=object)[codes]
                 if p == 0:
@@ -406,8 +411,28 @@ def _plain_column(col: np.ndarray | pd.Series) -> np.ndarray:
         out = num.astype(object)
         out[np.isnan(num)] = None
         return out
-    codes, uniques = pd.factorize(_objects(col))  # each distinct value once; missing (code -1): None
+    objs = _objects(col)
+    if len(objs) <= SMALL_FACTORIZE:  # a request's few rows: a loop costs less than a hash table
+        return np.array([None if _missing(v) else _plain(v) for v in objs], dtype=object)
+    codes, uniques = pd.factorize(objs)  # each distinct value once; missing (code -1): None
     return np.array([*(_plain(u) for u in uniques), None], dtype=object)[codes]
+
+
+def _missing(v: object) -> bool:
+    """Missing as pandas' factorize takes it (None, NaN, NA, NaT)."""
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)
+
+
+def _distinct(vals: np.ndarray) -> tuple[np.ndarray, list]:
+    """(code per value, the distinct values in order of first appearance) of plain values (`_plain`:
+    None, float or str), as `pd.factorize(vals, use_na_sentinel=False)` gives them; a loop for a
+    request's few rows, where factorize's fixed cost is most of the reasons' time."""
+    if len(vals) > SMALL_FACTORIZE:
+        codes, uniq = pd.factorize(vals, use_na_sentinel=False)
+        return codes, list(uniq)
+    index: dict = {}
+    codes = np.fromiter((index.setdefault(v, len(index)) for v in vals), np.int64, len(vals))
+    return codes, list(index)
 
 
 def _objects(col: np.ndarray | pd.Series) -> np.ndarray:

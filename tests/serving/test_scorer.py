@@ -4,10 +4,13 @@ a protected attribute or a missing value), lists and tiers, unseen categories, t
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from features.build import build_features
-from serving.scorer import RiskScorer
+from serving.scorer import SMALL_FACTORIZE, RiskScorer, _distinct, _plain, _plain_column
 
 
 @pytest.fixture(scope="module")
@@ -376,3 +379,22 @@ def test_a_model_without_dpd_now_as_input_still_tells_a_loan_in_arrears_its_arre
     again = scorer.score(behind)
     np.testing.assert_allclose(again["pd"], out.loc[later, "pd"], rtol=1e-12)  # the model is blind to it
     assert again["reason_1_concept"].eq("arrears").all(), again["reason_1_concept"].value_counts()
+
+
+_PLAIN_VALUES = [None, 1.0, -0.0, 0.0, 2.5, "a", "b", "0"]
+_RAW_VALUES = [None, np.nan, pd.NA, pd.NaT, 1.0, np.float32(2.5), 3, "a", "b", -0.0, 0.0]
+
+
+@given(st.lists(st.sampled_from(range(len(_RAW_VALUES))), min_size=1, max_size=SMALL_FACTORIZE))
+def test_a_requests_few_values_are_formatted_as_the_batchs_many(picks) -> None:
+    """A request's few rows take a loop, a batch's many take pd.factorize: the same values and codes, so a
+    loan's reason sentences do not depend on how many loans share its call."""
+    raw = np.array([_RAW_VALUES[i] for i in picks], dtype=object)
+    many = np.tile(raw, SMALL_FACTORIZE // len(raw) + 2)  # past the threshold: the factorize path
+    assert _plain_column(raw).tolist() == _plain_column(many)[: len(raw)].tolist()
+    plain = np.array([_PLAIN_VALUES[i % len(_PLAIN_VALUES)] for i in picks], dtype=object)
+    codes, uniq = _distinct(plain)
+    big_codes, big_uniq = _distinct(np.tile(plain, SMALL_FACTORIZE // len(plain) + 2))
+    assert codes.tolist() == big_codes[: len(plain)].tolist()
+    assert [_plain(u) for u in uniq] == [_plain(u) for u in big_uniq]  # factorize gives NaN for None
+    assert [uniq[c] for c in codes] == plain.tolist()
