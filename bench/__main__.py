@@ -275,7 +275,8 @@ def bench_serve() -> None:
             r = load(base, bodies_file, key, conc, str(n))
             print(
                 f"HTTP concurrency {conc:2d}: p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms   "
-                f"{r['rate']:7.1f} loans/s   errors {r['errors']}   client CPU {r['client_cpu_ms']:.2f} ms   "
+                f"{r['rate']:7.1f} loans/s   errors {r['errors']} (resent {r['reconnects']})   "
+                f"client CPU {r['client_cpu_ms']:.2f} ms   "
                 f"p50 HTTP / in-process {r['p50_ms'] / np.percentile(inproc, 50):.2f}x"
             )
 
@@ -320,7 +321,8 @@ def bench_soak() -> None:
         rss2 = _worker_rss(proc)
     print(
         f"soak: {soak['requests']} requests in {soak_s:.0f} s at {target:.1f}/s (70% of the maximum), "
-        f"achieved {soak['rate']:.1f}/s; errors {soak['errors']} (status {soak['status']}); "
+        f"achieved {soak['rate']:.1f}/s; errors {soak['errors']} (status {soak['status']}), "
+        f"{soak['reconnects']} requests sent again on a new connection; "
         f"p50 {soak['p50_ms']:.1f} ms, p99 {soak['p99_ms']:.1f} ms"
     )
     for pid in sorted(rss2):

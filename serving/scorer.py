@@ -209,7 +209,7 @@ class RiskScorer:
         for k in range(len(cm.concepts)):
             cols = np.flatnonzero(cm.member[:, k] > 0)
             if len(cols):  # a running sum along the row: left to right, the same rounding for any n
-                out[:, k] = np.cumsum(contrib[:, cols], axis=1)[:, -1]
+                out[:, k] = np.cumsum(contrib[:, cols], axis=1)[:, -1] + 0.0  # + 0.0: -0.0 reads 0.0
         return out
 
     def _raw_score(self, X: np.ndarray) -> np.ndarray:
@@ -419,8 +419,8 @@ def _plain_column(col: np.ndarray | pd.Series) -> np.ndarray:
 
 
 def _missing(v: object) -> bool:
-    """Missing as pandas' factorize takes it (None, NaN, NA, NaT)."""
-    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)
+    """Missing as pandas' factorize takes it (None, NaN, NA, NaT of any kind, a Decimal NaN)."""
+    return not isinstance(v, (str, tuple, list, np.ndarray)) and bool(pd.isna(v))
 
 
 def _distinct(vals: np.ndarray) -> tuple[np.ndarray, list]:

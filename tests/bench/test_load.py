@@ -54,3 +54,45 @@ def test_requests_on_one_connection_read_each_whole_response() -> None:
         assert len(srv.seen) == 8
     finally:
         srv.shutdown()
+
+
+def test_a_request_the_server_dropped_after_replying_in_part_is_an_error_not_a_resend() -> None:
+    """A kept-alive connection closed while idle is reopened once and counted; a reply cut off midway is
+    the caller's error (a worker that dies mid-request must show as an error, not a second 200)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    idle_closed = threading.Event()
+
+    def serve() -> None:
+        a, _ = srv.accept()  # first connection: one reply, then closed while idle
+        a.recv(65536)
+        a.sendall(ok)
+        a.close()
+        idle_closed.set()
+        b, _ = srv.accept()  # the resend: one reply, then a reply cut short
+        b.recv(65536)
+        b.sendall(ok)
+        b.recv(65536)
+        b.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+        b.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    _, _, raws = prepared(f"http://127.0.0.1:{port}/score", [{}], None)
+    c = HttpConnection("127.0.0.1", port, timeout=5)
+    assert c.request(raws[0]) == 200
+    assert idle_closed.wait(5)
+    assert c.request(raws[0]) == 200 and c.reconnects == 1
+    try:
+        c.request(raws[0])
+    except EOFError:
+        pass
+    else:
+        raise AssertionError("a reply cut short was read as a response")
+    assert c.reconnects == 1
+    srv.close()

@@ -398,3 +398,22 @@ def test_a_requests_few_values_are_formatted_as_the_batchs_many(picks) -> None:
     assert codes.tolist() == big_codes[: len(plain)].tolist()
     assert [_plain(u) for u in uniq] == [_plain(u) for u in big_uniq]  # factorize gives NaN for None
     assert [uniq[c] for c in codes] == plain.tolist()
+
+
+def test_concept_sums_are_the_same_for_any_row_count_and_never_negative_zero(scorer) -> None:
+    """A concept's contribution is its features' running sum, left to right: a loan gets the same figure
+    alone or among thousands, and an all-zero concept reads 0.0 (not -0.0) in /explain's JSON."""
+    rng = np.random.default_rng(3)
+    n_feat = len(scorer.bundle.features)
+    contrib = rng.normal(size=(3000, n_feat)) * 10.0 ** rng.integers(-12, 2, size=(3000, n_feat))
+    contrib[:5] = -0.0
+    many = scorer.concept_contributions(contrib)
+    alone = np.vstack([scorer.concept_contributions(contrib[i : i + 1]) for i in range(0, 3000, 97)])
+    assert np.array_equal(many[::97], alone)
+    cm = scorer.concepts
+    for k in range(len(cm.concepts)):  # the plain loop in feature order, from 0.0
+        ref = np.zeros(len(contrib))
+        for j in np.flatnonzero(cm.member[:, k] > 0):
+            ref += contrib[:, j]
+        assert np.array_equal(many[:, k], ref)
+    assert not np.signbit(many[:5]).any()
