@@ -122,6 +122,14 @@ def find_table_file(folder: Path, table: str) -> Path | None:
 _WARNED_BOTH: set[tuple[str, str]] = set()
 
 
+def book_folder(folder: str | Path) -> Path:
+    """The folder as a Path; ValueError if it is not a folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"book folder {str(folder)!r} does not exist")
+    return folder
+
+
 def read_raw_tables(
     folder: str | Path, tables: tuple[str, ...] = TABLE_NAMES
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -130,9 +138,7 @@ def read_raw_tables(
     Parquet keeps its stored types; CSV is read as text so that validation sees exactly what was written,
     and its malformed lines come as rows marked in `CSV_LINE` (see the module docstring).
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"book folder {str(folder)!r} does not exist")
+    folder = book_folder(folder)
     frames: dict[str, pd.DataFrame] = {}
     missing: list[str] = []
     for name in tables:
