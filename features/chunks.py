@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from features.book import (
     book_folder,
@@ -25,7 +24,6 @@ from features.book import (
     isin,
     parquet_rows,
     read_parquet,
-    read_parquet_columns,
     read_raw_tables,
     read_table_columns,
 )
@@ -154,8 +152,7 @@ def _static_columns(folder: Path, wanted: dict[str, tuple[str, ...]]) -> dict[st
     for name, cols in wanted.items():
         path = find_table_file(folder, name)
         if path is not None and path.suffix == ".parquet":
-            have = set(pq.ParquetFile(path).schema_arrow.names)
-            out[name] = read_parquet_columns(path, [c for c in cols if c in have])
+            out[name] = read_table_columns(path, cols)  # the columns it has; an Arrow error names the file
         elif path is not None:
             out.update(read_raw_tables(folder, (name,))[0])
     return out
