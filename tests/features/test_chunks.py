@@ -79,6 +79,22 @@ def test_the_context_of_a_folder_is_the_context_of_the_book(small_generated, sma
     )
 
 
+def test_the_context_is_the_same_from_parquet_and_csv_and_a_broken_file_is_named(
+    small_generated, tmp_path
+) -> None:
+    """The context reads only the key columns of a Parquet loans table and the whole of a CSV one: the
+    same table either way; a loans file that is not Parquet is an error naming that file."""
+    b = small_generated.book
+    want = context_table(b.performance, b.loans, b.borrowers)
+    for fmt in ("parquet", "csv"):
+        got = book_context(write_book(b, tmp_path / fmt, fmt=fmt))
+        pd.testing.assert_frame_equal(got, want, obj=fmt)
+    broken = write_book(b, tmp_path / "broken")
+    (broken / "loans.parquet").write_bytes(b"not a parquet file")
+    with pytest.raises(ValueError, match="loans.parquet"):
+        book_context(broken)
+
+
 def test_the_context_at_one_month_reads_only_its_look_back_and_gives_the_same_rates(
     small_generated, small_book_dir
 ) -> None:
