@@ -60,10 +60,11 @@ def split_windows(panel: pd.DataFrame, spec: ModelSpec, windows: Windows) -> dic
     """Labelled snapshots of the spec's population for training, calibration and test.
 
     Without a holdout share: the train, calibration and test windows. With one, a seeded share of the
-    loans is held out of training: the calibration data are their snapshots in the calibration window (in
-    the training window when there is none). Held-out loans never train, so early stopping cannot reward
-    a model for recognising next month's row of a loan it was trained on (a loan's consecutive snapshots
-    are near-duplicates with overlapping label windows)."""
+    loans (by loan id, `training.ensemble.loan_draws`) is held out of training: the calibration data are
+    their snapshots in the calibration window (in the training window when there is none). Held-out
+    loans never train, so early stopping cannot reward a model for recognising next month's row of a
+    loan it was trained on (a loan's consecutive snapshots are near-duplicates with overlapping label
+    windows)."""
     pop = population(panel, spec.population.current_only)
 
     def rows(rng) -> pd.DataFrame:
@@ -75,7 +76,9 @@ def split_windows(panel: pd.DataFrame, spec: ModelSpec, windows: Windows) -> dic
     parts["calibration"] = rows(cal_w) if cal_w else parts["train"]
     if share is not None:
         loans = np.sort(pd.concat([parts["train"]["loan_id"], parts["calibration"]["loan_id"]]).unique())
-        held = loans[np.random.default_rng(spec.seed).random(len(loans)) < share]
+        held = loans[
+            ensemble.loan_draws(loans, spec.seed, "holdout") < share
+        ]  # a loan's place: its id and the seed
         parts["train"] = parts["train"][~parts["train"]["loan_id"].isin(held)].reset_index(drop=True)
         parts["calibration"] = parts["calibration"][parts["calibration"]["loan_id"].isin(held)].reset_index(
             drop=True

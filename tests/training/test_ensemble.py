@@ -6,7 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from training.ensemble import loan_folds, member_raw, merge, unseen_raw
+from training.ensemble import loan_draws, loan_folds, member_raw, merge, unseen_raw
 
 
 def _members(X: pd.DataFrame, y: pd.Series) -> list[lgb.Booster]:
@@ -94,3 +94,48 @@ def test_merged_booster_is_the_mean_of_its_members_in_score_and_shap() -> None:
     mean_shap = np.mean([m.predict(X, pred_contrib=True) for m in members], axis=0)
     np.testing.assert_allclose(merged.predict(X, pred_contrib=True), mean_shap, atol=1e-12)
     assert merge(members[:1]) is members[0]
+
+
+def test_a_loan_keeps_its_fold_when_other_loans_leave_or_join_the_book() -> None:
+    """Folds follow each loan's id and the seed alone: setting one early loan aside (a bad row in next
+    month's extract) or adding new loans moves no other loan, and the folds stay balanced."""
+    ids = np.array([f"L{i:06d}" for i in range(3000)])
+    before = loan_folds(pd.Series(ids), 3, 7)
+    after = loan_folds(pd.Series(np.r_[ids[1:], ["L999998", "L999999"]]), 3, 7)
+    np.testing.assert_array_equal(after[:-2], before[1:])
+    assert np.bincount(before, minlength=3).min() > 900
+    assert (loan_folds(pd.Series(ids), 3, 8) != before).mean() > 0.5  # another seed, other folds
+    held = loan_draws(ids, 7, "holdout") < 0.25  # the held-out loans spread over every fold
+    assert np.bincount(before[held], minlength=3).min() > 200
+
+
+def test_the_held_out_calibration_loans_stay_held_out_when_a_loan_is_set_aside() -> None:
+    """The held-out share of a short book's spec (no calibration window) draws by loan id too."""
+    from model.spec import ModelSpec
+    from training.fit import split_windows
+
+    months = pd.date_range("2024-01-01", periods=3, freq="MS")
+    ids = [f"L{i:05d}" for i in range(800)]
+    panel = pd.DataFrame(
+        {
+            "loan_id": np.repeat(ids, 3),
+            "as_of": np.tile(months, 800),
+            "label": (np.arange(2400) % 7 == 0).astype(int),  # defaults in every month
+            "dpd_now": 0,
+        }
+    )
+    spec = ModelSpec.model_validate(
+        {
+            "name": "t",
+            "windows": {
+                "train": ["2024-01", "2024-02"],
+                "calibration_months": 0,
+                "test": ["2024-03", "2024-03"],
+            },
+        }
+    )
+    w = {"train": (months[0], months[1]), "calibration": None, "test": (months[2], months[2])}
+    held = set(split_windows(panel, spec, w)["calibration"]["loan_id"])
+    fewer = split_windows(panel[panel["loan_id"] != ids[0]], spec, w)
+    assert set(fewer["calibration"]["loan_id"]) == held - {ids[0]}
+    assert 0.2 < len(held) / len(ids) < 0.3
