@@ -62,9 +62,10 @@ class Problem:
     def describe(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
         ex = f" e.g. {', '.join(self.examples)}" if self.examples else ""
-        rows = f" ({self.count} rows)" if self.count else ""  # a problem of the table itself has none
+        n = f"{self.count} row{'' if self.count == 1 else 's'}"
+        rows = f" ({n})" if self.count else ""  # a problem of the table itself has none
         if self.rows_set_aside:  # those rows are not used: their loans go to rejects
-            rows = f" ({self.count} rows, {self.rows_set_aside} of them of loans set aside)"
+            rows = f" ({n}, {self.rows_set_aside} of them of loans set aside)"
         return f"{self.severity.upper():7s} {where} [{self.rule}] {self.message}{rows}{ex}"
 
 

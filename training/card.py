@@ -88,7 +88,7 @@ def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_vers
             f"{m['unseen_auc']:.4f}"
             + (f" ({m['unseen_over_oracle']:.4f} of the oracle's)" if "unseen_over_oracle" in m else "")
             + ": the test window's loans are the training windows' loans, and a training label's "
-            f"{lbl.horizon_months} months run into the test window's outcomes, so part of the gap to the"
+            f"{_months(lbl.horizon_months)} reach into the test window's outcomes, so part of the gap to the"
             " model's AUC can be loans"
             " recognised, which production scoring never gets (one member is also weaker than the mean of"
             " all)."
@@ -163,9 +163,9 @@ Features left out of this model:
 {dropped}
 
 ## Label and exclusions
-- Label: {lbl.dpd_threshold}+ days past due or charge-off within {lbl.horizon_months} months after the
+- Label: {lbl.dpd_threshold}+ days past due or charge-off within {_months(lbl.horizon_months)} after the
   as-of month.
-- Population: {pop}. A loan that defaulted and cured is scored again after {lbl.probation_months} months
+- Population: {pop}. A loan that defaulted and cured is scored again after {_months(lbl.probation_months)}
   below the threshold (its cure history is a feature). Excluded: loans not open, at or past the threshold,
   in default or probation at the as-of month, and snapshots whose {lbl.horizon_months}-month window is
   censored.
@@ -218,3 +218,8 @@ Flag rate, mean PD, default rate, AUC and O/E by group on the test window:
 - Categories never seen in training (a new city, a new funding partner) are scored as missing and flagged.
 - Borrowers hold one loan each in the generated book; cross-loan contagion is not modelled.
 """
+
+
+def _months(n: int) -> str:
+    """'1 month', '12 months'."""
+    return f"{n} month{'' if n == 1 else 's'}"

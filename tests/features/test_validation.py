@@ -19,7 +19,7 @@ from ews.cli import app
 from features.book import to_arrow, write_book
 from features.build import build_features
 from features.generate import generate_book
-from features.validation import _duplicated, validate_folder
+from features.validation import Problem, _duplicated, validate_folder
 
 runner = CliRunner()
 
@@ -446,3 +446,11 @@ def test_duplicate_keys_are_the_rows_pandas_calls_duplicated(rows) -> None:
     for cols in (["id"], ["id", "month"], ["month", "id"], ["id", "month", "x"]):
         want = df.duplicated(cols, keep=False) & df[cols].notna().all(axis=1)
         assert _duplicated(df, cols).tolist() == want.tolist(), cols
+
+
+def test_a_problem_counts_its_rows_in_words() -> None:
+    """'(1 row)', never '(1 rows)'; a problem of a whole table shows no count."""
+    one = Problem("error", "loans", None, "csv_line", "a line is not a record", 1, ["line 175"])
+    assert "(1 row) e.g. line 175" in one.describe()
+    assert "(3 rows)" in Problem("warning", "performance", "status", "after_close", "m", 3).describe()
+    assert "row" not in Problem("error", "loans", None, "empty_table", "the table is empty").describe()
