@@ -1171,6 +1171,7 @@ def score_book_cmd(
     out.print(
         f"watchlist: {wl['loans']:,} loans, exposure {wl['exposure']:,.0f} of {wl['book_exposure']:,.0f}; "
         f"new {wl['new']}, tier up {wl['tier_up']}, tier down {wl['tier_down']}, left {wl['left_the_list']}"
+        + _left_by_reason(wl.get("left_by_reason") or {})
     )
     shifted = ", ".join(summary["psi"]["shifted_above_0.25"]) or "none"
     out.print(f"score PSI {summary['psi']['score']:.4f}; features shifted (PSI > {PSI_SHIFTED}): {shifted}")
@@ -1196,6 +1197,12 @@ def score_book_cmd(
     out.print(f"outputs in {cfg.target}")
     if summary["rejects"]["lines"]:
         raise typer.Exit(EXIT_REJECTS)
+
+
+def _left_by_reason(counts: dict[str, int]) -> str:
+    """' (304 now green, 134 not scored: see left.csv)': why loans left the watchlist, where any did."""
+    parts = [f"{n:,} {why}" for why, n in counts.items() if n]
+    return f" ({', '.join(parts)}: see left.csv)" if parts else ""
 
 
 if __name__ == "__main__":  # pragma: no cover

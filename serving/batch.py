@@ -9,7 +9,8 @@ not a record is a `TABLE:csv_line` reject naming the line, found by the book rea
 validate` reports the same. The rest is scored in partitions of loan ids (bounded memory) with the shared
 feature builder and the shared `RiskScorer`.
 
-The four outputs of an as-of month (`scores.parquet`, `watchlist.csv`, `rejects.csv`, `summary.json`) are
+The five outputs of an as-of month (`scores.parquet`, `watchlist.csv`, `left.csv`, `rejects.csv`,
+`summary.json`) are
 replaced as a set at one instant (`serving.outputs`: the month is a link to a complete version folder, and
 every run first recovers what a killed one left), so a reader or a kill at any point sees the complete old
 set or the complete new set.
@@ -114,7 +115,8 @@ def previous_run(cfg: BatchConfig) -> tuple[str, pd.DataFrame] | None:
     if not earlier:
         return None
     path = cfg.out_dir / earlier[-1] / "scores.parquet"
-    cols = [c for c in ("loan_id", "tier", "model_name", "model_version") if c in pq.read_schema(path).names]
+    wanted = ("loan_id", "tier", "pd", "watch_list", "borrower_id", "product", "model_name", "model_version")
+    cols = [c for c in wanted if c in pq.read_schema(path).names]
     return earlier[-1], pd.read_parquet(path, columns=cols)
 
 
@@ -257,7 +259,9 @@ def score_book(
         _add_warnings(warnings, (changed,))
     _add_warnings(warnings, unseen_categories(scorer.bundle.training, features))
     watch = _watchlist(scores, scorer.top_k, prev)
+    left = _left(prev, scores, rejects)
     summary = _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow, shadow_parts)
+    summary["watchlist"]["left_by_reason"] = {r: int((left["now"] == r).sum()) for r in LEFT_REASONS}
     summary["rejects"] = _reject_summary(rejects)
     summary["warnings"] = [warnings[k] for k in sorted(warnings)]
     summary["tier_thresholds"] = {
@@ -267,7 +271,7 @@ def score_book(
             (scorer.bundle.tier(scores["pd"].to_numpy(), scores["watch_list"].to_numpy()) != "green").sum()
         ),
     }
-    _write(cfg, scores, watch, rejects, summary)
+    _write(cfg, scores, watch, left, rejects, summary)
     log.info(
         "scored %s loans at %s in %.1fs: %s",
         counts["scored"],
@@ -324,6 +328,40 @@ def _count_loans(book_dir: Path) -> int | None:
     if p is not None and p.suffix == ".parquet":
         return pq.ParquetFile(p).metadata.num_rows
     return None
+
+
+LEFT_REASONS = ("now green", "set aside", "not scored")
+
+
+def _left(prev: tuple[str, pd.DataFrame] | None, scores: pd.DataFrame, rejects: pd.DataFrame) -> pd.DataFrame:
+    """The loans red or amber at the previous as-of that are not now, and why: `now green` (scored, below
+    the tiers), `set aside` (their rows broke the contract this month: `rejects.csv` says which rule), or
+    `not scored` (not performing at this as-of: in default, at or past the threshold, in probation or
+    closed; or gone from the book). A loan that defaulted leaves the watchlist as `not scored`, never
+    without a trace."""
+    cols = ["loan_id", "previous_tier", "previous_pd", "previous_list", "now", "pd", "tier", "rule"]
+    if prev is None or "tier" not in prev[1]:
+        return pd.DataFrame(columns=cols)
+    was = prev[1][prev[1]["tier"].isin(FLAGGED)]
+    now = scores.set_index("loan_id")
+    gone = was[~was["loan_id"].isin(now.index[now["tier"].isin(FLAGGED)])].sort_values("loan_id")
+    ids = gone["loan_id"]
+    rule = rejects.dropna(subset=["loan_id"]).drop_duplicates("loan_id").set_index("loan_id")["rule"]
+    scored = ids.isin(now.index).to_numpy()
+    set_aside = ids.isin(rule.index).to_numpy() & ~scored
+    return pd.DataFrame(
+        {
+            "loan_id": ids.to_numpy(),
+            "previous_tier": gone["tier"].to_numpy(),
+            "previous_pd": gone["pd"].round(6).to_numpy() if "pd" in gone else np.nan,
+            "previous_list": gone["watch_list"].to_numpy() if "watch_list" in gone else None,
+            "now": np.where(scored, LEFT_REASONS[0], np.where(set_aside, LEFT_REASONS[1], LEFT_REASONS[2])),
+            "pd": now["pd"].reindex(ids).round(6).to_numpy(),
+            "tier": now["tier"].reindex(ids).to_numpy(),
+            "rule": rule.reindex(ids).where(set_aside).to_numpy(),
+        },
+        columns=cols,
+    )
 
 
 def _watchlist(scores: pd.DataFrame, k: int, prev: tuple[str, pd.DataFrame] | None) -> pd.DataFrame:
@@ -487,12 +525,13 @@ def _finite(obj):
     return obj
 
 
-def _write(cfg: BatchConfig, scores, watch, rejects, summary) -> None:
-    """The four files as one new version of the month folder, swapped in at one instant."""
+def _write(cfg: BatchConfig, scores, watch, left, rejects, summary) -> None:
+    """The five files as one new version of the month folder, swapped in at one instant."""
     text = json.dumps(_finite(summary), indent=1, sort_keys=True, default=str, allow_nan=False)
     writers: dict[str, Callable[[Path], None]] = {
         "scores.parquet": lambda p: scores.to_parquet(p, index=False),
         "watchlist.csv": lambda p: watch.to_csv(p, index=False),
+        "left.csv": lambda p: left.to_csv(p, index=False),
         "rejects.csv": lambda p: rejects.to_csv(p, index=False),
         "summary.json": lambda p: p.write_text(text),
     }

@@ -22,7 +22,7 @@ from serving.scorer import RiskScorer
 from tests.conftest import DEMO_LOANS
 from tests.serving.conftest import serve_env
 
-FILES = ("scores.parquet", "watchlist.csv", "rejects.csv", "summary.json")
+FILES = ("scores.parquet", "watchlist.csv", "left.csv", "rejects.csv", "summary.json")
 
 
 def _run(book: Path, as_of: str, out: Path, scorer: RiskScorer, shadow=None, chunk=50_000) -> dict:
@@ -173,6 +173,20 @@ def test_changes_since_the_previous_run_and_shadow_scoring(
         assert r.change == expect, (r.loan_id, before, r.tier, r.change)
     assert plain["watchlist"]["previous_run"] == "2025-11"
     assert plain["watchlist"]["new"] == (watch["change"] == "new").sum() > 0
+    # every loan that left the watchlist is listed with why: green now, set aside, or not scored (a loan
+    # that went into default or closed leaves with a trace, not only as a count)
+    left = pd.read_csv(tmp_path / "2025-12" / "left.csv")
+    now = pd.read_parquet(tmp_path / "2025-12" / "scores.parquet").set_index("loan_id")["tier"]
+    assert set(left["loan_id"]) == set(prev.index[prev.isin(["red", "amber"])]) - set(watch["loan_id"])
+    assert len(left) == plain["watchlist"]["left_the_list"] > 0
+    for r in left.itertuples():
+        assert r.now == ("now green" if r.loan_id in now.index else "not scored"), r
+        assert r.previous_tier == prev[r.loan_id] and (
+            r.loan_id not in now.index or now[r.loan_id] == "green"
+        )
+    assert (left["now"] == "not scored").any() and (left["now"] == "now green").any()
+    by = plain["watchlist"]["left_by_reason"]
+    assert by == {k: int((left["now"] == k).sum()) for k in ("now green", "set aside", "not scored")}
     # a shadow challenger (a weaker model on fewer features) is scored on the same loans, reported, and
     # changes nothing else
     from model.spec import resolve_windows
@@ -323,3 +337,29 @@ def test_batch_score_of_a_loan_equals_the_api_score(server, demo_book_dir, champ
             f for f in (r.reason_1_concept, r.reason_2_concept, r.reason_3_concept) if pd.notna(f)
         ]
     assert np.isfinite(scores["pd"]).all()
+
+
+def test_a_loan_that_left_the_watchlist_says_why() -> None:
+    """Green now, set aside this month (with its rule), or not scored (in default, closed, gone); loans
+    still flagged, or green before, are not leavers."""
+    from serving.batch import _left
+
+    prev = pd.DataFrame(
+        {
+            "loan_id": ["A", "B", "C", "D", "E"],
+            "tier": ["red", "amber", "red", "amber", "green"],
+            "pd": [0.5, 0.2, 0.6, 0.3, 0.01],
+            "watch_list": ["early_warning"] * 5,
+        }
+    )
+    scores = pd.DataFrame(
+        {"loan_id": ["A", "D", "E"], "tier": ["green", "red", "green"], "pd": [0.02, 0.4, 0.01]}
+    )
+    rejects = pd.DataFrame({"loan_id": ["B", None], "rule": ["performance.balance:range", "loans:csv_line"]})
+    left = _left(("2025-11", prev), scores, rejects).set_index("loan_id")
+    assert list(left.index) == ["A", "B", "C"]
+    assert left["now"].tolist() == ["now green", "set aside", "not scored"]
+    assert left.loc["A", "tier"] == "green" and left.loc["A", "pd"] == 0.02
+    assert left.loc["B", "rule"] == "performance.balance:range" and pd.isna(left.loc["C", "rule"])
+    assert left["previous_tier"].tolist() == ["red", "amber", "red"]
+    assert _left(None, scores, rejects).empty

@@ -27,7 +27,7 @@ from serving.batch import BatchConfig, score_book
 from serving.scorer import RiskScorer
 from tests.serving.conftest import serve_env
 
-FILES = ("scores.parquet", "watchlist.csv", "rejects.csv", "summary.json")
+FILES = ("scores.parquet", "watchlist.csv", "left.csv", "rejects.csv", "summary.json")
 REPO = Path(__file__).resolve().parents[2]
 CHUNK = 400  # the small book's 1,500 loans in four partitions
 runner = CliRunner()
@@ -257,7 +257,7 @@ outputs.publish(out, month, {name: writer(name) for name in sys.argv[5:]})
 
 KILL_POINTS = {  # where the run dies -> which set the month shows right after
     "in_first_write": "old",  # half of scores.parquet written into the partial folder
-    "write:rejects.csv": "old",  # between writes: two files written, two to go
+    "write:rejects.csv": "old",  # between writes: three files written, two to go
     "complete": "old",  # the new version is complete, nothing points to it yet
     "linked": "old",  # during the swap: the new link is made, not yet renamed over the month
     "swapped": "new",  # after the swap, before the old version is deleted
@@ -292,7 +292,7 @@ def test_a_kill_at_any_point_of_the_swap_leaves_a_complete_set_and_the_next_run_
     point, small_book_dir, as_of, champion_scorer, old_and_new, tmp_path
 ) -> None:
     sets = {k: _files(v) for k, v in old_and_new.items()}
-    assert sets["old"] != sets["new"] and all(len(x) == 4 for x in sets.values())
+    assert sets["old"] != sets["new"] and all(len(x) == len(FILES) for x in sets.values())
     out = tmp_path / "scores"
     outputs.publish(out, as_of, {f: (lambda p, d=d: p.write_bytes(d)) for f, d in sets["old"].items()})
     _crash(out, as_of, old_and_new["new"], point)
