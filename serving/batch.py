@@ -115,7 +115,7 @@ def previous_run(cfg: BatchConfig) -> tuple[str, pd.DataFrame] | None:
     if not earlier:
         return None
     path = cfg.out_dir / earlier[-1] / "scores.parquet"
-    wanted = ("loan_id", "tier", "pd", "watch_list", "borrower_id", "product", "model_name", "model_version")
+    wanted = ("loan_id", "tier", "pd", "watch_list", "model_name", "model_version")
     cols = [c for c in wanted if c in pq.read_schema(path).names]
     return earlier[-1], pd.read_parquet(path, columns=cols)
 
@@ -260,8 +260,7 @@ def score_book(
     _add_warnings(warnings, unseen_categories(scorer.bundle.training, features))
     watch = _watchlist(scores, scorer.top_k, prev)
     left = _left(prev, scores, rejects)
-    summary = _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow, shadow_parts)
-    summary["watchlist"]["left_by_reason"] = {r: int((left["now"] == r).sum()) for r in LEFT_REASONS}
+    summary = _summary(cfg, scorer, scores, features, counts, watch, left, prev, run_id, shadow, shadow_parts)
     summary["rejects"] = _reject_summary(rejects)
     summary["warnings"] = [warnings[k] for k in sorted(warnings)]
     summary["tier_thresholds"] = {
@@ -426,7 +425,7 @@ def _lists(scores: pd.DataFrame, tiers) -> dict[str, dict]:
     return out
 
 
-def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow, shadow_parts) -> dict:
+def _summary(cfg, scorer, scores, features, counts, watch, left, prev, run_id, shadow, shadow_parts) -> dict:
     b = scorer.bundle
     hist = features.get("history_months")
     psis = {  # vs training, like for like: a feature that needs history on the rows that have it
@@ -436,10 +435,6 @@ def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow,
     }
     score_psi = psi(b.reference["__score__"], scores["pd"]) if len(scores) else float("nan")
     shifted = sorted(f for f, v in psis.items() if v > PSI_SHIFTED)
-    left = 0
-    if prev is not None:
-        was_flagged = set(prev[1].loc[prev[1]["tier"].isin(FLAGGED), "loan_id"])
-        left = len(was_flagged - set(watch["loan_id"]))
     s = {
         "run_id": run_id,
         "as_of": f"{cfg.as_of:%Y-%m}",
@@ -459,7 +454,8 @@ def _summary(cfg, scorer, scores, features, counts, watch, prev, run_id, shadow,
             "new": int((watch["change"] == "new").sum()),
             "tier_up": int((watch["change"] == "tier up").sum()),
             "tier_down": int((watch["change"] == "tier down").sum()),
-            "left_the_list": left,
+            "left_the_list": len(left),
+            "left_by_reason": {r: int((left["now"] == r).sum()) for r in LEFT_REASONS},
             "previous_run": prev[0] if prev else None,
         },
         "psi": {
