@@ -373,7 +373,7 @@ def book_summary(
     import pandas as pd
 
     from features.labels import LabelRule
-    from features.months import add_months
+    from features.months import add_months, months_text
     from features.summary import default_rates, oracle_aucs
     from features.validation import load_book
 
@@ -412,7 +412,7 @@ def book_summary(
     if oracle_path.exists():
         for h, auc in oracle_aucs(book, pd.read_parquet(oracle_path), rule, horizon).items():
             if auc is None:
-                out.print(f"no exact oracle for {dpd}+ DPD in {_months(h)}")
+                out.print(f"no exact oracle for {dpd}+ DPD in {months_text(h)}")
             elif np.isnan(auc):  # no complete window (or no default in one) to rank
                 out.print(f"oracle AUC {h:>2}m: n/a (no complete {h}-month window with defaults in the book)")
             else:
@@ -606,6 +606,8 @@ def train(
 
 
 def _print_metrics(m: dict, challenger_auc: float | None) -> None:
+    from features.months import months_text
+
     line = f"test AUC {m['auc']:.4f}  Gini {m['gini']:.4f}  KS {m['ks']:.4f}  ECE {m['ece']:.4f}"
     line += f"  O/E {m['oe']:.2f} ({m.get('oe_low', float('nan')):.2f}-{m.get('oe_high', float('nan')):.2f})"
     line += f"  capture@5% {m['capture_5pct']:.1%}"
@@ -641,13 +643,9 @@ def _print_metrics(m: dict, challenger_auc: float | None) -> None:
     if m.get("lead_median_months", float("nan")) == m.get("lead_median_months", float("nan")):
         out.print(
             f"lead time: {m['lead_flagged_share']:.1%} of defaulters flagged red/amber beforehand, "
-            f"median {_months(round(m['lead_median_months']))} ahead, "
+            f"median {months_text(round(m['lead_median_months']))} ahead, "
             f"{m['lead_3m_share']:.1%} at least 3 months ahead"
         )
-
-
-def _months(n: int) -> str:
-    return f"{n} month" if n == 1 else f"{n} months"
 
 
 @app.command("promote")

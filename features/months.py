@@ -63,3 +63,8 @@ def month_range(start, end) -> list[pd.Timestamp]:
     if b < a:
         raise ValueError(f"as-of range ends ({b:%Y-%m}) before it starts ({a:%Y-%m})")
     return list(pd.date_range(a, b, freq="MS"))
+
+
+def months_text(n: int) -> str:
+    """'1 month', '12 months': a count of months as a sentence says it."""
+    return f"{n} month{'' if n == 1 else 's'}"

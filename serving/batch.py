@@ -388,6 +388,7 @@ def _watchlist(scores: pd.DataFrame, k: int, prev: tuple[str, pd.DataFrame] | No
             "city": w["city"],
             "balance": w["balance"].round(2),
             "current_ltv": w["current_ltv"].round(4),
+            "utilisation": w["utilisation"].round(4),
             "dpd": w["dpd"].round().astype("Int64"),  # days: 60, not 60.0
             "pd": w["pd"].round(6),
             "grade": w["grade"],

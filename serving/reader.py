@@ -95,6 +95,8 @@ def prepare(report: ValidationReport, as_of: pd.Timestamp, rule: LabelRule, book
     bal = perf.loc[(perf["month"] == as_of).to_numpy(), ["loan_id", "balance"]]
     info = feats[["loan_id"]].merge(info, on="loan_id", how="left").merge(bal, on="loan_id", how="left")
     info["current_ltv"] = feats["current_ltv"].to_numpy() if "current_ltv" in feats else np.nan
+    # a card's exposure is its use of the limit, as a secured loan's is its LTV (missing for the other)
+    info["utilisation"] = feats["utilisation"].to_numpy() if "utilisation" in feats else np.nan
     info["dpd"] = feats["dpd_now"].to_numpy() if "dpd_now" in feats else np.nan
     if len(info) != len(feats):  # the loans and rows kept are unique per loan: a bug, never bad data
         raise AssertionError(f"{len(info)} info rows for {len(feats)} scored loans")

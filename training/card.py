@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
+from features.months import months_text
 from features.stability import PSI_WATCH, psi_band
 from model.spec import ModelSpec
 from training.fit import TrainResult
@@ -88,8 +89,8 @@ def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_vers
             f"{m['unseen_auc']:.4f}"
             + (f" ({m['unseen_over_oracle']:.4f} of the oracle's)" if "unseen_over_oracle" in m else "")
             + ": the test window's loans are the training windows' loans, and a training label's "
-            f"{_months(lbl.horizon_months)} reach into the test window's outcomes, so part of the gap to the"
-            " model's AUC can be loans"
+            f"{months_text(lbl.horizon_months)} reach into the test window's outcomes, so part of the gap"
+            " to the model's AUC can be loans"
             " recognised, which production scoring never gets (one member is also weaker than the mean of"
             " all)."
         )
@@ -163,9 +164,9 @@ Features left out of this model:
 {dropped}
 
 ## Label and exclusions
-- Label: {lbl.dpd_threshold}+ days past due or charge-off within {_months(lbl.horizon_months)} after the
+- Label: {lbl.dpd_threshold}+ days past due or charge-off within {months_text(lbl.horizon_months)} after the
   as-of month.
-- Population: {pop}. A loan that defaulted and cured is scored again after {_months(lbl.probation_months)}
+- Population: {pop}. A loan that defaulted and cured is scored again after {months_text(lbl.probation_months)}
   below the threshold (its cure history is a feature). Excluded: loans not open, at or past the threshold,
   in default or probation at the as-of month, and snapshots whose {lbl.horizon_months}-month window is
   censored.
@@ -218,8 +219,3 @@ Flag rate, mean PD, default rate, AUC and O/E by group on the test window:
 - Categories never seen in training (a new city, a new funding partner) are scored as missing and flagged.
 - Borrowers hold one loan each in the generated book; cross-loan contagion is not modelled.
 """
-
-
-def _months(n: int) -> str:
-    """'1 month', '12 months'."""
-    return f"{n} month{'' if n == 1 else 's'}"

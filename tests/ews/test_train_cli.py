@@ -298,6 +298,12 @@ def test_messy_books_validate_train_promote_and_score_without_hand_edits(
     summary = (tmp_path / "scores" / month / "summary.json").read_text()
     assert '"rejected": 0' in summary
     assert "unseen_" not in score.output  # the model's own kind of book
+    # an officer sees a card's use of its limit where a secured loan shows its LTV, and neither is made up
+    watch = pd.read_csv(tmp_path / "scores" / month / "watchlist.csv")
+    cards = watch["product"] == "revolving"
+    assert cards.any(), watch["product"].value_counts()
+    assert watch.loc[cards, "utilisation"].notna().all() and watch.loc[cards, "current_ltv"].isna().all()
+    assert watch.loc[~cards, "utilisation"].isna().all()
     if book == "card":  # every training account was a card: a book of other products is said to be one
         assert other.exit_code == 0, other.output
         said = [x for x in other.output.splitlines() if x.startswith("warning: unseen_product:")]
