@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
+from features.catalog import BY_NAME
 from features.months import months_text
 from features.stability import PSI_WATCH, psi_band
 from model.spec import ModelSpec
@@ -60,6 +61,16 @@ def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_vers
     w = result.windows
     lbl = spec.label
     pop = "loans current (0 DPD) at the as-of month" if spec.population.current_only else "performing loans"
+    # a card model knows no collateral: its card speaks of the actions and risks its loans can have
+    kept = [BY_NAME[f] for f in result.bundle.features if f in BY_NAME]
+    secured = any(f.concept == "collateral" for f in kept)
+    revolving = any(f.concept == "utilisation" for f in kept)
+    actions = ", ".join(
+        ["call the borrower", "restructure"]
+        + (["revalue collateral"] if secured else [])
+        + (["cut or freeze the credit line"] if revolving else [])
+    )
+    regime = "a sharper house-price fall" if secured else "a sharper downturn"
     metric_tbl = pd.DataFrame(
         [
             {
@@ -146,7 +157,7 @@ def model_card(result: TrainResult, spec: ModelSpec, book_sha256: str, code_vers
 {spec.description or "Probability of default for performing loans."} Used to rank the book for early
 warning. Each score is on one of two lists: **early warning** (not in arrears at the as-of month) and
 **in arrears**; within each list the riskiest {spec.tiers.red_share:.0%} are red and the next
-{spec.tiers.amber_share:.0%} amber, for credit officers to review, restructure, revalue collateral or sell.
+{spec.tiers.amber_share:.0%} amber, for credit officers to {actions} or sell.
 
 ## Data
 - Book fingerprint (SHA-256 of the five tables): `{book_sha256}`
@@ -212,8 +223,8 @@ Flag rate, mean PD, default rate, AUC and O/E by group on the test window:
 {warnings}
 
 ## Limitations
-- Trained on {w["train"][0]:%Y-%m}..{w["train"][1]:%Y-%m}; a regime unlike that period (a sharper house-price
-  fall, a new product) needs monitoring of PSI and O/E before the scores are trusted.
+- Trained on {w["train"][0]:%Y-%m}..{w["train"][1]:%Y-%m}; a regime unlike that period ({regime}, a new
+  product) needs monitoring of PSI and O/E before the scores are trusted.
 - PDs follow the book's own arrears and roll rates (portfolio context), which lag the economy; O/E far from 1
   on later windows means the level has moved even if the ranking holds.
 - Categories never seen in training (a new city, a new funding partner) are scored as missing and flagged.

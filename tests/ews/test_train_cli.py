@@ -280,6 +280,11 @@ def test_messy_books_validate_train_promote_and_score_without_hand_edits(
         mp.undo()
     # a list with no snapshot (in arrears, under a current-only card population) said 'nan%'
     assert "nan%" not in card, [x for x in card.splitlines() if "nan%" in x]
+    # the card's actions and risks are those of its loans: no collateral for a card book
+    purpose = card.split("## Data")[0]
+    assert "cut or freeze the credit line" in purpose, purpose
+    assert ("revalue collateral" in purpose) == (book == "mixed"), purpose
+    assert ("house-price" in card) == (book == "mixed")
     if promote.exit_code == 0:
         assert "version 1 (champion" in champion_report.output, champion_report.output
     else:  # asked for the champion by name: there is none, and no other version stands in for it
