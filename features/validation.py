@@ -114,7 +114,8 @@ class ValidationReport:
         bad = isin(ids, list(rejected)) if rejected else np.zeros(len(ids), dtype=bool)
         in_table = set(ids[bad])
         good = book.subset_loans(ids[~bad]) if self.errors else book
-        return SetAside(good, rejected, ids.nunique(), len(in_table))
+        no_id = sum(int(df["loan_id"].isna().sum()) for df in (book.loans, book.performance))
+        return SetAside(good, rejected, ids.nunique(), len(in_table), no_id if self.errors else 0)
 
 
 @dataclass
@@ -125,6 +126,7 @@ class SetAside:
     rejected: dict[str, str]  # loan id -> first rule broken (ids not in the loans table included)
     loans_in_book: int  # distinct loan ids of the loans table
     loans_rejected: int  # of the loans table's loans
+    rows_of_no_loan: int = 0  # loans and performance rows with no loan id at all (dropped too)
 
     @property
     def share(self) -> float:
@@ -141,7 +143,12 @@ class SetAside:
         orphans = len(self.rejected) - self.loans_rejected
         ids = f"{orphans:,} loan id{'' if orphans == 1 else 's'}"
         extra = f" and the rows of {ids} not in the loans table" if orphans else ""
-        return f"set aside {self.loans_rejected:,} of {self.loans_in_book:,} loans{extra} ({rules})"
+        if self.rows_of_no_loan:
+            n = self.rows_of_no_loan
+            extra += f" and {n:,} row{'' if n == 1 else 's'} with no loan id"
+        return f"set aside {self.loans_rejected:,} of {self.loans_in_book:,} loans{extra}" + (
+            f" ({rules})" if rules else ""
+        )
 
 
 def check_reject_share(loans_rejected: int, loans_in_book: int, max_share: float, what: str) -> None:

@@ -454,3 +454,16 @@ def test_a_problem_counts_its_rows_in_words() -> None:
     assert "(1 row) e.g. line 175" in one.describe()
     assert "(3 rows)" in Problem("warning", "performance", "status", "after_close", "m", 3).describe()
     assert "row" not in Problem("error", "loans", None, "empty_table", "the table is empty").describe()
+
+
+def test_rows_with_no_loan_id_are_counted_in_what_is_set_aside(book_copy: Path) -> None:
+    """`book validate` said 'set aside 0 of 1,500 loans ()' of a book whose only errors were performance
+    rows without a loan id: the rows it drops were in no count."""
+    perf = read(book_copy, "performance").astype({"loan_id": "object"})
+    perf.loc[[4, 9], "loan_id"] = None
+    write_raw(book_copy, "performance", perf)
+    res = run_validate(book_copy)
+    assert res.exit_code == 3, res.output
+    assert "VALID WITH REJECTS: set aside 0 of 1,500 loans and 2 rows with no loan id;" in res.output
+    kept = validate_folder(book_copy).set_aside()
+    assert kept.rows_of_no_loan == 2 and len(kept.book.performance) == len(perf) - 2
