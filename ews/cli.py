@@ -886,7 +886,8 @@ def report(ctx: typer.Context, model: ModelOpt = None) -> None:
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    # a port outside 1-65535 is a usage error naming --port (0 would bind a port no one is told of)
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
     book_dir: Annotated[
         Path | None,
         typer.Option("--book", help="Book to score by loan id (default: the demo book if present)."),
@@ -916,6 +917,10 @@ def serve(
         "EWS_AUDIT_LOG": str(settings.audit_path.resolve()),
         "BENTOML_DO_NOT_TRACK": "True",
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        # uvicorn takes a loopback caller's X-Forwarded-For as its address: any local client (or one behind
+        # a proxy that passes the header on) could dodge the wrong-key limit and write any address into
+        # the log. No proxy is trusted: every caller is the address its connection comes from
+        "FORWARDED_ALLOW_IPS": "",
     }
     if book is not None:
         env["EWS_BOOK"] = str(Path(book).resolve())
@@ -972,9 +977,10 @@ def _serve(settings: Settings, host: str, port: int, env: dict[str, str], stop) 
     # inside the server's home they go with it
     (home / "tmp").mkdir()
     env["TMPDIR"] = str(home / "tmp")
+    ref = env["EWS_MODEL_REF"]  # an alias says which; a version asked by number is not said twice
+    alias = "" if ref == str(verdict["model_version"]) else f" ({ref})"
     console.print(
-        f"starting {verdict['model_name']} version {verdict['model_version']} ({env['EWS_MODEL_REF']}) "
-        f"on http://{host}:{port}"
+        f"starting {verdict['model_name']} version {verdict['model_version']}{alias} on http://{host}:{port}"
     )
     try:
         rc = supervisor.run_server(
@@ -1003,12 +1009,25 @@ def _users(settings: Settings):
     return UserStore(settings.users_path)
 
 
+def _role_arg(value: str) -> str:
+    """A role the service knows, or a usage error naming --role (exit 64, as every wrong argument)."""
+    from serving.users import ROLES
+
+    if value not in ROLES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(ROLES)}")
+    return value
+
+
 @user_app.command("add")
 def user_add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="User name (letters, digits, . _ @ -).")],
     role: Annotated[
-        str, typer.Option(help="officer (score and read loans) or admin (also model info and metrics).")
+        str,
+        typer.Option(
+            callback=_role_arg,
+            help="officer (score and read loans) or admin (also model info and metrics).",
+        ),
     ] = "officer",
 ) -> None:
     """Create a user and print its API key, once (only a salted hash is stored, in EWS_USERS_FILE)."""

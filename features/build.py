@@ -274,7 +274,9 @@ def features_at(
     k = g.gloan[tgt]  # each target's loan code
     mob = (t_m - loans.origination_month[k]).astype(float)
     principal = loans.principal[k]
-    income = loans.annual_income[k]
+    # an income of 0 is one not declared (as a missing one): never the lowest income, nor a ratio that is
+    # left out and so lowers the PD (a declared 0 had scored below the loan's real income)
+    income = np.where(loans.annual_income[k] > 0, loans.annual_income[k], np.nan)
     bal_t = bal[tgt]
     revolving = (loans.product[k] == REVOLVING) | (loans.repayment_type[k] == REVOLVING)
 

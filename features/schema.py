@@ -76,7 +76,13 @@ BORROWERS = Table(
         ),
         Column("industry", "str", nullable=True, description="Industry of the business or employer."),
         Column("years_in_business", "float", nullable=True, min=0, description="Years the business has run."),
-        Column("annual_income", "float", nullable=True, min=0, description="Declared annual income."),
+        Column(
+            "annual_income",
+            "float",
+            nullable=True,
+            min=0,
+            description="Declared annual income; 0: not declared.",
+        ),
         Column(
             "bureau_score", "float", nullable=True, min=0, description="Credit bureau score at origination."
         ),

@@ -418,10 +418,26 @@ class ScoreResponse(BaseModel):
     )
 
 
+class BatchError(BaseModel):
+    """A loan of a batch that could not be scored, and why: what /score would answer for it alone."""
+
+    index: int = Field(description="Position of the loan in the request's `loans`.")
+    loan_id: str
+    status: int = Field(description="The status /score would give it, e.g. 422: not performing at as_of.")
+    error: str = Field(description="One-line summary.")
+    detail: list[ErrorDetail] = Field(description="One entry per problem; paths under ['loans', index].")
+
+
 class BatchResponse(BaseModel):
+    """One call's loans: every loan is in `scores` or in `errors` (a loan in arrears past the threshold
+    is routine in a book and never costs the others their scores)."""
+
     model_name: str
     model_version: str
-    scores: list[ScoreResponse]
+    scores: list[ScoreResponse] = Field(description="The loans scored, in the request's order.")
+    errors: list[BatchError] = Field(
+        default_factory=list, description="The loans that could not be scored, in the request's order."
+    )
 
 
 class ExplainResponse(BaseModel):

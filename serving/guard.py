@@ -202,14 +202,17 @@ class RequestGuard:
         if access is None:
             return await _send_json(send, 503, NOT_READY, {"retry-after": "5"})
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # two Authorization headers are no key (the last one had won: a wrong key, then a valid one, passed)
+        auth = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"]
+        key = _bearer(auth[0] if len(auth) == 1 else None)
         client = (scope.get("client") or ("-",))[0]
-        user = access.users.cached(_bearer(headers.get("authorization")))
+        user = access.users.cached(key)
         if user is None and access.failed_keys.blocked(client):
             log.warning("429 %s %s: %s sent too many wrong keys", scope["method"], path, client)
             retry = {"retry-after": f"{access.failed_keys.window:g}"}
             return await _send_json(send, 429, TOO_MANY, retry)
         if user is None:  # a key not seen before: one scrypt, off the event loop
-            user = await anyio.to_thread.run_sync(access.users.verify, _bearer(headers.get("authorization")))
+            user = await anyio.to_thread.run_sync(access.users.verify, key)
         if user is None:
             access.failed_keys.failed(client)
             log.warning("401 %s %s: no valid API key", scope["method"], path)

@@ -16,6 +16,7 @@ import pandas as pd
 from features.context import ContextIndex
 from model.bundle import ModelBundle
 from serving.api_models import (
+    BatchError,
     BatchResponse,
     ExplainResponse,
     LoanInput,
@@ -117,18 +118,21 @@ class ScoringRuntime:
         return self._responses(rows["loan_id"].tolist(), [f"{t:%Y-%m}" for t in rows["as_of"]], scored)[0]
 
     def score_batch(self, items: list[LoanInput]) -> BatchResponse:
-        """Up to 1,000 loans in one call; any loan that cannot be scored fails the call, naming it."""
+        """Up to 1,000 loans in one call; a loan that cannot be scored is in `errors` with its index and
+        why, and the others are scored."""
         results = self._score_items(items)
-        problems = [
-            (f"loans.{i}.{loc}", msg)
-            for i, r in enumerate(results)
-            if isinstance(r, InputError)
-            for loc, msg in r.problems
-        ]
-        if problems:
-            raise InputError(422, problems)
+        errors = []
+        for i, r in enumerate(results):
+            if isinstance(r, InputError):
+                body = r.under(f"loans.{i}").body()
+                errors.append(BatchError(index=i, loan_id=items[i].loan.loan_id, status=r.status, **body))
+            elif isinstance(r, BaseException):  # not the loan's fault (a bug): the call fails
+                raise r
         return BatchResponse(
-            model_name=self.scorer.model_name, model_version=self.scorer.model_version, scores=results
+            model_name=self.scorer.model_name,
+            model_version=self.scorer.model_version,
+            scores=[r for r in results if isinstance(r, ScoreResponse)],
+            errors=errors,
         )
 
     def explain(self, rows: pd.DataFrame | dict[str, np.ndarray]) -> ExplainResponse:

@@ -134,7 +134,8 @@ class LoanEWS:
             list[LoanInput], Field(min_length=1, max_length=MAX_BATCH, description="1 to 1,000 loans.")
         ],
     ) -> BatchResponse:
-        """Score up to 1,000 loans given in full in one call; any bad loan fails the call with its index."""
+        """Score up to 1,000 loans given in full in one call. A loan that cannot be scored (e.g. not
+        performing at as_of) is listed in `errors` with its index and why; the others are scored."""
         _reads(ctx, [(item.loan.loan_id, _as_of(item)) for item in loans])
         ids = [item.loan.loan_id for item in loans]
         dup = sorted({x for x in ids if ids.count(x) > 1}) if len(set(ids)) < len(ids) else []
@@ -158,8 +159,12 @@ class LoanEWS:
         ] = None,
     ) -> ExplainResponse:
         """The full SHAP contribution vector of one loan (log-odds), with its base value and raw score."""
-        if (loan_id is None) == (loan is None):
-            return _error(ctx, InputError(422, [("loan_id", "give exactly one of loan_id or loan")]))
+        if (loan_id is None) == (loan is None):  # a cross-field rule of the request: 400, as all such
+            return _error(ctx, InputError(400, [("loan_id", "give exactly one of loan_id or loan")]))
+        if loan is not None and as_of is not None:  # never a month silently ignored
+            return _error(
+                ctx, InputError(400, [("as_of", "goes with loan_id; a loan given in full has loan.as_of")])
+            )
         if loan is not None:
             _reads(ctx, [(loan.loan.loan_id, _as_of(loan))])
             try:

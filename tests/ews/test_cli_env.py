@@ -54,6 +54,10 @@ def test_the_probation_option_takes_the_range_the_label_rule_does() -> None:
         (["book", "summary", "somewhere", "--probation", "0"], "Invalid value for '--probation'"),
         (["features", "build", "--probation", "25"], "Invalid value for '--probation'"),
         (["features", "build", "--dpd", "0"], "Invalid value for '--dpd'"),
+        # a traceback (bind(): port must be 0-65535), or port 0: bound, never told, never ready
+        (["serve", "--port", "99999"], "Invalid value for '--port'"),
+        (["serve", "--port", "0"], "Invalid value for '--port'"),
+        (["user", "add", "x", "--role", "superuser"], "Invalid value for '--role'"),
     ],
 )
 def test_a_wrong_command_line_exits_64_not_the_refusal_code(args, says) -> None:

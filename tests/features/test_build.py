@@ -235,3 +235,19 @@ def test_panel_has_labels_and_oracle(small_book_dir: Path) -> None:
     panel = pd.concat(list(iter_panel_chunks(small_book_dir, ms, LabelRule(), 12, chunk_loans=500)))
     assert set(panel["label"].unique()) <= {-1, 0, 1} and (panel["label"] == 1).any()
     assert panel["oracle_pd"].notna().all()
+
+
+def test_an_income_of_zero_is_one_not_declared(sub_book: Book) -> None:
+    """A declared income of 0 left payment-to-income out and scored below the loan's real income; it is
+    now read as not declared, the same features as a missing income."""
+    t = months_of(sub_book)[-1]
+    base = build_features(sub_book, t).set_index("loan_id")
+    lid = base.index[base["payment_to_income"].notna()][0]
+    bid = sub_book.loans.set_index("loan_id").at[lid, "borrower_id"]
+    zero, none = copy_book(sub_book), copy_book(sub_book)
+    zero.borrowers.loc[zero.borrowers["borrower_id"] == bid, "annual_income"] = 0.0
+    none.borrowers.loc[none.borrowers["borrower_id"] == bid, "annual_income"] = np.nan
+    fz = build_features(zero, t).set_index("loan_id")
+    assert np.isnan(fz.at[lid, "annual_income"]) and np.isnan(fz.at[lid, "payment_to_income"])
+    assert_frame_equal(fz, build_features(none, t).set_index("loan_id"))
+    assert_frame_equal(fz.drop(index=lid), base.drop(index=lid))

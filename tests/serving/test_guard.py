@@ -382,3 +382,20 @@ def test_users_added_at_the_same_time_are_all_kept(tmp_path, monkeypatch) -> Non
     for t in threads:
         t.join()
     assert sorted(u.name for u in store.users()) == names
+
+
+def test_two_authorization_headers_are_no_key_whatever_their_order(tmp_path) -> None:
+    """A wrong key followed by a valid one passed (the last header won); duplicates are refused."""
+    access, key = _access(tmp_path, tmp_path / "audit.jsonl")
+    app = _App()
+    guard = _guard(app, access)
+
+    async def post(headers: list[tuple[str, str]]) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t") as c:
+            return await c.post("/score", json={"loan_id": "L1"}, headers=httpx.Headers(headers))
+
+    good, bad = ("authorization", f"Bearer {key}"), ("authorization", "Bearer ews_nope_nope")
+    assert anyio.run(post, [good]).status_code == 200
+    for pair in ([bad, good], [good, bad], [good, good]):
+        assert anyio.run(post, pair).status_code == 401, pair
+    assert app.calls == ["/score"]  # only the request with one valid key reached the endpoint

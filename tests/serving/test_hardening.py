@@ -304,6 +304,21 @@ def test_unknown_paths_are_one_name_in_the_metrics_and_cannot_write_log_lines(se
     assert forged not in text and "zq9" not in text, [x for x in text.splitlines() if "zq9" in x][:3]
 
 
+def test_a_forwarded_for_header_is_not_the_callers_address(served, loan_body) -> None:
+    """uvicorn took a loopback caller's X-Forwarded-For as its address: a local client could dodge the
+    wrong-key limit with a new address per request and write any address into the server's log."""
+    for i in range(3):
+        r = served.anonymous.get("/model_info", headers={"x-forwarded-for": f"10.97.{i}.41"})
+        assert r.status_code == 401
+        forged = {"x-forwarded-for": f"10.98.{i}.7"}
+        r = served.officer.post("/score", json={"loan": loan_body}, headers=forged)
+        assert r.status_code == 200, r.text
+    served.anonymous.get("/livez")  # let the log catch up
+    text = served.log.read_text()
+    assert "10.97." not in text and "10.98." not in text
+    assert "127.0.0.1:" in text  # the access log names the connection's own address
+
+
 def test_every_error_has_one_shape_that_names_the_field_and_not_the_library(served, loan_body) -> None:
     bad = {"loan": {**loan_body, "loan": {**loan_body["loan"], "principal": "lots"}}}
     r = served.officer.post("/score", json=bad)

@@ -77,6 +77,31 @@ def test_batch_scores_a_list_in_one_call(server, book_wide, loan_ids, book_index
         _same(s, book_wide.loc[s["loan_id"]])
 
 
+def test_a_loan_past_the_threshold_in_a_batch_never_costs_the_others_their_scores(
+    server, book_wide, loan_ids, book_index
+) -> None:
+    """A loan 90+ days past due is routine in a book: it failed the whole batch (422), so a client had to
+    copy the performing rule to pre-filter. Now it is an error of its own, and the others are scored."""
+    perf = book_index.book.performance
+    now = perf[perf["month"] == pd.Timestamp(AS_OF)]
+    behind = str(now[now["days_past_due"] >= 90]["loan_id"].iloc[0])
+    alone = server.post("/score", json={"loan": book_index.request_json(behind, AS_OF)})
+    assert alone.status_code == 422, alone.text
+    good = loan_ids[:3]
+    loans = [book_index.request_json(lid, AS_OF) for lid in (good[0], behind, *good[1:])]
+    r = server.post("/score_batch", json={"loans": loans})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [s["loan_id"] for s in body["scores"]] == good
+    for s in body["scores"]:
+        _same(s, book_wide.loc[s["loan_id"]])
+    [err] = body["errors"]
+    assert err["index"] == 1 and err["loan_id"] == behind and err["status"] == 422, err
+    # the same problems /score gives for it alone, under the loan's place in the batch
+    assert [d["loc"][:2] for d in err["detail"]] == [["loans", 1]] * len(err["detail"])
+    assert [d["msg"] for d in err["detail"]] == [d["msg"] for d in alone.json()["detail"]]
+
+
 def test_explain_returns_the_full_contribution_vector(server, book_wide, loan_ids, champion_scorer) -> None:
     """The contributions add up to the raw score, and the reasons are concepts in order of weight,
     except for a loan 30+ days past due, whose arrears come first (riskiest loans and a sample: both)."""
@@ -214,8 +239,13 @@ def test_bad_ids_lists_and_bodies_get_4xx_and_the_server_keeps_serving(server, b
     assert r.status_code == 400 and "loans" in r.text and "1000" in r.text
     r = server.post("/score", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "json" in r.text.lower()
-    r = server.post("/explain", json={})
-    assert r.status_code == 422 and "exactly one of loan_id or loan" in r.text
+    for body in ({}, {"loan_id": loan_ids[0], "loan": one}):  # a cross-field rule: 400, naming the field
+        r = server.post("/explain", json=body)
+        assert r.status_code == 400 and "exactly one of loan_id or loan" in r.text, r.text
+        assert r.json()["detail"][0]["loc"] == ["loan_id"]
+    # a month beside a loan given in full was ignored (scored at the loan's last row): refused
+    r = server.post("/explain", json={"loan": one, "as_of": "2025-06"})
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["as_of"], r.text
     # an unknown field beside the known ones is refused, never ignored (a typo of as_of, say)
     for path, body in (
         ("/score", {"loan": one, "as_off": "2024-01"}),
