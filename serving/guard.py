@@ -154,6 +154,7 @@ FORBIDDEN = _error("this key's role may not call this endpoint", AUTH)
 NOT_READY = _error("the service is starting")
 TOO_MANY = _error("too many requests with wrong keys from this address: wait and retry", AUTH)
 AUDIT_DOWN = _error("the audit log cannot be written, so no loan is read: tell the service's operator")
+KEYS_DOWN = _error("the service cannot check API keys now (its users file is unreadable): tell its operator")
 GONE = 499  # the audit status of a request whose client left before its body was complete (nginx's code)
 
 
@@ -207,6 +208,9 @@ class RequestGuard:
         key = _bearer(auth[0] if len(auth) == 1 else None)
         client = (scope.get("client") or ("-",))[0]
         user = access.users.cached(key)
+        if user is None and access.users.unreadable:  # not the caller's key at fault: no 401, no count
+            log.warning("503 %s %s: the users file is unreadable", scope["method"], path)
+            return await _send_json(send, 503, KEYS_DOWN, {"retry-after": "30"})
         if user is None and access.failed_keys.blocked(client):
             log.warning("429 %s %s: %s sent too many wrong keys", scope["method"], path, client)
             retry = {"retry-after": f"{access.failed_keys.window:g}"}

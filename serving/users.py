@@ -61,6 +61,7 @@ class UserStore:
         self._records: dict[str, dict] = {}  # key id -> stored record
         self._verified: dict[bytes, User] = {}  # sha256 of a key already checked -> its user
         self._generation = 0  # bumped on each re-read, so a check begun before it is not cached after
+        self.unreadable: str | None = None  # why the file last read does not read as a users file
 
     # ------------------------------------------------------------------------------------- reading
     def _read(self) -> dict[str, dict]:
@@ -88,14 +89,14 @@ class UserStore:
         with self._lock:
             if stamp != self._stamp:
                 try:
-                    self._records = self._read()
+                    self._records, self.unreadable = self._read(), None
                 except ValueError as e:
                     log.error(
                         "users file %s is unreadable (%s): every key is refused until it is fixed",
                         self.path,
                         e,
                     )
-                    self._records = {}
+                    self._records, self.unreadable = {}, str(e)
                 self._verified = {}
                 self._stamp = stamp
                 self._generation += 1

@@ -399,3 +399,23 @@ def test_two_authorization_headers_are_no_key_whatever_their_order(tmp_path) -> 
     for pair in ([bad, good], [good, bad], [good, good]):
         assert anyio.run(post, pair).status_code == 401, pair
     assert app.calls == ["/score"]  # only the request with one valid key reached the endpoint
+
+
+def test_a_users_file_broken_while_serving_is_503_not_the_callers_wrong_key(tmp_path) -> None:
+    """Every key got the 401 of a wrong key (and counted towards the wrong-key limit) while the users
+    file was broken: the caller could not tell that the fault was the server's."""
+    access, key = _access(tmp_path, tmp_path / "audit.jsonl")
+    access.failed_keys = FailedKeys(limit=2)
+    guard = _guard(_App(), access)
+    assert anyio.run(_post, guard, key).status_code == 200
+    good = access.users.path.read_text()
+    access.users.path.write_text("{not json")
+    os.utime(access.users.path, ns=(1, 1))
+    for _ in range(3):
+        r = anyio.run(_post, guard, key)
+        assert r.status_code == 503 and "users file is unreadable" in r.json()["error"], r.text
+        assert r.headers["retry-after"] == "30"
+    assert not access.failed_keys._seen  # none of them counted as the caller's wrong key
+    access.users.path.write_text(good)
+    os.utime(access.users.path, ns=(2, 2))
+    assert anyio.run(_post, guard, key).status_code == 200
