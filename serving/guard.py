@@ -325,10 +325,12 @@ async def _send(
 
 def front_page(doc: dict) -> str:
     """A plain HTML page of the OpenAPI document's endpoints (method, path, summary)."""
+    import re
     from html import escape
 
     def first_line(text: object) -> str:
-        return escape(str(text or "").strip().split("\n")[0])
+        # BentoML's own descriptions hold HTML ("<code>200</code>"): shown as text, not as escaped tags
+        return escape(re.sub(r"<[^>]*>", "", str(text or "")).strip().split("\n")[0])
 
     info = doc.get("info", {})
     rows = "".join(
@@ -343,8 +345,8 @@ def front_page(doc: dict) -> str:
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td{padding:.2em 1em .2em 0}</style></head>"
         f"<body><h1>{title}</h1><p>{first_line(info.get('description'))}</p>"
-        "<p>Every endpoint but <code>/livez</code>, <code>/readyz</code>, this page and "
-        '<a href="/docs.json">the OpenAPI document</a> needs <code>Authorization: Bearer KEY</code>.</p>'
+        "<p>Every endpoint but <code>/livez</code>, <code>/readyz</code>, <code>/healthz</code>, this page "
+        'and <a href="/docs.json">the OpenAPI document</a> needs <code>Authorization: Bearer KEY</code>.</p>'
         f"<table><tr><th>method</th><th>path</th><th>what it does</th></tr>{rows}</table></body></html>"
     )
 

@@ -55,7 +55,8 @@ def _access(tmp_path: Path, audit_path: Path, body_timeout: float = 30.0) -> tup
 
 
 def _guard(app, access: Access) -> RequestGuard:
-    doc = {"info": {"title": "t <b>", "description": "d"}, "paths": {"/score": {"post": {"summary": "s"}}}}
+    paths = {"/score": {"post": {"summary": "s <code>200</code> & 3"}}}
+    doc = {"info": {"title": "t <b>", "description": "d"}, "paths": paths}
     return RequestGuard(app, access=lambda: access, openapi=lambda: doc, paths=frozenset({"/score"}))
 
 
@@ -160,6 +161,8 @@ def test_the_front_page_lists_the_endpoints_and_loads_nothing_from_elsewhere(tmp
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in r.headers["content-security-policy"]
     assert "<code>/score</code>" in r.text and "t &lt;b&gt;" in r.text  # escaped
+    # BentoML's descriptions hold HTML: the page shows their text, not '&lt;code&gt;200&lt;/code&gt;'
+    assert "<td>s 200 &amp; 3</td>" in r.text, r.text
     assert "http://" not in r.text and "https://" not in r.text and "<script" not in r.text
 
 
