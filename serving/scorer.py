@@ -38,6 +38,10 @@ SMALL_FACTORIZE = 64  # values below which the reasons deduplicate in a loop, no
 REASON_MODES = ("all", "flagged", "none")
 PER_REASON = 2  # values combined in one reason sentence
 ARREARS_FIRST_DPD = 30  # a loan this far behind is told its arrears first, whatever else weighs more
+# a reason's telling values carry at least this share of its concept's weight, or its words would
+# misstate it ("City tier: tier1; Product: ..." for a weight that came from a funding partner, which is
+# never told): the concept gives no reason and the next one down does (arrears first for 30+ DPD apart)
+MIN_TOLD_SHARE = 0.5
 LEADS = {"arrears": "dpd_now"}  # the loan's state, told first when it is telling
 REASON_FIELDS = ("concept", "title", "feature", "value", "contribution", "text")
 
@@ -295,30 +299,52 @@ class RiskScorer:
             with np.errstate(invalid="ignore"):
                 behind = np.asarray(features["dpd_now"], dtype=float) >= ARREARS_FIRST_DPD
             ranked[:, a] = np.where(behind & eligible[:, a], np.finfo(float).max, ranked[:, a])
-        order = np.argsort(-ranked, axis=1, kind="stable")[:, : self.top_k]
+        # each row's concepts by weight; a slot takes the next one that has a reason to give: a fresh
+        # value to tell (not only a fact an earlier reason told) and words that carry most of its weight
+        order = np.argsort(-ranked, axis=1, kind="stable")
+        forced = np.zeros(ranked.shape, bool)
+        if "arrears" in cm.concepts and "dpd_now" in features:
+            forced[:, a] = ranked[:, a] == np.finfo(float).max
+        with np.errstate(invalid="ignore"):
+            carried = (np.where(tell, contrib, 0.0) @ cm.member) >= MIN_TOLD_SHARE * group
+        nxt = np.zeros(n, dtype=int)  # each row's next candidate in `order`
+        rows_all = np.arange(n)
         texts = _TextCache(self.bundle, features)
         for k in range(min(self.top_k, len(cm.concepts))):
-            ci = order[:, k]
-            rows = np.flatnonzero(np.isfinite(ranked[np.arange(n), ci]))
             slot = result[k]
-            for c in np.unique(ci[rows]):
-                r = rows[ci[rows] == c]
-                concept = cm.concepts[c]
-                cols = np.flatnonzero(cm.member[:, c] > 0)
-                sub = np.where(tell[np.ix_(r, cols)], contrib[np.ix_(r, cols)], -np.inf)
-                lead = LEADS.get(concept)
-                if lead in cm.features:  # the loan's state first, whenever it is a telling value
-                    is_lead = cols == cm.features.index(lead)
-                    sub = np.where(is_lead[None, :] & np.isfinite(sub), np.inf, sub)
-                told = _pick(sub, cols, shown[r], cm.measure, told_all[r, : k * PER_REASON])
-                told_all[r, k * PER_REASON : (k + 1) * PER_REASON] = told
-                slot["concept"][r] = concept
-                slot["title"][r] = CONCEPTS[concept]
-                slot["contribution"][r] = group[r, c]
-                slot["feature"][r] = np.array([*cm.features, None], dtype=object)[told[:, 0]]
-                values, sentences = texts.told(told, r)
-                slot["value"][r] = values
-                slot["text"][r] = sentences
+            pending = rows_all
+            while True:
+                pending = pending[nxt[pending] < len(cm.concepts)]
+                ci = order[pending, nxt[pending]]
+                live = np.isfinite(ranked[pending, ci])
+                pending, ci = pending[live], ci[live]
+                if not len(pending):
+                    break
+                nxt[pending] += 1
+                filled = np.zeros(len(pending), bool)
+                for c in np.unique(ci):
+                    at = np.flatnonzero(ci == c)
+                    r = pending[at]
+                    concept = cm.concepts[c]
+                    cols = np.flatnonzero(cm.member[:, c] > 0)
+                    sub = np.where(tell[np.ix_(r, cols)], contrib[np.ix_(r, cols)], -np.inf)
+                    lead = LEADS.get(concept)
+                    if lead in cm.features:  # the loan's state first, whenever it is a telling value
+                        is_lead = cols == cm.features.index(lead)
+                        sub = np.where(is_lead[None, :] & np.isfinite(sub), np.inf, sub)
+                    told = _pick(sub, cols, shown[r], cm.measure, told_all[r, : k * PER_REASON])
+                    ok = (told[:, 0] >= 0) & (carried[r, c] | forced[r, c])
+                    r, told = r[ok], told[ok]
+                    filled[at[ok]] = True
+                    told_all[r, k * PER_REASON : (k + 1) * PER_REASON] = told
+                    slot["concept"][r] = concept
+                    slot["title"][r] = CONCEPTS[concept]
+                    slot["contribution"][r] = group[r, c]
+                    slot["feature"][r] = np.array([*cm.features, None], dtype=object)[told[:, 0]]
+                    values, sentences = texts.told(told, r)
+                    slot["value"][r] = values
+                    slot["text"][r] = sentences
+                pending = pending[~filled]  # a concept with no reason to give: the next one down
         return result
 
     def explain(self, features: Columns) -> Explanation:
@@ -342,8 +368,8 @@ def _pick(
 ) -> np.ndarray:
     """Up to PER_REASON features of one concept per row (positions in the bundle, best first, -1 for
     none), from their ranks `sub` (-inf: not telling). A value that repeats one told already, of the
-    same measure and shown alike (in an earlier reason or this one), goes last: the first sentence
-    takes it only when the concept has nothing else to tell, a second one never."""
+    same measure and shown alike (in an earlier reason or this one), is never told again: a concept with
+    nothing else to tell has no first value (-1), and the next concept takes its place."""
     rows = np.arange(len(sub))
     told = np.full((len(sub), PER_REASON), -1)
     sub = sub.copy()
@@ -360,9 +386,6 @@ def _pick(
         fresh = np.where(repeats, -np.inf, sub)
         best = np.argmax(fresh, axis=1)  # the first of equal ranks, as a stable sort would
         got = fresh[rows, best] > -np.inf
-        if p == 0:  # nothing fresh to tell: the repeat rather than an empty reason
-            best = np.where(got, best, np.argmax(sub, axis=1))
-            got = sub[rows, best] > -np.inf
         told[:, p] = np.where(got, cols[best], -1)
         sub[rows[got], best[got]] = -np.inf  # told: not again
     return told

@@ -49,7 +49,9 @@ def test_counts_reconcile_and_every_performing_loan_is_scored_with_reasons(
     )  # open loans not scored: in default or probation
     scores = pd.read_parquet(tmp_path / "2025-12" / "scores.parquet")
     assert len(scores) == c["scored"] and scores["loan_id"].is_unique
-    assert scores["reason_1_text"].notna().mean() > 0.9  # a loan with nothing worse than typical has none
+    # a loan with nothing worse than typical has none, nor one whose telling values carry too little of
+    # any concept's weight (about a quarter of the demo book's green loans); a flagged loan always has one
+    assert scores["reason_1_text"].notna().mean() > 0.6
     assert scores.loc[scores["tier"] != "green", "reason_1_text"].notna().all()
     assert (scores["model_name"] == "loan-ews-pd-12m").all() and (scores["model_version"] == "1").all()
     assert sum(s["tiers"].values()) == c["scored"] and sum(s["grades"].values()) == c["scored"]
