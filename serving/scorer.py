@@ -11,8 +11,10 @@ A concept is a reason only if it pushes the risk up and the loan has a telling v
 that applies to the loan (not missing), may be told to an officer, has a declared risk direction (a
 number without one, such as the remaining term, has no risky side) and is on its risky side of the
 typical training loan, whose fact no other telling value already says (`told_by`), and that itself
-pushes the risk up. Its sentence combines up to two such values, the loan's state first ("75 days past
-due now; 2 missed payments in the last 3 months"), never the same fact twice (`measure`).
+pushes the risk up, and only if those values carry at least half of the concept's weight
+(`MIN_TOLD_SHARE`). Its sentence combines up to two such values, the loan's state first ("75 days past
+due now; 2 missed payments in the last 3 months"), never a fact an earlier sentence told (`measure`): a
+concept left with nothing new gives no reason, and the next concept down takes its slot.
 Protected attributes (the spec's `protected`, age by default) are never a reason: their contribution is
 kept out of every concept. Texts come from the bundle, so a score is explained by the model that made it.
 """
