@@ -296,17 +296,16 @@ class RiskScorer:
         group = self.concept_contributions(contrib)
         eligible = ((tell.astype(float) @ cm.member) > 0) & (group > 0) & want[:, None]
         ranked = np.where(eligible, group, -np.inf)
+        forced = np.zeros(ranked.shape, bool)  # first whatever its words carry
         if "arrears" in cm.concepts and "dpd_now" in features:  # 30+ DPD: the arrears come first
             a = cm.concepts.index("arrears")  # (from the loan's DPD: a model may not use it as an input)
             with np.errstate(invalid="ignore"):
                 behind = np.asarray(features["dpd_now"], dtype=float) >= ARREARS_FIRST_DPD
-            ranked[:, a] = np.where(behind & eligible[:, a], np.finfo(float).max, ranked[:, a])
+            forced[:, a] = behind & eligible[:, a]
+            ranked[:, a] = np.where(forced[:, a], np.finfo(float).max, ranked[:, a])
         # each row's concepts by weight; a slot takes the next one that has a reason to give: a fresh
         # value to tell (not only a fact an earlier reason told) and words that carry most of its weight
         order = np.argsort(-ranked, axis=1, kind="stable")
-        forced = np.zeros(ranked.shape, bool)
-        if "arrears" in cm.concepts and "dpd_now" in features:
-            forced[:, a] = ranked[:, a] == np.finfo(float).max
         with np.errstate(invalid="ignore"):
             carried = (np.where(tell, contrib, 0.0) @ cm.member) >= MIN_TOLD_SHARE * group
         nxt = np.zeros(n, dtype=int)  # each row's next candidate in `order`
