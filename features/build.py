@@ -316,7 +316,9 @@ def features_at(
 
     appraisal = loans.appraisal_value[k]
     prior = loans.prior_lien_balance[k]
-    secured = loans.has_collateral[k] & ~np.isnan(appraisal)
+    # an appraisal dated after t was not known at t: the loan is scored as secured by an unknown value
+    # (collateral features missing), as it was before the revaluation, not with a later value
+    secured = loans.has_collateral[k] & ~np.isnan(appraisal) & (loans.appraisal_month[k] <= t_m)
     city = prices.codes(loans.collateral_city[k])
     loan_city = prices.codes(loans.city[k])
     app_m = np.where(secured, loans.appraisal_month[k], 0)

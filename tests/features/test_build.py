@@ -251,3 +251,26 @@ def test_an_income_of_zero_is_one_not_declared(sub_book: Book) -> None:
     assert np.isnan(fz.at[lid, "annual_income"]) and np.isnan(fz.at[lid, "payment_to_income"])
     assert_frame_equal(fz, build_features(none, t).set_index("loan_id"))
     assert_frame_equal(fz.drop(index=lid), base.drop(index=lid))
+
+
+def test_an_appraisal_dated_after_t_is_not_known_at_t(sub_book: Book) -> None:
+    """The collateral table holds the latest appraisal; one dated after t (a revaluation) was not known
+    at t, so the loan's features at t leave the collateral value out instead of using the later value,
+    and the same appraisal is used from its own month on."""
+    ms = months_of(sub_book)
+    t = ms[-6]
+    base = build_features(sub_book, t).set_index("loan_id")
+    still_open = build_features(sub_book, ms[-4])["loan_id"]
+    lid = base.index[base["current_ltv"].notna() & base.index.isin(still_open)][0]
+    coll = sub_book.loans.set_index("loan_id").at[lid, "collateral_id"]
+    later = copy_book(sub_book)
+    c = later.collateral
+    c.loc[c["collateral_id"] == coll, "appraisal_date"] = t + pd.DateOffset(months=2, days=3)
+    c.loc[c["collateral_id"] == coll, "appraisal_value"] *= 1.5
+    after = build_features(later, t).set_index("loan_id")
+    for name in ("indexed_value", "current_ltv", "combined_ltv", "ltv_change", "hpi_missing"):
+        assert np.isnan(after.at[lid, name]), name
+    others = [x for x in base.index if x != lid]
+    assert_frame_equal(after.loc[others], base.loc[others])
+    at_revaluation = build_features(later, ms[-4]).set_index("loan_id")
+    assert at_revaluation.at[lid, "indexed_value"] > 0 and at_revaluation.at[lid, "current_ltv"] > 0
