@@ -316,9 +316,11 @@ def features_at(
 
     appraisal = loans.appraisal_value[k]
     prior = loans.prior_lien_balance[k]
+    pledged = loans.has_collateral[k] & ~np.isnan(appraisal)
     # an appraisal dated after t was not known at t: the loan is scored as secured by an unknown value
-    # (collateral features missing), as it was before the revaluation, not with a later value
-    secured = loans.has_collateral[k] & ~np.isnan(appraisal) & (loans.appraisal_month[k] <= t_m)
+    # (value and LTV features missing), as it was before the revaluation, not with a later value; its
+    # city's house prices up to t stay known
+    secured = pledged & (loans.appraisal_month[k] <= t_m)
     city = prices.codes(loans.collateral_city[k])
     loan_city = prices.codes(loans.city[k])
     app_m = np.where(secured, loans.appraisal_month[k], 0)
@@ -334,8 +336,8 @@ def features_at(
         f["current_ltv"] = np.where(secured, bal_t / value, np.nan)
         f["combined_ltv"] = np.where(secured, (bal_t + prior) / value, np.nan)
         f["ltv_change"] = np.where(secured, f["combined_ltv"] - (principal + prior) / appraisal, np.nan)
-        f["hpi_change_6m"] = np.where(secured, h_t / h_6 - 1.0, np.nan)
-        f["hpi_change_12m"] = np.where(secured, h_t / h_12 - 1.0, np.nan)
+        f["hpi_change_6m"] = np.where(pledged, h_t / h_6 - 1.0, np.nan)
+        f["hpi_change_12m"] = np.where(pledged, h_t / h_12 - 1.0, np.nan)
         f["hpi_missing"] = np.where(secured, (~has_hpi).astype(float), np.nan)
         f["local_hpi_change_12m"] = prices.at(loan_city, t_m) / prices.at(loan_city, t_m - 12) - 1.0
     f.update((context or ContextIndex(None)).join(t_m, f["industry"]))

@@ -270,6 +270,7 @@ def test_an_appraisal_dated_after_t_is_not_known_at_t(sub_book: Book) -> None:
     after = build_features(later, t).set_index("loan_id")
     for name in ("indexed_value", "current_ltv", "combined_ltv", "ltv_change", "hpi_missing"):
         assert np.isnan(after.at[lid, name]), name
+    assert after.at[lid, "hpi_change_12m"] == base.at[lid, "hpi_change_12m"]  # its city's prices are known
     others = [x for x in base.index if x != lid]
     assert_frame_equal(after.loc[others], base.loc[others])
     at_revaluation = build_features(later, ms[-4]).set_index("loan_id")
