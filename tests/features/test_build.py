@@ -261,7 +261,7 @@ def test_an_appraisal_dated_after_t_is_not_known_at_t(sub_book: Book) -> None:
     t = ms[-6]
     base = build_features(sub_book, t).set_index("loan_id")
     still_open = build_features(sub_book, ms[-4])["loan_id"]
-    lid = base.index[base["current_ltv"].notna() & base.index.isin(still_open)][0]
+    lid = base.index[(base["hpi_missing"] == 0) & base.index.isin(still_open)][0]  # valued, with an HPI
     coll = sub_book.loans.set_index("loan_id").at[lid, "collateral_id"]
     later = copy_book(sub_book)
     c = later.collateral
