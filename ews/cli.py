@@ -1059,7 +1059,7 @@ def user_list(ctx: typer.Context) -> None:
 
 @user_app.command("remove")
 def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name.")]) -> None:
-    """Delete a user: its key stops working at the running server's next request."""
+    """Delete a user: its key stops working at the running server within a second."""
     store = _users(ctx.obj)
     try:
         removed = store.remove(name)

@@ -77,7 +77,7 @@ class LoanEWS:
         mlflow.set_tracking_uri(settings.tracking_uri())
         bundle = load_model(settings.model_name, settings.model_ref)  # ValueError stops startup
         book = BookIndex.load(settings.book) if settings.book else None
-        users = UserStore(settings.users_path)
+        users = UserStore(settings.users_path, recheck_after=settings.users_recheck_seconds)
         users.check()
         self.runtime = ScoringRuntime(bundle, book, settings.model_ref, settings.top_k)
         self.access = Access(

@@ -29,6 +29,8 @@ class ServingSettings(BaseSettings):
     max_batch_body_bytes: int = 16 * MiB  # ...except /score_batch (1,000 full loans are about 7 MB)
     # wrong keys per client address in 10 s before 429, counted by each worker (so up to workers x this)
     max_failed_keys: int = Field(20, ge=1)
+    # seconds a worker trusts the users file unchanged: a key added or removed takes effect within this
+    users_recheck_seconds: float = Field(1.0, ge=0, le=60)
     # seconds a request body may take to arrive before a 408: under BentoML's 60 s request timeout
     body_timeout: float = Field(30.0, gt=0, lt=60)
     startup_timeout: float = 180.0  # seconds `ews serve` waits for its workers before it gives up

@@ -326,6 +326,22 @@ def test_a_websocket_is_refused_unheard(tmp_path) -> None:
     assert sent == [{"type": "websocket.close", "code": 1008}] and app.calls == []
 
 
+def test_a_server_looks_at_the_users_file_at_most_once_per_recheck_interval(tmp_path) -> None:
+    now = [100.0]
+    writer = UserStore(tmp_path / "users.json")
+    ann = writer.add("ann", "officer")
+    server = UserStore(writer.path, recheck_after=1.0, clock=lambda: now[0])
+    assert server.verify(ann) is not None and server.cached(ann) is not None
+    bob = writer.add("bob", "officer")
+    writer.remove("ann")
+    os.utime(writer.path, ns=(3, 3))  # a change the server's stamp sees
+    now[0] += 0.5  # within the interval: the file is not looked at, the old records stand
+    assert server.cached(ann) is not None and server.verify(bob) is None
+    now[0] += 0.6  # past it: ann's removal and bob's key both take effect
+    assert server.cached(ann) is None and server.verify(ann) is None
+    assert server.verify(bob) is not None
+
+
 def test_a_key_removed_while_it_is_being_checked_is_not_cached_as_good(tmp_path, monkeypatch) -> None:
     import serving.users as users
 
