@@ -10,6 +10,7 @@ the features the nightly batch sees.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -204,8 +205,14 @@ def _column(name: str, values: list) -> np.ndarray:
 class PriceSeries:
     """The configured book's house price series by city, for the service to join a request's own."""
 
+    CACHED = 256  # indexes of the book's own series kept, by the set of cities they hold
+
     def __init__(self, house_prices: pd.DataFrame | None) -> None:
         self._series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # A request with no series of its own needs only the book's: its index is built once per set of
+        # cities (a request's one or two), not per request (a tenth of a single loan's features' time).
+        self._cache: dict[frozenset[str], HousePriceIndex] = {}
+        self._cache_lock = threading.Lock()
         if house_prices is None:
             return
         hp = house_prices.dropna(subset=["city", "month", "index"])
@@ -216,6 +223,22 @@ class PriceSeries:
 
     def index_for(self, cities: set[str], own: list[tuple[object, list[HousePrice]]]) -> HousePriceIndex:
         """The series of `cities` from the book and each request's own, as one index."""
+        if not own:
+            held = frozenset(c for c in cities if c in self._series)  # bounded by the book's cities
+            with self._cache_lock:
+                index = self._cache.get(held)
+            if index is None:
+                index = self._index(held, own)
+                with self._cache_lock:
+                    if len(self._cache) >= self.CACHED:
+                        self._cache.pop(next(iter(self._cache)))
+                    self._cache[held] = index
+            return index
+        return self._index(cities, own)
+
+    def _index(
+        self, cities: set[str] | frozenset[str], own: list[tuple[object, list[HousePrice]]]
+    ) -> HousePriceIndex:
         keys: list[object] = []
         months: list[np.ndarray] = []
         levels: list[np.ndarray] = []
