@@ -42,6 +42,7 @@ class JsonlAuditLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._fd: int | None = None
+        self._file: tuple[int, int] = (-1, -1)  # (device, inode) of the open file
         self._lock = threading.Lock()
 
     def open(self) -> JsonlAuditLog:
@@ -62,8 +63,7 @@ class JsonlAuditLog:
         if self._fd is not None:
             try:
                 on_path = os.stat(self.path)
-                ours = os.fstat(self._fd)
-                moved = (on_path.st_dev, on_path.st_ino) != (ours.st_dev, ours.st_ino)
+                moved = (on_path.st_dev, on_path.st_ino) != self._file
             except FileNotFoundError:
                 moved = True
             if moved:
@@ -72,6 +72,8 @@ class JsonlAuditLog:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            ours = os.fstat(self._fd)  # an open file keeps its identity: read once, not per line (a
+            self._file = (ours.st_dev, ours.st_ino)  # system call on the event loop costs throughput)
         return self._fd
 
     def close(self) -> None:
