@@ -54,6 +54,24 @@ class HousePriceIndex:
         self._values = np.asarray(index, dtype=float)[order]
 
     @classmethod
+    def of_series(cls, series: Sequence[tuple[object, np.ndarray, np.ndarray]]) -> HousePriceIndex:
+        """The index of whole series, one (city, month indices, levels) each: the same index as the
+        entries given one by one, with one Python step per series instead of per entry (the service
+        builds one per request)."""
+        if not series:
+            return cls([], np.empty(0, np.int64), np.empty(0))
+        index = cls.__new__(cls)
+        index._code = {}
+        code = np.concatenate(
+            [np.full(len(m), index._code.setdefault(c, len(index._code)), np.int64) for c, m, _ in series]
+        )
+        key = code * _CITY_KEY + np.concatenate([np.asarray(m, dtype=np.int64) for _, m, _ in series])
+        order = np.argsort(key, kind="stable")
+        index._keys = key[order]
+        index._values = np.concatenate([np.asarray(v, dtype=float) for _, _, v in series])[order]
+        return index
+
+    @classmethod
     def of_frame(cls, house_prices: pd.DataFrame) -> HousePriceIndex:
         """The index of a house_prices table (rows with a missing city, month or level are ignored)."""
         hp = house_prices.dropna(subset=["city", "month", "index"])

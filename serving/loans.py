@@ -239,22 +239,16 @@ class PriceSeries:
     def _index(
         self, cities: set[str] | frozenset[str], own: list[tuple[object, list[HousePrice]]]
     ) -> HousePriceIndex:
-        keys: list[object] = []
-        months: list[np.ndarray] = []
-        levels: list[np.ndarray] = []
-        for key, series in own:
-            keys += [key] * len(series)
-            months.append(np.array([month_number(h.month) for h in series], dtype=np.int64))
-            levels.append(np.array([h.index for h in series], dtype=float))
-        for city in cities:
-            if city in self._series:
-                m, v = self._series[city]
-                keys += [city] * len(m)
-                months.append(m)
-                levels.append(v)
-        if not keys:
-            return HousePriceIndex([], np.empty(0, np.int64), np.empty(0))
-        return HousePriceIndex(keys, np.concatenate(months), np.concatenate(levels))
+        series = [
+            (
+                key,
+                np.fromiter((month_number(h.month) for h in own_series), np.int64, len(own_series)),
+                np.fromiter((h.index for h in own_series), float, len(own_series)),
+            )
+            for key, own_series in own
+        ]
+        series += [(city, *self._series[city]) for city in cities if city in self._series]
+        return HousePriceIndex.of_series(series)
 
 
 def request_features(

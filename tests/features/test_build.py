@@ -275,3 +275,25 @@ def test_an_appraisal_dated_after_t_is_not_known_at_t(sub_book: Book) -> None:
     assert_frame_equal(after.loc[others], base.loc[others])
     at_revaluation = build_features(later, ms[-4]).set_index("loan_id")
     assert at_revaluation.at[lid, "indexed_value"] > 0 and at_revaluation.at[lid, "current_ltv"] > 0
+
+
+def test_a_price_index_of_whole_series_is_the_index_of_their_entries() -> None:
+    from features.build import HousePriceIndex
+
+    rng = np.random.default_rng(7)
+    series = [
+        (city, np.sort(rng.choice(np.arange(24_000, 24_060), size=n, replace=False)), rng.uniform(50, 150, n))
+        for city, n in (("A", 30), (("own", 0), 12), ("B", 0), ("C", 45))
+    ]
+    whole = HousePriceIndex.of_series(series)
+    entries = HousePriceIndex(
+        [c for c, m, _ in series for _ in m],
+        np.concatenate([m for _, m, _ in series]),
+        np.concatenate([v for _, _, v in series]),
+    )
+    cities = ["A", ("own", 0), "B", "C", "nowhere"] * 20
+    months = rng.integers(23_990, 24_070, size=len(cities))
+    got = whole.at(whole.codes(cities), months)
+    want = entries.at(entries.codes(cities), months)
+    assert np.array_equal(got, want, equal_nan=True) and np.isfinite(got).sum() > 20
+    assert np.isnan(HousePriceIndex.of_series([]).at(np.array([-1]), np.array([24_000])))[0]
