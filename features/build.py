@@ -46,8 +46,15 @@ class HousePriceIndex:
 
     def __init__(self, city: Sequence[object], month: np.ndarray, index: np.ndarray) -> None:
         """One entry per (city, month index, level); no missing values (see `of_frame`)."""
-        self._code: dict[object, int] = {}
-        code = np.fromiter((self._code.setdefault(c, len(self._code)) for c in city), np.int64, len(city))
+        code_of: dict[object, int] = {}
+        code = np.fromiter((code_of.setdefault(c, len(code_of)) for c in city), np.int64, len(city))
+        self._hold(code_of, code, month, index)
+
+    def _hold(
+        self, code_of: dict[object, int], code: np.ndarray, month: np.ndarray, index: np.ndarray
+    ) -> None:
+        """Keep the entries sorted by (city code, month), the order `at` searches."""
+        self._code = code_of
         key = code * _CITY_KEY + np.asarray(month, dtype=np.int64)
         order = np.argsort(key, kind="stable")
         self._keys = key[order]
@@ -60,15 +67,15 @@ class HousePriceIndex:
         builds one per request)."""
         if not series:
             return cls([], np.empty(0, np.int64), np.empty(0))
-        index = cls.__new__(cls)
-        index._code = {}
-        code = np.concatenate(
-            [np.full(len(m), index._code.setdefault(c, len(index._code)), np.int64) for c, m, _ in series]
+        code_of: dict[object, int] = {}
+        code = [np.full(len(m), code_of.setdefault(c, len(code_of)), np.int64) for c, m, _ in series]
+        index = cls.__new__(cls)  # the entries are already coded: `__init__` would code them one by one
+        index._hold(
+            code_of,
+            np.concatenate(code),
+            np.concatenate([np.asarray(m, dtype=np.int64) for _, m, _ in series]),
+            np.concatenate([np.asarray(v, dtype=float) for _, _, v in series]),
         )
-        key = code * _CITY_KEY + np.concatenate([np.asarray(m, dtype=np.int64) for _, m, _ in series])
-        order = np.argsort(key, kind="stable")
-        index._keys = key[order]
-        index._values = np.concatenate([np.asarray(v, dtype=float) for _, _, v in series])[order]
         return index
 
     @classmethod
