@@ -442,3 +442,24 @@ def test_concept_sums_are_the_same_for_any_row_count_and_never_negative_zero(sco
             ref += contrib[:, j]
         assert np.array_equal(many[:, k], ref)
     assert not np.signbit(many[:5]).any()
+
+
+def test_contributions_that_do_not_add_up_to_lightgbms_raw_score_stop_a_large_call(scorer, rows) -> None:
+    """The additivity check samples a large call (2,000 evenly spaced rows): tables that misread the model
+    (here one group of trees off by 0.01 in log-odds) are caught, never scored."""
+    import copy
+    import dataclasses
+
+    from serving.scorer import ADDITIVITY_SAMPLE
+
+    tables = scorer.bundle.shap_tables()
+    assert tables is not None
+    values = tables.values.copy()
+    values[tables.val_off[0] : tables.val_off[1]] += 0.01
+    bundle = copy.copy(scorer.bundle)
+    bundle.__dict__["_shap_tables"] = dataclasses.replace(tables, values=values)
+    X = scorer.bundle.matrix(rows)
+    assert len(X) > 2 * ADDITIVITY_SAMPLE
+    with pytest.raises(RuntimeError, match="do not add up"):
+        RiskScorer(bundle).contributions(X)
+    RiskScorer(scorer.bundle).contributions(X)  # the true tables pass the same check
