@@ -195,8 +195,8 @@ class RiskScorer:
 
     def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(raw score, contributions [rows x features], base value per row) of the model input matrix.
-        The raw score is the sum of the contributions, checked against LightGBM's own raw score (every row
-        of a small call, 2,000 evenly spaced rows of a large one; the tables were verified to 1e-9 at load)."""
+        The raw score is the sum of the contributions, checked against LightGBM's own raw score (every
+        row of a small call, 2,000 evenly spaced rows of a large one; the tables were verified at load)."""
         contrib = self.bundle.contributions(X)  # SHAP tables when the model has them, else pred_contrib
         check = slice(None) if len(X) <= ADDITIVITY_SAMPLE else slice(None, None, len(X) // ADDITIVITY_SAMPLE)
         raw = self._raw_score(X[check])
